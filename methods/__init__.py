@@ -1,0 +1,1 @@
+"""SR methods: AlignVAR/VARSR (``methods.alignvar``) and baseline adapters (``methods.baselines``)."""
