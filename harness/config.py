@@ -151,10 +151,10 @@ def from_dict(cls: type, data: dict, *, path: str = "", source: str = "<config>"
 
 def to_dict(obj: Any) -> Any:
     """Inverse of ``from_dict``: plain YAML-able data (aliased keys restored)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {_yaml_key(f): to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, ComponentSpec):
         return obj.to_dict()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {_yaml_key(f): to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -393,6 +393,9 @@ def _list_index(node: list, part: str, parts: list[str], what: str) -> int:
             return idx
     for idx, item in enumerate(node):
         if isinstance(item, dict) and (item.get("name", item.get("type")) == part):
+            return idx
+        if isinstance(item, str) and item == part:  # shorthand component: `methods: [bicubic]`
+            node[idx] = {"type": item}
             return idx
     raise ConfigError(f"{what} {'.'.join(parts)}: no list item {part!r} (use an index or an item's name)")
 

@@ -35,7 +35,9 @@ def pil_to_tensor(img: Image.Image, source: str = "<image>") -> torch.Tensor:
         arr = np.clip(arr / peak, 0.0, 1.0).astype(np.float32)
         return torch.from_numpy(np.repeat(arr[None], 3, axis=0).copy())
     if mode == "F":
-        raise ImageError(f"{source}: 32-bit float images (PIL mode 'F') are not supported; save as 8/16-bit PNG")
+        raise ImageError(
+            f"{source}: 32-bit float images (PIL mode 'F') are not supported; save as 8/16-bit PNG"
+        )
     if mode not in ("RGB",):
         if mode in ("1", "L", "LA", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "RGBa", "La"):
             img = img.convert("RGB")
@@ -52,12 +54,37 @@ def load_image(path: str | Path) -> torch.Tensor:
         raise ImageError(f"{path}: file not found")
     try:
         with Image.open(path) as img:
+            if _is_16bit_colour(img):
+                return _load_16bit_colour(path)
             img.load()
             return pil_to_tensor(img, str(path))
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
+
+
+def _is_16bit_colour(img: Image.Image) -> bool:
+    """True for 48/64-bit RGB(A) files, which PIL would silently reduce to 8 bits per channel."""
+    if img.mode not in ("RGB", "RGBA"):
+        return False
+    for tile in getattr(img, "tile", None) or ():
+        args = tile[3] if isinstance(tile, tuple) else getattr(tile, "args", None)
+        rawmode = args[0] if isinstance(args, tuple) and args else args
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return True
+    return False
+
+
+def _load_16bit_colour(path: Path) -> torch.Tensor:
+    """Read a 16-bit RGB(A) PNG/TIFF at full precision with OpenCV (alpha dropped), scaled from [0, 65535]."""
+    import cv2  # opencv-python-headless comes with pyiqa
+
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageError(f"{path}: cannot decode 16-bit colour image")
+    rgb = arr[:, :, 2::-1].astype(np.float32) / (65535.0 if arr.dtype == np.uint16 else 255.0)
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).clamp_(0.0, 1.0).contiguous()
 
 
 def tensor_to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -76,5 +103,7 @@ def save_image(img: torch.Tensor, path: str | Path) -> Path:
     if not path.suffix:
         path = path.with_suffix(".png")
     with atomic_path(path) as tmp:
-        Image.fromarray(tensor_to_uint8(img)).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
+        Image.fromarray(tensor_to_uint8(img)).save(
+            tmp, format=Image.registered_extensions()[path.suffix.lower()]
+        )
     return path

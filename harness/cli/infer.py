@@ -1,0 +1,158 @@
+"""``run.py infer``: x4 super-resolve one image or a folder with VARSR / AlignVAR weights, writing PNGs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "x4 super-resolve an image or a folder with VARSR / AlignVAR checkpoints"
+DESCRIPTION = """\
+x4 super-resolution with the VARSR / AlignVAR model.
+
+Official weights: VARSR.pth and VQVAE.pth from https://github.com/qyp2000/VARSR (checkpoints/).
+Our checkpoints (.safetensors from run.py train) usually hold the VQ-VAE too, so --vqvae may be omitted.
+
+examples:
+  python run.py infer --method varsr --checkpoint ckpt/VARSR.pth --vqvae ckpt/VQVAE.pth --input lr.png
+  --output out/ python run.py infer --method alignvar --checkpoint runs/x/model.safetensors --input lr_dir/
+  --output sr_dir/ --tile 512
+
+Outputs are PNGs named after the inputs (OUT/<stem>.png); with one input image, --output may name the PNG
+itself.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=("varsr", "alignvar"), default="varsr", help="default: varsr")
+    parser.add_argument("--checkpoint", required=True, help="VARSR.pth or our .safetensors")
+    parser.add_argument(
+        "--vqvae", default=None, help="VQVAE.pth (not needed if the checkpoint holds the VQ-VAE)"
+    )
+    parser.add_argument("--input", required=True, help="an LR image or a folder of LR images")
+    parser.add_argument("--output", required=True, help="output folder (or a .png path for a single input)")
+    parser.add_argument(
+        "--arch",
+        default="auto",
+        help="auto (from the checkpoint) or a named arch to check: tiny, d2, d16, d20, d24",
+    )
+    parser.add_argument(
+        "--cfg", type=float, default=6.0, help="guidance scale (default 6.0, ramped over scales)"
+    )
+    parser.add_argument("--top-k", type=int, default=1, help="1 = greedy (default); 0 = no top-k filter")
+    parser.add_argument(
+        "--top-p", type=float, default=0.75, help="nucleus mass (default 0.75; moot when greedy)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="token sampling temperature (default 1)"
+    )
+    parser.add_argument("--no-refiner", action="store_true", help="skip the diffusion refiner (faster)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling/refiner noise (default 0)")
+    parser.add_argument(
+        "--tile", type=int, default=None, help="output tile size (multiple of 16) for big images"
+    )
+    parser.add_argument(
+        "--tile-overlap", type=int, default=64, help="output pixels shared by tiles (default 64)"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--sca",
+        choices=("laplacian", "random", "none"),
+        default=None,
+        help="SCA mask input (alignvar only; default laplacian)",
+    )
+    parser.add_argument(
+        "--color-fix",
+        choices=("adain", "wavelet", "none"),
+        default="adain",
+        help="colour correction against the upsampled LR (default adain, as the official test)",
+    )
+
+
+def _inputs(path: Path) -> list[Path]:
+    from harness.data.imageio import is_image_file
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+        if not files:
+            raise FileNotFoundError(
+                f"{path}: no images found (looked for .png/.jpg/... files in this folder)"
+            )
+        return files
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: input not found")
+    return [path]
+
+
+def _targets(inputs: list[Path], output: Path) -> list[Path]:
+    from harness.data.imageio import is_image_file
+
+    if len(inputs) == 1 and output.suffix and is_image_file(output):
+        return [output.with_suffix(".png")]
+    return [output / f"{p.stem}.png" for p in inputs]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from harness.data.imageio import ImageError, load_image, save_image
+    from methods.alignvar.checkpoint import CheckpointError
+    from methods.alignvar.method import (
+        AlignVARMethod,
+        AlignVARMethodConfig,
+        MissingCheckpointError,
+        VARSRMethodConfig,
+    )
+
+    if args.sca is not None and args.method != "alignvar":
+        print(
+            "error: --sca applies to --method alignvar only (varsr is SCA-free by definition)",
+            file=sys.stderr,
+        )
+        return 2
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        inputs = _inputs(Path(args.input))
+        targets = _targets(inputs, Path(args.output))
+        options = dict(
+            checkpoint=args.checkpoint,
+            vqvae=args.vqvae,
+            arch=args.arch,
+            device=device,
+            cfg=args.cfg,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            temperature=args.temperature,
+            seed=args.seed,
+            use_refiner=not args.no_refiner,
+            color_fix=args.color_fix,
+            tile=args.tile,
+            tile_overlap=args.tile_overlap,
+        )
+        if args.method == "alignvar":
+            config = AlignVARMethodConfig(**options, sca=args.sca or "laplacian")
+        else:
+            config = VARSRMethodConfig(**options)
+        method = AlignVARMethod(config, args.method)
+    except (MissingCheckpointError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in method.model.load_notes:
+        print(f"note: {note}", file=sys.stderr)
+    written = []
+    for src, dst in tqdm(
+        list(zip(inputs, targets)), desc=f"infer {args.method}", unit="img", file=sys.stderr
+    ):
+        try:
+            lr = load_image(src)
+        except ImageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        sr = method.upscale(lr[None], [src.stem])[0]
+        written.append(save_image(sr.cpu(), dst))
+    where = written[0] if len(written) == 1 else Path(args.output)
+    print(f"wrote {len(written)} x4 image(s) to {where}")
+    return 0

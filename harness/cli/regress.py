@@ -1,0 +1,60 @@
+"""``run.py regress NEW_RUN --against REFERENCE``: fail (exit 1) on a significant metric regression."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "compare a bench run with a reference run; exit 1 on a significant regression beyond tolerance"
+DESCRIPTION = """\
+Compare the per-image metrics of two bench runs (same datasets, methods and images) with a paired bootstrap.
+A regression is a significant worsening (p < alpha, CI excluding 0) larger than the metric's tolerance.
+
+Tolerance file (YAML), e.g.:
+    alpha: 0.05
+    psnr_y: {max_drop: 0.05}        # higher-is-better: allowed mean drop
+    lpips: {max_increase: 0.002}    # lower-is-better: allowed mean increase
+
+Exit status: 0 no regression, 1 regression, 2 the runs cannot be compared (the message says why).
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("new_run", type=Path, help="the bench run to check (a run directory)")
+    parser.add_argument("--against", type=Path, required=True, metavar="REFERENCE", help="the reference run")
+    parser.add_argument("--tolerances", type=Path, default=None, help="YAML of per-metric tolerances")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="HTML diff page (default: NEW_RUN/regression.html)"
+    )
+    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--include-latency", action="store_true", help="also compare latency_s")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.regression import RegressionError, Tolerances, compare_runs, load_tolerances, write_html
+    from harness.results import RunNotFoundError
+
+    tolerances = load_tolerances(args.tolerances) if args.tolerances else Tolerances()
+    try:
+        report = compare_runs(
+            args.new_run,
+            args.against,
+            tolerances,
+            n_boot=args.n_boot,
+            seed=args.seed,
+            include_latency=args.include_latency,
+        )
+    except (RegressionError, RunNotFoundError) as exc:
+        print(f"regress: {exc}", file=sys.stderr)
+        return 2
+    print(report.format_table())
+    for note in report.notes:
+        print(f"note: {note}")
+    output = args.output or Path(args.new_run) / "regression.html"
+    write_html(report, output)
+    n_bad = sum(r.regressed for r in report.rows)
+    verdict = f"FAIL: {n_bad} regression(s)" if report.regressed else "PASS: no regression"
+    print(f"{verdict} (alpha {report.alpha}); diff page: {output}")
+    return 1 if report.regressed else 0

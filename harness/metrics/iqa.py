@@ -1,0 +1,317 @@
+"""The registered metrics, all computed by pyiqa 0.1.16 (pinned: values drift between releases).
+
+Conventions (``shared/reference/pyiqa-offline.md`` section 3.4, ``sr-anchors.md`` section 5):
+
+- ``psnr`` / ``ssim`` default to the SR-paper setting: the Y channel of BT.601 YCbCr (``color_space: ycbcr``),
+  ``crop_border: 0``, i.e. pyiqa ``create_metric('psnr'|'ssim', test_y_channel=True, color_space='ycbcr')``
+  as in OSEDiff's / SeeSR's evaluation (reproduces their logged DRealSR numbers). Classical-SR tables crop
+  ``crop_border = scale``. pyiqa's SSIM rounds Y to integers and clamps the contrast-structure term, so it
+  is up to ~1e-3 off BasicSR's SSIM; PSNR-Y matches BasicSR to 1e-4 dB.
+- ``y_channel: false`` gives RGB: ``psnr`` over 3 channels, ``ssim`` = pyiqa ``ssimc``.
+  ``color_space: yiq`` is pyiqa's own default Y (the one in its calibration CSV).
+- ``lpips`` is AlexNet v0.1 (``net: vgg`` for BasicSR's script), ``musiq`` KonIQ, ``maniqa`` KonIQ
+  (OSEDiff/SeeSR tables use ``variant: pipal``: declare it), ``clipiqa`` RN50, ``fid`` clean-fid mode.
+
+Metrics with weights never download: files are located first (:mod:`harness.metrics.weights`) and a missing
+one raises MissingWeightsError with the fix. Importing this module is cheap; pyiqa is imported on first build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from harness.data.imageio import is_image_file
+from harness.metrics import backend, weights
+from harness.metrics.base import Metric, MetricInfo
+from harness.registry import register
+
+INFO: dict[str, MetricInfo] = {}  # registered name -> static facts (see harness.metrics.metric_info)
+
+
+def _register(name: str, info: MetricInfo, config: type, description: str):
+    INFO[name] = info
+    return register("metrics", name, config=config, description=description)
+
+
+class PyiqaMetric(Metric):
+    """One pyiqa ``InferenceModel``, created once and reused for every batch."""
+
+    def __init__(
+        self,
+        name: str,
+        pyiqa_name: str,
+        info: MetricInfo,
+        files: list[weights.Resolved],
+        device: str | None,
+        create_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(name, backend.pick_device(device))
+        self.pyiqa_name = pyiqa_name
+        self.lower_better = info.lower_better
+        self.needs_reference = info.needs_reference
+        self.set_level = info.set_level
+        self.weight_files = [f.path for f in files]
+        self.model = backend.create(name, pyiqa_name, files, self.device, **(create_kwargs or {}))
+
+    def score(self, sr: torch.Tensor, hr: torch.Tensor | None) -> torch.Tensor:
+        with backend.quiet():
+            return self.model(sr, hr) if self.needs_reference else self.model(sr)
+
+    def to(self, device: torch.device | str) -> PyiqaMetric:
+        super().to(device)
+        self.model.to(self.device)
+        return self
+
+    def close(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, pyiqa={self.pyiqa_name!r}, device={self.device})"
+
+
+# --------------------------------------------------------------------------------------------- PSNR / SSIM
+@dataclass
+class FidelityConfig:
+    """PSNR / SSIM options (defaults: Y of BT.601 YCbCr, no crop: the StableSR/OSEDiff/VARSR tables)."""
+
+    y_channel: bool = True
+    crop_border: int = 0  # pixels removed from each side before scoring (classical SR: = scale)
+    color_space: Literal["ycbcr", "yiq"] = "ycbcr"  # which luma, when y_channel is true
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.crop_border < 0:
+            raise ValueError(f"crop_border must be >= 0, got {self.crop_border}")
+
+
+@dataclass
+class FixedFidelityConfig:
+    """Options of the fixed-channel names (psnr_y, ssim_y, psnr_rgb, ssim_rgb)."""
+
+    crop_border: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.crop_border < 0:
+            raise ValueError(f"crop_border must be >= 0, got {self.crop_border}")
+
+
+_PSNR = MetricInfo(lower_better=False, needs_reference=True)
+_SSIM = MetricInfo(lower_better=False, needs_reference=True)
+
+
+def _psnr(name: str, cfg: FidelityConfig, device: str | None) -> PyiqaMetric:
+    kwargs = {"test_y_channel": cfg.y_channel, "crop_border": cfg.crop_border}
+    if cfg.y_channel:
+        kwargs["color_space"] = cfg.color_space
+    return PyiqaMetric(name, "psnr", _PSNR, [], device or cfg.device, kwargs)
+
+
+def _ssim(name: str, cfg: FidelityConfig, device: str | None) -> PyiqaMetric:
+    if cfg.y_channel:
+        kwargs = {"test_y_channel": True, "color_space": cfg.color_space, "crop_border": cfg.crop_border}
+        return PyiqaMetric(name, "ssim", _SSIM, [], device or cfg.device, kwargs)
+    return PyiqaMetric(name, "ssimc", _SSIM, [], device or cfg.device, {"crop_border": cfg.crop_border})
+
+
+@_register("psnr", _PSNR, FidelityConfig, "PSNR (dB); default Y of YCbCr, no crop")
+def make_psnr(cfg: FidelityConfig, device: str | None = None) -> PyiqaMetric:
+    name = "psnr"
+    return _psnr(name, cfg, device)
+
+
+@_register("ssim", _SSIM, FidelityConfig, "SSIM (pyiqa); default Y of YCbCr, no crop")
+def make_ssim(cfg: FidelityConfig, device: str | None = None) -> PyiqaMetric:
+    name = "ssim"
+    return _ssim(name, cfg, device)
+
+
+def _fixed(y_channel: bool, cfg: FixedFidelityConfig) -> FidelityConfig:
+    return FidelityConfig(y_channel=y_channel, crop_border=cfg.crop_border, device=cfg.device)
+
+
+@_register("psnr_y", _PSNR, FixedFidelityConfig, "PSNR on Y of BT.601 YCbCr")
+def make_psnr_y(cfg: FixedFidelityConfig, device: str | None = None) -> PyiqaMetric:
+    name = "psnr_y"
+    return _psnr(name, _fixed(True, cfg), device)
+
+
+@_register("ssim_y", _SSIM, FixedFidelityConfig, "SSIM on Y of BT.601 YCbCr")
+def make_ssim_y(cfg: FixedFidelityConfig, device: str | None = None) -> PyiqaMetric:
+    name = "ssim_y"
+    return _ssim(name, _fixed(True, cfg), device)
+
+
+@_register("psnr_rgb", _PSNR, FixedFidelityConfig, "PSNR over RGB")
+def make_psnr_rgb(cfg: FixedFidelityConfig, device: str | None = None) -> PyiqaMetric:
+    name = "psnr_rgb"
+    return _psnr(name, _fixed(False, cfg), device)
+
+
+@_register("ssim_rgb", _SSIM, FixedFidelityConfig, "SSIM over RGB (pyiqa ssimc)")
+def make_ssim_rgb(cfg: FixedFidelityConfig, device: str | None = None) -> PyiqaMetric:
+    name = "ssim_rgb"
+    return _ssim(name, _fixed(False, cfg), device)
+
+
+# --------------------------------------------------------------------------------------------- learned
+@dataclass
+class WeightsConfig:
+    """Options shared by metrics with weight files."""
+
+    weights_dir: str | None = None  # flat folder of weight files; default $ALIGNVAR_WEIGHTS_DIR
+    device: str = "auto"
+
+
+def _learned(
+    name: str, pyiqa_name: str, info: MetricInfo, cfg: WeightsConfig, device: str | None, **kwargs: Any
+) -> PyiqaMetric:
+    files = weights.resolve(name, pyiqa_name, weights.user_weights_dir(cfg.weights_dir))
+    return PyiqaMetric(name, pyiqa_name, info, files, device or cfg.device, kwargs)
+
+
+@dataclass
+class LpipsConfig(WeightsConfig):
+    net: Literal["alex", "vgg"] = "alex"
+
+
+_LPIPS = MetricInfo(lower_better=True, needs_reference=True)
+
+
+@_register("lpips", _LPIPS, LpipsConfig, "LPIPS v0.1 (AlexNet; net: vgg)")
+def make_lpips(cfg: LpipsConfig, device: str | None = None) -> PyiqaMetric:
+    name = "lpips"
+    return _learned(name, "lpips" if cfg.net == "alex" else "lpips-vgg", _LPIPS, cfg, device)
+
+
+_DISTS = MetricInfo(lower_better=True, needs_reference=True)
+
+
+@_register("dists", _DISTS, WeightsConfig, "DISTS")
+def make_dists(cfg: WeightsConfig, device: str | None = None) -> PyiqaMetric:
+    name = "dists"
+    return _learned(name, "dists", _DISTS, cfg, device)
+
+
+@dataclass
+class MusiqConfig(WeightsConfig):
+    variant: Literal["koniq", "ava", "spaq", "paq2piq"] = "koniq"
+
+
+_MUSIQ = MetricInfo(lower_better=False, needs_reference=False)
+
+
+@_register("musiq", _MUSIQ, MusiqConfig, "MUSIQ (KonIQ-10k; no reference)")
+def make_musiq(cfg: MusiqConfig, device: str | None = None) -> PyiqaMetric:
+    name = "musiq"
+    return _learned(name, "musiq" if cfg.variant == "koniq" else f"musiq-{cfg.variant}", _MUSIQ, cfg, device)
+
+
+@dataclass
+class ManiqaConfig(WeightsConfig):
+    variant: Literal["koniq", "pipal", "kadid"] = "koniq"  # OSEDiff/SeeSR tables: pipal; VARSR: koniq
+
+
+_MANIQA = MetricInfo(lower_better=False, needs_reference=False)
+
+
+@_register("maniqa", _MANIQA, ManiqaConfig, "MANIQA (KonIQ; variant: pipal for OSEDiff tables; slow on CPU)")
+def make_maniqa(cfg: ManiqaConfig, device: str | None = None) -> PyiqaMetric:
+    name = "maniqa"
+    return _learned(
+        name, "maniqa" if cfg.variant == "koniq" else f"maniqa-{cfg.variant}", _MANIQA, cfg, device
+    )
+
+
+@dataclass
+class ClipiqaConfig(WeightsConfig):
+    variant: Literal["clipiqa", "clipiqa+"] = "clipiqa"
+
+
+_CLIPIQA = MetricInfo(lower_better=False, needs_reference=False)
+
+
+@_register("clipiqa", _CLIPIQA, ClipiqaConfig, "CLIP-IQA (RN50; no reference)")
+def make_clipiqa(cfg: ClipiqaConfig, device: str | None = None) -> PyiqaMetric:
+    name = "clipiqa"
+    return _learned(name, cfg.variant, _CLIPIQA, cfg, device)
+
+
+# --------------------------------------------------------------------------------------------- NIQE
+@dataclass
+class NiqeConfig(WeightsConfig):
+    niqe_params: str | None = None  # .mat (pyiqa) or .npz (BasicSR niqe_pris_params.npz, converted + cached)
+
+
+_NIQE = MetricInfo(lower_better=True, needs_reference=False)
+
+
+@_register("niqe", _NIQE, NiqeConfig, "NIQE (no reference; params from pyiqa cache or niqe_params)")
+def make_niqe(cfg: NiqeConfig, device: str | None = None) -> PyiqaMetric:
+    name = "niqe"
+    from harness.data.bundled import default_cache_root
+
+    weights_dir = weights.user_weights_dir(cfg.weights_dir)
+    target = weights.NIQE_PARAMS.name
+    if cfg.niqe_params:
+        given = {target: weights.niqe_params_mat(Path(cfg.niqe_params), default_cache_root())}
+        files = weights.resolve(name, "niqe", weights_dir, given)
+    else:
+        try:
+            files = weights.resolve(name, "niqe", weights_dir)
+        except weights.MissingWeightsError:
+            npz = weights.find_niqe_npz(weights_dir)
+            if npz is None:
+                raise
+            given = {target: weights.niqe_params_mat(npz, default_cache_root())}
+            files = weights.resolve(name, "niqe", weights_dir, given)
+    return PyiqaMetric(name, "niqe", _NIQE, files, device or cfg.device)
+
+
+# --------------------------------------------------------------------------------------------- FID
+@dataclass
+class FidConfig(WeightsConfig):
+    mode: Literal["clean", "legacy_pytorch", "legacy_tensorflow"] = "clean"
+    batch_size: int = 8
+    num_workers: int = 0  # DataLoader workers; 0 is safest in sandboxes and small sets
+
+
+_FID = MetricInfo(lower_better=True, needs_reference=True, set_level=True)
+
+
+class FidMetric(PyiqaMetric):
+    """FID between the SR folder and the HR folder (clean-fid). One number per set; few images -> noisy."""
+
+    def __init__(self, cfg: FidConfig, name: str, device: str | None) -> None:
+        files = weights.resolve(name, "fid", weights.user_weights_dir(cfg.weights_dir))
+        super().__init__(name, "fid", _FID, files, device or cfg.device)
+        self.cfg = cfg
+
+    def compute_sets(self, sr_dir: Path, hr_dir: Path) -> float:
+        for role, folder in (("SR", Path(sr_dir)), ("HR", Path(hr_dir))):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"metric {self.name!r}: {role} folder {folder} not found")
+            if not any(is_image_file(p) for p in folder.iterdir()):
+                raise ValueError(f"metric {self.name!r}: {role} folder {folder} has no images")
+        with backend.quiet(), torch.inference_mode():
+            value = self.model(
+                str(sr_dir),
+                str(hr_dir),
+                mode=self.cfg.mode,
+                batch_size=self.cfg.batch_size,
+                num_workers=self.cfg.num_workers,
+                verbose=False,
+            )
+        return float(value)
+
+
+@_register("fid", _FID, FidConfig, "FID, SR folder vs HR folder (set-level; clean-fid)")
+def make_fid(cfg: FidConfig, device: str | None = None) -> FidMetric:
+    name = "fid"
+    return FidMetric(cfg, name, device)

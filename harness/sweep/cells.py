@@ -1,0 +1,56 @@
+"""Cell functions: what one sweep cell does. ``cell_fn(cell, cell_dir) -> dict`` (a small JSON-able result).
+
+The default, ``train_and_bench``, runs the cell's ``stages`` through ``harness.stages``: ``train`` (the
+experiment's ``train:``/``model:`` blocks, into ``<cell_dir>/train``) then ``bench`` (``harness.runner.run_bench``;
+a method with ``checkpoint: "@trained"`` evaluates what the train stage produced). The run folder is the cell
+folder, since each cell's config has ``output_root``/``name`` pointing there. Imported lazily so the sweep engine
+works (and is tested) without the heavy stages; pass another function with ``run.py sweep ... --cell-fn
+module:function``.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from harness.sweep.expand import Cell
+
+
+def train_and_bench(cell: Cell, cell_dir: Path) -> dict:
+    from harness.stages import resolve_trained, run_train
+
+    cfg = cell.config
+    result: dict[str, Any] = {}
+    checkpoint = None
+    if "train" in cell.stages:
+        if cfg.train is None or cfg.model is None:
+            raise ValueError(
+                f"{cfg.source}: the 'train' stage needs 'model:' and 'train:' blocks (or use stages: [bench])"
+            )
+        checkpoint = run_train(cfg)
+        result["train"] = {"checkpoint": str(checkpoint)}
+    if "bench" in cell.stages:
+        from harness.runner import run_bench
+
+        # force: the engine decided this cell must run, so earlier outputs in its folder are stale
+        run_dir = run_bench(resolve_trained(cfg, checkpoint), force=True, progress=False)
+        result["bench"] = {"run_dir": str(run_dir), **_bench_means(Path(run_dir))}
+    return result
+
+
+def _bench_means(run_dir: Path) -> dict:
+    """Mean per dataset/method/metric from the bench run's summary.csv (if written), for sweep.json."""
+    path = run_dir / "summary.csv"
+    if not path.is_file():
+        return {}
+    means: dict[str, float] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                key = "/".join(row[k] for k in ("dataset", "method", "metric"))
+                means[key] = float(row["mean"])
+            except (KeyError, TypeError, ValueError):
+                continue
+    return {"mean": means} if means else {}
+

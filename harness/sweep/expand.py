@@ -1,0 +1,283 @@
+"""Sweep expansion: ``sweep.grid`` (cartesian product) x ``sweep.zip`` (paired lists) -> validated cells.
+
+Every cell is the base experiment with its overrides applied to the RAW config mapping (the same path syntax
+as ``run.py ... key.sub=value`` overrides), then validated with ``experiment_from_dict``. All cells are
+validated before any work starts, so a bad value in cell 17 fails the sweep up front, naming the cell and the
+key::
+
+    exp.yaml [sweep cell bench.on_corrupt=ignore,seed=1]: bench.on_corrupt: invalid value 'ignore'; ...
+
+Cell names are readable and filesystem-safe: each swept key is shortened to its last components (at least two,
+more where needed to stay unique), e.g. ``hcc.lambda=0.5,sca.mask_input=laplacian``; the cell's folder adds
+the first 8 hex digits of its identity hash (``harness.sweep.cache.cell_identity``), which makes it unique.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any
+
+from harness.config import (
+    ConfigError,
+    ExperimentConfig,
+    SweepConfig,
+    experiment_from_dict,
+    from_dict,
+    load_yaml_tree,
+    parse_override,
+    set_by_path,
+)
+from harness.sweep.cache import cell_identity
+
+MAX_NAME_CHARS = 96  # readable part of a cell folder name (the hash suffix keeps names unique)
+_RESERVED_KEYS = ("sweep", "name", "output_root", "source", "base")
+_COMPONENT_LISTS = ("datasets", "methods", "metrics")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
+
+
+# -------------------------------------------------------------------------------------------------- the plan
+@dataclass
+class SweepSpec:
+    """A sweep before expansion: the raw base config (without ``sweep:``) and its validated sweep block."""
+
+    name: str
+    output_root: str
+    sweep: SweepConfig
+    base: dict  # raw base experiment mapping, without ``sweep``
+    source: str = "<config>"
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.output_root) / self.name
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> SweepSpec:
+        """From a validated experiment (its ``to_dict()`` is the raw base)."""
+        if cfg.sweep is None:
+            raise ConfigError(
+                f"{cfg.source}: sweep: missing; add a 'sweep:' block with 'grid:' and/or 'zip:'"
+            )
+        base = cfg.to_dict()
+        base.pop("sweep", None)
+        return cls(cfg.name, cfg.output_root, cfg.sweep, base, cfg.source)
+
+    @classmethod
+    def from_raw(cls, data: dict, source: str = "<config>") -> SweepSpec:
+        """From a raw merged mapping. Only ``sweep``, ``name`` and ``output_root`` are checked here; the rest
+        is validated per cell (so a key whose only valid values come from the sweep does not fail the
+        base)."""
+        data = copy.deepcopy(data)
+        data.pop("base", None)
+        # ``- bicubic`` -> ``- {type: bicubic}``, so that sweep keys can address the item by its name
+        for key in _COMPONENT_LISTS:
+            if isinstance(data.get(key), list):
+                data[key] = [{"type": v} if isinstance(v, str) else v for v in data[key]]
+        raw_sweep = data.pop("sweep", None)
+        if raw_sweep is None:
+            raise ConfigError(f"{source}: sweep: missing; add a 'sweep:' block with 'grid:' and/or 'zip:'")
+        sweep = from_dict(SweepConfig, raw_sweep, path="sweep", source=source)
+        name = data.get("name")
+        output_root = data.get("output_root", "runs")
+        for key, value in (("name", name), ("output_root", output_root)):
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{source}: {key}: expected a non-empty str, got {value!r}")
+        return cls(name, output_root, sweep, data, source)
+
+
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Read an experiment YAML (``base:`` resolved), apply ``key=value`` overrides, return its SweepSpec."""
+    data = load_yaml_tree(path)
+    for text in overrides:
+        parts, value = parse_override(text)
+        set_by_path(data, parts, value)
+    data.setdefault("name", Path(path).stem)
+    return SweepSpec.from_raw(data, source=str(path))
+
+
+@dataclass
+class Cell:
+    """One point of a sweep: overrides, the resolved (validated) config, and its identity.
+
+    ``raw`` is the cell's normalised config mapping (``ExperimentConfig.to_dict()``) with ``name`` and
+    ``output_root`` pointing at the cell folder, so ``cell.config.run_dir == cell_dir`` and the folder's
+    ``config.yaml`` is a plain experiment file (``run.py bench cells/<cell>/config.yaml`` reproduces it).
+    """
+
+    index: int
+    name: str  # readable, e.g. "hcc.lambda=0.5,sca.mask_input=laplacian"
+    overrides: dict[str, Any]  # full key path -> value, in sweep key order
+    id: str  # sha256 hex of the identity payload (harness.sweep.cache.identity_payload)
+    stages: tuple[str, ...]
+    raw: dict
+    source: str = "<config>"
+    code_version: dict = field(default_factory=dict)
+
+    @property
+    def dir_name(self) -> str:
+        return f"{self.name}-{self.id[:8]}"
+
+    @functools.cached_property
+    def config(self) -> ExperimentConfig:
+        return experiment_from_dict(copy.deepcopy(self.raw), source=f"{self.source} [sweep cell {self.name}]")
+
+    def to_json(self) -> dict:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "dir": self.dir_name,
+            "id": self.id,
+            "overrides": self.overrides,
+            "stages": list(self.stages),
+            "source": self.source,
+            "code_version": self.code_version,
+            "config": self.raw,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Cell:
+        return cls(
+            index=data["index"],
+            name=data["name"],
+            overrides=dict(data["overrides"]),
+            id=data["id"],
+            stages=tuple(data["stages"]),
+            raw=data["config"],
+            source=data.get("source", "<config>"),
+            code_version=data.get("code_version") or {},
+        )
+
+    def __getstate__(self) -> dict:  # pickle (submitit/joblib) without the cached, re-derivable config
+        state = dict(self.__dict__)
+        state.pop("config", None)
+        return state
+
+
+# ------------------------------------------------------------------------------------------------- expansion
+def combinations(sweep: SweepConfig, source: str = "<config>") -> list[dict[str, Any]]:
+    """The override mappings of every cell: grid (cartesian, last key fastest) x zip (paired rows)."""
+    for kind, table in (("grid", sweep.grid), ("zip", sweep.zip)):
+        for key, values in table.items():
+            where = f"{source}: sweep.{kind}.{key}"
+            if not values:
+                raise ConfigError(f"{where}: empty list; give at least one value")
+            parts = key.split(".")
+            if not all(parts):
+                raise ConfigError(f"{where}: empty key component")
+            if parts[0] in _RESERVED_KEYS:
+                raise ConfigError(
+                    f"{where}: '{parts[0]}' cannot be swept (it names the sweep and its folders)"
+                )
+    both = [k for k in sweep.grid if k in sweep.zip]
+    if both:
+        raise ConfigError(f"{source}: sweep: key {both[0]!r} is in both 'grid' and 'zip'; put it in one")
+    if sweep.zip:
+        lengths = {k: len(v) for k, v in sweep.zip.items()}
+        if len(set(lengths.values())) > 1:
+            listing = ", ".join(f"{k} ({n})" for k, n in lengths.items())
+            raise ConfigError(f"{source}: sweep.zip: lists must have equal lengths; got {listing}")
+        zip_rows = [dict(zip(sweep.zip, row)) for row in zip(*sweep.zip.values())]
+    else:
+        zip_rows = [{}]
+    grid_rows = [dict(zip(sweep.grid, row)) for row in itertools.product(*sweep.grid.values())]
+    return [{**g, **z} for g in grid_rows for z in zip_rows]
+
+
+def expand(
+    spec: SweepSpec, *, code_version: dict | None = None, strict_code_version: bool = False
+) -> list[Cell]:
+    """Validate and return every cell of the sweep (raises ConfigError naming the first bad cell and key)."""
+    code_version = dict(code_version or {})
+    rows = combinations(spec.sweep, spec.source)
+    keys = list(spec.sweep.grid) + list(spec.sweep.zip)
+    short = short_keys(keys)
+    cells_dir = (Path(spec.output_root) / spec.name / "cells").absolute()
+    stages = tuple(s for s in ("train", "bench") if s in spec.sweep.stages)  # always run in this order
+    if not stages:
+        raise ConfigError(f"{spec.source}: sweep.stages: empty; give 'train', 'bench' or both")
+    cells: list[Cell] = []
+    seen: dict[str, Cell] = {}
+    for index, overrides in enumerate(rows):
+        name = cell_name(overrides, short)
+        where = f"{spec.source} [sweep cell {name}]"
+        data = copy.deepcopy(spec.base)
+        for key, value in overrides.items():
+            set_by_path(data, key.split("."), copy.deepcopy(value), what=f"{where}: sweep key")
+        cfg = experiment_from_dict(data, source=where)
+        cell_id = cell_identity(cfg, stages, code_version if strict_code_version else None)
+        if cell_id in seen:
+            raise ConfigError(
+                f"{spec.source}: sweep: cells {seen[cell_id].name!r} and {name!r} resolve to the same "
+                "config; remove the duplicate value"
+            )
+        cell = Cell(index, name, dict(overrides), cell_id, stages, {}, spec.source, code_version)
+        raw = cfg.to_dict()
+        raw["name"] = cell.dir_name
+        raw["output_root"] = str(cells_dir)
+        raw["sweep"] = None
+        cell.raw = raw
+        cell.__dict__["config"] = _with_paths(cfg, cell.dir_name, str(cells_dir), where)
+        seen[cell_id] = cell
+        cells.append(cell)
+    return cells
+
+
+def _with_paths(cfg: ExperimentConfig, name: str, output_root: str, source: str) -> ExperimentConfig:
+    cfg.name, cfg.output_root, cfg.sweep, cfg.source = name, output_root, None, source
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------- names
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """Shorten key paths to their last components: at least two (list indices don't count), more until unique.
+
+    ``model.hcc.lambda`` -> ``hcc.lambda``; ``seed`` -> ``seed``; ``methods.0.checkpoint`` ->
+    ``methods.0.checkpoint``; ``a.x.lr`` and ``b.x.lr`` -> ``a.x.lr``, ``b.x.lr``.
+    """
+    parts = {k: k.split(".") for k in keys}
+    take: dict[str, int] = {}
+    for key, p in parts.items():
+        n, named = 0, 0
+        while n < len(p) and named < 2:
+            n += 1
+            named += not p[-n].lstrip("-").isdigit()
+        take[key] = n
+    while True:
+        shorts = {k: ".".join(parts[k][-take[k] :]) for k in keys}
+        clashes = [k for k in keys if list(shorts.values()).count(shorts[k]) > 1 and take[k] < len(parts[k])]
+        if not clashes:
+            return shorts
+        for key in clashes:
+            take[key] += 1
+
+
+def format_value(value: Any) -> str:
+    """A short readable rendering of a swept value (paths -> their file stem)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        if "/" in value or "\\" in value:
+            return PurePath(value.replace("\\", "/")).stem or value
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def cell_name(overrides: dict[str, Any], short: dict[str, str] | None = None) -> str:
+    """``key=value`` pairs joined by commas, made filesystem-safe and at most MAX_NAME_CHARS long."""
+    if not overrides:
+        return "base"
+    short = short or short_keys(list(overrides))
+    text = ",".join(f"{short[k]}={format_value(v)}" for k, v in overrides.items())
+    text = _UNSAFE.sub("_", text).strip("._-") or "cell"
+    if len(text) > MAX_NAME_CHARS:
+        text = text[:MAX_NAME_CHARS].rstrip("._-,=")
+    return text

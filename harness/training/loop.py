@@ -1,0 +1,271 @@
+"""The generic training loop shared by the tokenizer and AlignVAR trainers.
+
+A ``TrainTask`` supplies the module to optimise, a deterministic batch for every step and the loss; this loop does
+the rest: AdamW + warm-up/cosine schedule, autocast (bf16/fp16 on GPU), gradient clipping, optional EMA, DDP under
+torchrun, checkpoints with exact resume, CSV (and TensorBoard) logging, a progress bar, and a hard stop on a
+non-finite loss naming the step and the last good checkpoint.
+
+Exact resume: every source of randomness is a function of (seed, step, rank): the batch (the task derives it from
+the step) and the global torch RNG (re-seeded before every step, for dropout/drop-path). Restoring weights,
+optimizer moments, EMA and the step therefore continues the very same loss curve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from harness.training import distributed as dist_utils
+from harness.training.checkpointing import (
+    Checkpoint,
+    latest_checkpoint,
+    load_trainer_state,
+    load_weights,
+    save_checkpoint,
+)
+from harness.training.ema import EMA
+from harness.training.optim import OptimConfig, build_optimizer, lr_at, set_lr
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 1000  # optimiser steps (the batch size lives in the data config: per rank)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on GPU (fp32 on CPU unless bf16)
+    ema_decay: float | None = None
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    device: str = "auto"
+    tensorboard: bool = True  # used when the tensorboard package is installed
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+class TrainTask(Protocol):
+    """What a trainer plugs into ``train_loop``."""
+
+    module: torch.nn.Module  # the parameters to optimise (frozen helpers such as the VQ-VAE live elsewhere)
+
+    def setup(self, device: torch.device) -> None: ...
+
+    def make_batch(self, step: int, rank: int, world_size: int, device: torch.device) -> Any: ...
+
+    def compute_loss(self, module: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]: ...
+
+    def images_in(self, batch: Any) -> int: ...
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    train_dir: Path
+    steps_done: int
+    final_checkpoint: Checkpoint | None
+    losses: dict[int, float] = field(default_factory=dict)  # step -> loss (this process, this invocation)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{step}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class MetricsLog:
+    """Append-only CSV of logged steps; on resume, rows after the resumed step are dropped first."""
+
+    def __init__(self, path: Path, resume_step: int, tensorboard: bool) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if path.is_file() and resume_step > 0:
+            with open(path, newline="") as fh:
+                self.rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+        self._flush_all()
+        self.tb = None
+        if tensorboard:
+            with contextlib.suppress(ImportError):
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+
+    def _flush_all(self) -> None:
+        from harness.atomic import atomic_open
+
+        keys = self._keys()
+        with atomic_open(self.path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def _keys(self) -> list[str]:
+        keys: list[str] = ["step"]
+        for row in self.rows:
+            keys.extend(k for k in row if k not in keys)
+        return keys
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self._flush_all()  # small files; rewriting keeps the CSV valid if the run is killed
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if device.type != "cuda" and precision == "fp16":
+        raise ValueError("precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _scalar(value: Any) -> float:
+    return float(value.detach().float().item()) if torch.is_tensor(value) else float(value)
+
+
+def train_loop(
+    task: TrainTask,
+    loop: LoopConfig,
+    optim: OptimConfig,
+    train_dir: Path,
+    *,
+    seed: int = 0,
+    resume: bool = True,
+    stop_after: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``task.module`` for ``loop.steps`` steps; resumes from ``train_dir`` when a checkpoint exists.
+
+    ``stop_after`` ends this invocation early after that many total steps (simulates an interruption in tests;
+    a checkpoint is written there).
+    """
+    train_dir = Path(train_dir)
+    info0 = dist_utils.DistInfo()
+    device = dist_utils.resolve_device(loop.device, info0)
+    info = dist_utils.init_distributed(device)
+    device = dist_utils.resolve_device(loop.device, info)
+    task.setup(device)
+    module = task.module.to(device)
+    optimizer = build_optimizer(module, optim)
+    ema = EMA(module, loop.ema_decay) if loop.ema_decay else None
+    scaler = torch.amp.GradScaler("cuda", enabled=(loop.precision == "fp16" and device.type == "cuda"))
+
+    start = 0
+    ckpt = latest_checkpoint(train_dir) if resume else None
+    if ckpt is not None:
+        state = load_trainer_state(ckpt, device)
+        module.load_state_dict(load_weights(ckpt.model, device), strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if ema is not None and ckpt.ema.is_file():
+            ema.load_state_dict(load_weights(ckpt.ema, device))
+        start = int(state["step"])
+        if info.is_main:
+            print(f"resuming from {ckpt.path} (step {start})")
+
+    wrapped: torch.nn.Module = module
+    if info.enabled:
+        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        wrapped = torch.nn.parallel.DistributedDataParallel(module, **ddp_kwargs)
+
+    log = MetricsLog(train_dir / "metrics.csv", start, loop.tensorboard) if info.is_main else None
+    end = loop.steps if stop_after is None else min(loop.steps, stop_after)
+    bar = tqdm(
+        total=loop.steps,
+        initial=start,
+        desc="train",
+        disable=not (info.is_main and loop.progress),
+        dynamic_ncols=True,
+    )
+    result = TrainResult(train_dir, start, ckpt)
+    last_good = ckpt
+    t_last, images_since = time.perf_counter(), 0
+    module.train()
+    try:
+        for step in range(start, end):
+            lr = lr_at(step, loop.steps, optim)
+            set_lr(optimizer, lr)
+            torch.manual_seed(step_seed(seed, step, info.rank))
+            batch = task.make_batch(step, info.rank, info.world_size, device)
+            with _autocast(device, loop.precision):
+                loss, logs = task.compute_loss(wrapped, batch)
+            loss_value = _scalar(loss)
+            if dist_utils.any_rank_true(not math.isfinite(loss_value), device, info):
+                where = last_good.path if last_good is not None else "none (no checkpoint written yet)"
+                raise TrainingDiverged(
+                    f"non-finite loss ({loss_value}) at step {step}; stopping. Last good checkpoint: {where}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            grad_norm = None
+            if optim.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update(module)
+            result.losses[step] = loss_value
+            images_since += task.images_in(batch) * info.world_size
+            done = step + 1
+            bar.update(1)
+            if log is not None and (done % loop.log_every == 0 or done == end):
+                now = time.perf_counter()
+                row = {
+                    "step": done,
+                    "lr": lr,
+                    "loss": loss_value,
+                    "images_per_s": images_since / max(now - t_last, 1e-9),
+                }
+                if grad_norm is not None:
+                    row["grad_norm"] = _scalar(grad_norm)
+                row.update({k: _scalar(v) for k, v in logs.items()})
+                log.log(row)
+                bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{row['images_per_s']:.1f}")
+                t_last, images_since = now, 0
+            if done % loop.checkpoint_every == 0 or done == end:
+                if info.is_main:
+                    last_good = save_checkpoint(
+                        train_dir,
+                        done,
+                        module.state_dict(),
+                        {
+                            "optimizer": optimizer.state_dict(),
+                            "step": done,
+                            "scaler": scaler.state_dict(),
+                            "seed": seed,
+                        },
+                        {"seed": seed, **(meta or {})},
+                        ema.state_dict() if ema is not None else None,
+                        loop.keep_checkpoints,
+                    )
+                dist_utils.barrier(info)
+            result.steps_done = done
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    result.final_checkpoint = last_good
+    if info.enabled:
+        dist_utils.cleanup(info)
+    return result

@@ -1,0 +1,278 @@
+"""Safe checkpoint I/O for the VARSR / AlignVAR weights: read, strictly load, save, infer architecture.
+
+Reading never executes code: ``.safetensors`` through safetensors, ``.pth/.pt/.ckpt/.bin`` through
+``torch.load(weights_only=True)`` (a pickle that needs arbitrary classes is refused with a clear message). The
+official files nest their state dicts as ``VQVAE.pth['trainer']['vae_local']`` and
+``VARSR.pth['trainer']['var_wo_ddp']``; ``read_state_dict`` descends into them and strips DDP / torch.compile
+prefixes (``module.``, ``_orig_mod.``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+VQVAE_NESTING = ("trainer", "vae_local")
+VAR_NESTING = ("trainer", "var_wo_ddp")
+OFFICIAL_NESTINGS = (VQVAE_NESTING, VAR_NESTING)
+# Derived buffers that official checkpoints may or may not carry; loading neither needs nor requires them.
+OPTIONAL_BUFFERS = ("ema_vocab_hit_SV", "lvl_1L", "attn_bias_for_masking", "zero_k_bias")
+_STRIP_PREFIXES = ("module.", "_orig_mod.")
+_TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+
+RELEASE_HINT = "the VARSR release (https://github.com/qyp2000/VARSR, checkpoints VQVAE.pth and VARSR.pth)"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model; the message names the file and the key."""
+
+
+def _default_hint(path: Path) -> str:
+    name = path.name.lower()
+    if "vqvae" in name or "vae" in name:
+        return f"download VQVAE.pth from {RELEASE_HINT} and pass --vqvae PATH"
+    if "varsr" in name or "var" in name:
+        return f"download VARSR.pth from {RELEASE_HINT} and pass --varsr PATH"
+    return f"check the path (official weights: {RELEASE_HINT})"
+
+
+def _fmt_shape(shape: Any) -> str:
+    return "(" + ",".join(str(int(s)) for s in shape) + ")"
+
+
+def _load_raw(path: Path) -> Any:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if path.suffix not in _TORCH_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: unknown checkpoint format {path.suffix!r}; expected .safetensors or one of "
+            f"{', '.join(_TORCH_SUFFIXES)}"
+        )
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        first = f"it references {found.group(1)}" if found else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: refusing to load: the pickle needs code beyond plain tensors/containers, and "
+            f"checkpoints are only read with torch.load(weights_only=True) (never unpickling arbitrary "
+            f"objects). Convert it to safetensors in a trusted environment. Detail: {first}"
+        ) from exc
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def _descend(obj: Any, path: Path, nested: tuple[str, ...] | None) -> tuple[Mapping, tuple[str, ...]]:
+    if nested is not None:
+        cur, walked = obj, []
+        for key in nested:
+            if not isinstance(cur, Mapping) or key not in cur:
+                have = sorted(map(str, cur.keys())) if isinstance(cur, Mapping) else type(cur).__name__
+                where = "".join(f"[{k!r}]" for k in walked) or "top level"
+                raise CheckpointError(f"{path}: no key {key!r} at {where}; available: {have}")
+            cur = cur[key]
+            walked.append(key)
+        return cur, tuple(nested)
+    if _is_tensor_dict(obj):
+        return obj, ()
+    if isinstance(obj, Mapping):
+        trainer = obj.get("trainer")
+        if isinstance(trainer, Mapping):
+            found = [n for n in OFFICIAL_NESTINGS if n[1] in trainer]
+            if len(found) == 1:
+                return trainer[found[0][1]], found[0]
+            if len(found) > 1:
+                raise CheckpointError(
+                    f"{path}: holds both ['trainer']['vae_local'] and ['trainer']['var_wo_ddp']; pass "
+                    f"nested=VQVAE_NESTING or nested=VAR_NESTING to choose"
+                )
+        for key in ("state_dict", "model", "params_ema", "params"):
+            if _is_tensor_dict(obj.get(key)):
+                return obj[key], (key,)
+    keys = sorted(map(str, obj.keys()))[:10] if isinstance(obj, Mapping) else type(obj).__name__
+    raise CheckpointError(
+        f"{path}: no state dict found (top-level keys: {keys}); pass nested=('a', 'b') naming where it is"
+    )
+
+
+def read_state_dict(
+    path: str | Path, nested: tuple[str, ...] | None = None, hint: str | None = None
+) -> dict[str, Tensor]:
+    """Read a flat ``{key: tensor}`` state dict from ``path`` without executing code.
+
+    ``nested`` names the dict path to descend (e.g. ``VAR_NESTING``); by default the official nestings
+    ``['trainer']['vae_local' | 'var_wo_ddp']`` (or a ``state_dict``/``model`` entry) are found automatically.
+    ``module.`` / ``_orig_mod.`` prefixes are stripped. A missing file raises ``FileNotFoundError`` naming the
+    path and ``hint`` (default: where to download the official weights).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found: {hint or _default_hint(path)}")
+    sd, _ = _descend(_load_raw(path), path, nested)
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if not isinstance(value, Tensor):
+            raise CheckpointError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        name = str(key)
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _STRIP_PREFIXES:
+                if name.startswith(prefix):
+                    name, changed = name[len(prefix) :], True
+        if name in out:
+            raise CheckpointError(f"{path}: key {name!r} appears twice after stripping module./_orig_mod.")
+        out[name] = value
+    return out
+
+
+@dataclass
+class LoadReport:
+    """What ``load_strict`` did: counts, and optional buffers kept from the model or dropped from the file."""
+
+    loaded: int
+    kept_model_buffers: list[str] = field(default_factory=list)  # optional, absent from the checkpoint
+    ignored_checkpoint_buffers: list[str] = field(default_factory=list)  # optional, absent from the model
+
+
+def _is_optional(key: str, optional: tuple[str, ...]) -> bool:
+    return key.rsplit(".", 1)[-1] in optional
+
+
+def _preview(keys: list[str], n: int = 5) -> str:
+    shown = ", ".join(repr(k) for k in keys[:n])
+    return shown + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def load_strict(
+    module: nn.Module,
+    sd: Mapping[str, Tensor],
+    source: str,
+    optional_buffers: tuple[str, ...] = OPTIONAL_BUFFERS,
+) -> LoadReport:
+    """Load ``sd`` into ``module`` with strict key and shape checking; raise ``CheckpointError`` otherwise.
+
+    Keys whose last component is in ``optional_buffers`` may be missing on either side. Errors name
+    ``source``: the first key (in checkpoint order) whose shape differs ("<source>: key 'X' has shape (a,b) in
+    the checkpoint but (c,d) in the model"), else the missing / unexpected keys (first few of each).
+    """
+    own = module.state_dict()
+    for key, value in sd.items():
+        if key in own and tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(
+                f"{source}: key {key!r} has shape {_fmt_shape(value.shape)} in the checkpoint but "
+                f"{_fmt_shape(own[key].shape)} in the model"
+            )
+    missing = [k for k in own if k not in sd and not _is_optional(k, optional_buffers)]
+    unexpected = [k for k in sd if k not in own and not _is_optional(k, optional_buffers)]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} key(s) missing from the checkpoint: {_preview(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) in the checkpoint: {_preview(unexpected)}")
+        raise CheckpointError(
+            f"{source}: checkpoint does not match the {type(module).__name__} architecture; "
+            + "; ".join(parts)
+        )
+    report = LoadReport(
+        loaded=sum(1 for k in sd if k in own),
+        kept_model_buffers=[k for k in own if k not in sd],
+        ignored_checkpoint_buffers=[k for k in sd if k not in own],
+    )
+    result = module.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
+    if result.unexpected_keys or set(result.missing_keys) != set(report.kept_model_buffers):
+        raise CheckpointError(f"{source}: internal key bookkeeping mismatch ({result}); please report")
+    return report
+
+
+def save_safetensors(
+    module_or_sd: nn.Module | Mapping[str, Tensor], path: str | Path, metadata: dict[str, str]
+) -> None:
+    """Write a module's (or a dict's) tensors to ``path`` as safetensors, atomically; ``metadata`` is
+    str->str."""
+    from safetensors.torch import save_file
+
+    from harness.atomic import atomic_path
+
+    bad = {k: v for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)}
+    if bad:
+        raise TypeError(f"safetensors metadata must map str to str; offending entries: {bad!r}")
+    sd = module_or_sd.state_dict() if isinstance(module_or_sd, nn.Module) else module_or_sd
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=dict(metadata))
+
+
+def _need(sd: Mapping[str, Tensor], key: str, source: str) -> Tensor:
+    if key not in sd:
+        raise CheckpointError(f"{source}: key {key!r} not found; is this the right checkpoint?")
+    return sd[key]
+
+
+def infer_vqvae_config(sd: Mapping[str, Tensor], source: str = "state dict") -> dict[str, Any]:
+    """VQVAE constructor kwargs from tensor shapes: vocab_size, z_channels, ch, ch_mult, num_res_blocks,
+    share_quant_resi and ema_scales (beta / quant_resi are not stored; the VARSR values 0.25 / 0.5 apply)."""
+    vocab, z = _need(sd, "quantize.embedding.weight", source).shape
+    ch = _need(sd, "encoder.conv_in.weight", source).shape[0]
+    levels = sorted({int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.(\d+)\.", k))})
+    if not levels:
+        raise CheckpointError(f"{source}: no 'encoder.down.N' keys; not a VAR/VARSR VQ-VAE checkpoint")
+    ch_mult = tuple(
+        int(_need(sd, f"encoder.down.{i}.block.0.conv1.weight", source).shape[0]) // ch for i in levels
+    )
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k))}
+    phis = {int(m.group(1)) for k in sd if (m := re.match(r"quantize\.quant_resi\.qresi_ls\.(\d+)\.", k))}
+    ema = sd.get("quantize.ema_vocab_hit_SV")
+    return dict(
+        vocab_size=int(vocab),
+        z_channels=int(z),
+        ch=int(ch),
+        ch_mult=ch_mult,
+        num_res_blocks=len(blocks),
+        share_quant_resi=len(phis) if phis else 4,
+        ema_scales=int(ema.shape[0]) if ema is not None else 10,
+    )
+
+
+def infer_transformer_config(sd: Mapping[str, Tensor], source: str = "state dict") -> dict[str, Any]:
+    """VARSR transformer architecture from tensor shapes: depth, width C, heads (= width/64), num_classes,
+    vocab_size, z_channels (Cvae), context tokens (``pos_start``), whether a diffusion refiner is present, and
+    the refiner's width / depth."""
+    width, z = _need(sd, "word_embed.weight", source).shape
+    depth = len({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
+    scale_mul = sd.get("blocks.0.attn.scale_mul_1H11")
+    refiner_blocks = {
+        int(m.group(1)) for k in sd if (m := re.match(r"diffloss\.net\.res_blocks\.(\d+)\.", k))
+    }
+    has_refiner = "diffloss.net.input_proj.weight" in sd
+    cfg: dict[str, Any] = dict(
+        depth=depth,
+        width=int(width),
+        num_heads=int(scale_mul.shape[1]) if scale_mul is not None else int(width) // 64,
+        num_classes=int(_need(sd, "class_emb.weight", source).shape[0]),
+        vocab_size=int(_need(sd, "head.weight", source).shape[0]),
+        z_channels=int(z),
+        context_tokens=int(sd["pos_start"].shape[1]) if "pos_start" in sd else None,
+        has_refiner=has_refiner,
+    )
+    if has_refiner:
+        cfg["refiner_width"] = int(sd["diffloss.net.input_proj.weight"].shape[0])
+        cfg["refiner_depth"] = len(refiner_blocks)
+    return cfg

@@ -1,0 +1,276 @@
+"""Typed configs of the AlignVAR / VARSR model: transformer sizes, named architectures, the YAML block.
+
+* ``TransformerConfig``: the next-scale transformer (VARSR's ``VAR_RoPE``) plus its diffusion refiner. VARSR
+  sizes follow VAR's rule width = 64 * depth, heads = depth (head_dim 64).
+  ``transformer_config_from_state_dict`` reads every size back from checkpoint tensors (official ``VARSR.pth``
+  or ours).
+* ``ARCHS``: named architectures (transformer + VQ-VAE): ``tiny`` (a CPU test model: seconds at 64-128 px),
+  ``d2`` (the golden-fixture size), ``d16``/``d20``/``d24`` (VARSR sizes; d24 is the released model).
+* ``AlignVARConfig``: the YAML ``model: {type: alignvar, ...}`` block (also the options of the ``alignvar``
+  method), with the SCA (``sca.*``) and HCC (``hcc.*``, ``hcc.lambda``) ablation keys used by sweeps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from torch import Tensor
+
+OFFICIAL_STEM = (32, 128, 256, 512, 1536)
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Sizes of ``VARTransformer`` (defaults: VARSR d16). ``width``/``heads`` default to 64*depth / depth.
+
+    ``image_size`` is the (square) training output size: it fixes the LR prefix grid (image_size/16 per side)
+    and thereby ``pos_start`` (prefix + class rows); other sizes resize ``pos_start`` at run time (see
+    transformer). ``num_levels`` is the number of ``lvl_embed`` rows (VARSR: 10, one per official scale).
+    """
+
+    depth: int = 16
+    width: int | None = None
+    heads: int | None = None
+    mlp_ratio: float = 4.0
+    num_classes: int = 2  # 0 = high quality (conditional), 1 = low quality (the CFG negative branch)
+    vocab: int = 4096
+    cvae: int = 32
+    image_size: int = 512
+    num_levels: int = 10
+    stem_channels: tuple[int, ...] = OFFICIAL_STEM
+    norm_eps: float = 1e-6
+    drop_path: float = 0.0  # max stochastic-depth rate (official training: 0.1 * depth / 24)
+    rope_theta: float = 10000.0
+    with_refiner: bool = True
+    refiner_width: int = 1024
+    refiner_depth: int = 6
+    refiner_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if self.width is None:
+            object.__setattr__(self, "width", 64 * self.depth)
+        if self.heads is None:
+            object.__setattr__(self, "heads", self.depth)
+        object.__setattr__(self, "stem_channels", tuple(int(c) for c in self.stem_channels))
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        if (self.width // self.heads) % 4:
+            raise ValueError(f"head_dim {self.width // self.heads} must be divisible by 4 (2-D RoPE)")
+        if len(self.stem_channels) != 5:
+            raise ValueError(
+                f"stem_channels must have 5 entries (4 stride-2 stages -> 1/16 grid), got "
+                f"{self.stem_channels}"
+            )
+        if self.image_size % 16 or self.image_size < 16:
+            raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
+        if self.num_classes < 2:
+            raise ValueError(
+                f"num_classes must be >= 2 (HQ class 0 and the negative class 1), got {self.num_classes}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def prefix_hw(self) -> tuple[int, int]:
+        side = self.image_size // 16
+        return side, side
+
+
+def varsr_transformer(depth: int, **overrides: Any) -> TransformerConfig:
+    """VARSR's transformer at ``depth`` (width 64*depth, heads=depth, 512 px, refiner 1024x6)."""
+    return TransformerConfig(depth=depth, **overrides)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A named architecture: transformer sizes + VQ-VAE constructor kwargs (``VQVAE(**vqvae)``)."""
+
+    transformer: TransformerConfig
+    vqvae: dict[str, Any]
+    description: str = ""
+
+
+VARSR_VQVAE = dict(vocab_size=4096, z_channels=32, ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2)
+GOLDEN_VQVAE = dict(vocab_size=4096, z_channels=32, ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2)
+TINY_VQVAE = dict(vocab_size=512, z_channels=16, ch=32, ch_mult=(1, 1, 1, 2, 2), num_res_blocks=1)
+
+ARCHS: dict[str, Arch] = {
+    "tiny": Arch(
+        TransformerConfig(
+            depth=2,
+            width=64,
+            heads=2,
+            vocab=512,
+            cvae=16,
+            image_size=64,
+            stem_channels=(16, 32, 32, 64, 64),
+            refiner_width=64,
+            refiner_depth=2,
+        ),
+        TINY_VQVAE,
+        "CPU test model (depth 2, width 64, vocab 512; runs in seconds at 64-128 px)",
+    ),
+    "d2": Arch(varsr_transformer(2), GOLDEN_VQVAE, "VARSR layout at depth 2 (the golden-fixture model)"),
+    "d16": Arch(varsr_transformer(16), VARSR_VQVAE, "VARSR d16 (371.5M transformer+refiner)"),
+    "d20": Arch(varsr_transformer(20), VARSR_VQVAE, "VARSR d20"),
+    "d24": Arch(
+        varsr_transformer(24), VARSR_VQVAE, "VARSR d24, the released model (1.10B transformer+refiner)"
+    ),
+}
+
+
+def get_arch(name: str) -> Arch:
+    if name not in ARCHS:
+        raise ValueError(f"unknown arch {name!r}; valid choices: {', '.join(ARCHS)}")
+    return ARCHS[name]
+
+
+# ----------------------------------------------------------------------------------------------- from tensors
+def _need(sd: Mapping[str, Tensor], key: str, source: str) -> Tensor:
+    if key not in sd:
+        raise ValueError(f"{source}: key {key!r} not found; not a VARSR/AlignVAR transformer checkpoint")
+    return sd[key]
+
+
+def transformer_config_from_state_dict(
+    sd: Mapping[str, Tensor], source: str = "state dict"
+) -> TransformerConfig:
+    """Every ``TransformerConfig`` size read from tensor shapes (official VARSR keys; no prefix).
+
+    Not stored in the tensors: ``norm_eps`` (1e-6), ``rope_theta`` (1e4), ``drop_path`` (0 at inference),
+    ``refiner_steps`` (10): the VARSR values are used.
+    """
+    width, cvae = _need(sd, "word_embed.weight", source).shape
+    depth = len({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if depth == 0:
+        raise ValueError(f"{source}: no 'blocks.N.' keys; not a VARSR/AlignVAR transformer checkpoint")
+    heads = int(_need(sd, "blocks.0.attn.scale_mul_1H11", source).shape[1])
+    fc1 = _need(sd, "blocks.0.ffn.fc1.weight", source)
+    n_ctx = int(_need(sd, "pos_start", source).shape[1]) - 1
+    side = int(round(n_ctx**0.5))
+    if side * side != n_ctx:
+        raise ValueError(
+            f"{source}: pos_start has {n_ctx + 1} rows; expected a square prefix grid + 1 class row"
+        )
+    stem = [int(_need(sd, "con_embedding.conv_in.weight", source).shape[0])]
+    stem += [int(_need(sd, f"con_embedding.blocks.{i}.weight", source).shape[0]) for i in (1, 3, 5, 7)]
+    has_refiner = "diffloss.net.input_proj.weight" in sd
+    refiner_blocks = {
+        int(m.group(1)) for k in sd if (m := re.match(r"diffloss\.net\.res_blocks\.(\d+)\.", k))
+    }
+    return TransformerConfig(
+        depth=depth,
+        width=int(width),
+        heads=heads,
+        mlp_ratio=fc1.shape[0] / int(width),
+        num_classes=int(_need(sd, "class_emb.weight", source).shape[0]),
+        vocab=int(_need(sd, "head.weight", source).shape[0]),
+        cvae=int(cvae),
+        image_size=side * 16,
+        num_levels=int(_need(sd, "lvl_embed.weight", source).shape[0]),
+        stem_channels=tuple(stem),
+        with_refiner=has_refiner,
+        refiner_width=int(sd["diffloss.net.input_proj.weight"].shape[0]) if has_refiner else 1024,
+        refiner_depth=len(refiner_blocks) if has_refiner else 6,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- YAML configs
+@dataclass
+class SCAConfig:
+    """Spatial Consistency Autoregression (structure-gated input tokens); see ``sca.py``."""
+
+    mask_input: Literal["laplacian", "random", "none"] = "laplacian"  # none = SCA off (exactly VARSR)
+    hidden: int = 64  # gate MLP width
+    init_bias: float = -6.0  # last-layer bias: gate starts at sigmoid(-6) = 0.0025 (near identity)
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1:
+            raise ValueError(f"sca.hidden must be >= 1, got {self.hidden}")
+
+
+@dataclass
+class HCCConfig:
+    """Hierarchical Consistency Constraint (cumulative latent supervision); see ``hcc.py``."""
+
+    lambda_: float = field(default=1.0, metadata={"key": "lambda"})
+    space: Literal["latent", "pixel"] = "latent"
+    relaxation: Literal["softmax", "straight_through"] = "softmax"
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lambda_ < 0:
+            raise ValueError(f"hcc.lambda must be >= 0, got {self.lambda_}")
+        if self.temperature <= 0:
+            raise ValueError(f"hcc.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class AlignVARConfig:
+    """The AlignVAR model (``model: {type: alignvar, ...}``): architecture, weights, SCA/HCC, sampling.
+
+    ``arch`` names an entry of ``ARCHS`` (tiny, d2, d16, d20, d24) or ``auto`` (read the sizes from
+    ``checkpoint``). ``checkpoint`` is an official ``VARSR.pth`` or one of our ``.safetensors`` files (which
+    may also hold the VQ-VAE); ``vqvae`` an official ``VQVAE.pth`` or ours. Without a checkpoint the model is
+    randomly initialised (training from scratch only: it is never benchmarked).
+    """
+
+    arch: str = "tiny"
+    image_size: int | None = None  # training crop size; default: the arch's (512 for VARSR sizes)
+    checkpoint: str | None = None
+    vqvae: str | None = None
+    sca: SCAConfig = field(default_factory=SCAConfig)
+    hcc: HCCConfig = field(default_factory=HCCConfig)
+    refiner_weight: float = 2.0  # weight of the diffusion-refiner loss in training (VARSR: 2.0; 0 = off)
+    # sampling (inference)
+    cfg: float = 6.0
+    top_k: int = 1
+    top_p: float = 0.75
+    temperature: float = 1.0
+    seed: int = 0
+    use_refiner: bool = True
+    color_fix: Literal["adain", "wavelet", "none"] = "adain"
+    tile: int | None = None  # output tile size (multiple of 16); None = whole image at once
+    tile_overlap: int = 64  # output pixels shared by neighbouring tiles (multiple of 16)
+
+    def __post_init__(self) -> None:
+        if self.arch != "auto" and self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; valid choices: auto, {', '.join(ARCHS)}")
+        if self.arch == "auto" and not self.checkpoint:
+            raise ValueError("arch 'auto' reads the sizes from the checkpoint; set checkpoint")
+        if self.image_size is not None and (self.image_size % 16 or self.image_size < 16):
+            raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
+        check_sampling(self.cfg, self.top_k, self.top_p, self.temperature)
+        check_tiling(self.tile, self.tile_overlap)
+
+    def transformer_config(self) -> TransformerConfig:
+        """The arch's transformer config with ``image_size`` applied (``auto`` is resolved on loading)."""
+        cfg = get_arch(self.arch).transformer
+        return replace(cfg, image_size=self.image_size) if self.image_size else cfg
+
+
+def check_sampling(cfg: float, top_k: int, top_p: float, temperature: float) -> None:
+    if cfg < 0:
+        raise ValueError(f"cfg must be >= 0, got {cfg}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = no top-k filter, 1 = greedy), got {top_k}")
+    if not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"top_p must be in [0, 1], got {top_p}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+
+
+def check_tiling(tile: int | None, overlap: int) -> None:
+    if tile is None:
+        return
+    if tile < 16 or tile % 16:
+        raise ValueError(f"tile must be a positive multiple of 16 (output pixels), got {tile}")
+    if overlap < 0 or overlap % 16 or overlap >= tile:
+        raise ValueError(f"tile_overlap must be a multiple of 16 in [0, tile), got {overlap} for tile {tile}")

@@ -1,0 +1,343 @@
+"""``AlignVAR``: frozen VQ-VAE + next-scale transformer (+ diffusion refiner) + optional SCA gate, end to end.
+
+    model = AlignVAR.from_pretrained("VARSR.pth", vqvae="VQVAE.pth")   # official weights, SCA off = VARSR
+    sr = model.upscale(lr)                                              # (B,3,h,w) [0,1] -> (B,3,4h,4w) [0,1]
+
+Inference pipeline of ``upscale`` (VARSR's ``test_varsr.py`` generalised to any size):
+
+1. pad the LR (replicate, bottom/right) to a multiple of 4 per side, so the output is a multiple of 16;
+2. resize to the output size with bicubic interpolation. The official test resizes with PIL's bicubic to
+   512x512; we use torch's ``antialias=True`` bicubic, which uses PIL's kernel (a = -0.5) but float
+   arithmetic, so values differ from PIL's 8-bit fixed-point path by a few grey levels at most; then map to
+   [-1, 1];
+3. generate (``ScaleSchedule.for_size`` of the output; 512x512 is the official schedule) or, with ``tile``,
+   cut the upsampled LR into ``tile`` x ``tile`` output tiles overlapping by ``tile_overlap`` pixels, generate
+   each, and blend with a linear ramp over the overlap (weights normalised, so any coverage works);
+4. decode ``(clamp(decoder(f_hat), -1, 1) + 1) / 2``, crop the padding, colour-fix (AdaIN by default, as the
+   official test) against the resized LR.
+
+Checkpoints: official ``VARSR.pth`` (+ ``VQVAE.pth``) are read with their nesting and architecture inferred
+from the tensors; ours are safetensors with prefixes ``transformer.``, ``vqvae.`` (optional) and ``sca.``, and
+the configs as JSON in the metadata (``save``). A VARSR checkpoint loads into an SCA model with SCA freshly
+initialised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.config import from_dict, to_dict
+from harness.registry import register
+from methods.alignvar.checkpoint import (
+    CheckpointError,
+    infer_vqvae_config,
+    load_strict,
+    read_state_dict,
+    save_safetensors,
+)
+from methods.alignvar.colorfix import adain_color_fix, wavelet_color_fix
+from methods.alignvar.configs import (
+    AlignVARConfig,
+    TransformerConfig,
+    get_arch,
+    transformer_config_from_state_dict,
+)
+from methods.alignvar.sca import SCAGate
+from methods.alignvar.scales import ScaleSchedule
+from methods.alignvar.transformer import Generation, TokenHook, VARTransformer
+from methods.alignvar.vqvae import VQVAE
+
+FORMAT = "alignvar"
+VQVAE_HINT = (
+    "download VQVAE.pth from the VARSR release (https://github.com/qyp2000/VARSR) and pass --vqvae PATH"
+)
+
+
+class AlignVAR(nn.Module):
+    """The full model. ``config`` carries the SCA/HCC settings and the sampling defaults of ``upscale``."""
+
+    def __init__(
+        self, transformer: TransformerConfig, vqvae: dict, config: AlignVARConfig | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config if config is not None else AlignVARConfig()
+        self.vqvae_kwargs = dict(vqvae)
+        self.vqvae = VQVAE(**self.vqvae_kwargs)
+        self.vqvae.requires_grad_(False)
+        self.vqvae.eval()
+        if (self.vqvae.vocab_size, self.vqvae.z_channels) != (transformer.vocab, transformer.cvae):
+            raise ValueError(
+                f"VQ-VAE (vocab {self.vqvae.vocab_size}, Cvae {self.vqvae.z_channels}) does not fit the "
+                f"transformer "
+                f"(vocab {transformer.vocab}, Cvae {transformer.cvae})"
+            )
+        self.transformer = VARTransformer(transformer)
+        sca = self.config.sca
+        self.sca = (
+            None
+            if sca.mask_input == "none"
+            else SCAGate(transformer.cvae, sca.hidden, sca.mask_input, sca.init_bias)
+        )
+        self.load_notes: list[str] = []
+
+    scale = 4
+
+    def train(self, mode: bool = True) -> AlignVAR:
+        super().train(mode)
+        self.vqvae.eval()  # frozen tokenizer, always in eval mode
+        return self
+
+    @property
+    def refiner(self) -> nn.Module | None:
+        return self.transformer.diffloss
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Disjoint counts: transformer (backbone without stem and refiner), lr_stem, refiner, vqvae, sca."""
+
+        def n(m: nn.Module | None) -> int:
+            return sum(p.numel() for p in m.parameters()) if m is not None else 0
+
+        stem, ref = n(self.transformer.con_embedding), n(self.refiner)
+        return {
+            "transformer": n(self.transformer) - stem - ref,
+            "lr_stem": stem,
+            "refiner": ref,
+            "vqvae": n(self.vqvae),
+            "sca": n(self.sca),
+        }
+
+    # ------------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_config(cls, config: AlignVARConfig) -> AlignVAR:
+        """Load ``config.checkpoint`` if set, else build ``config.arch`` with VAR's training init (the VQ-VAE
+        from ``config.vqvae`` when given; a model without trained weights is for training only)."""
+        if config.checkpoint:
+            return cls.from_pretrained(config.checkpoint, config.vqvae, config)
+        vqvae_kwargs, vsd = dict(get_arch(config.arch).vqvae), None
+        if config.vqvae:  # a trained tokenizer under a from-scratch transformer
+            vsd = read_state_dict(config.vqvae, hint=VQVAE_HINT)
+            vqvae_kwargs = infer_vqvae_config(vsd, source=str(config.vqvae))
+        # the transformer's vocabulary and token width follow the tokenizer
+        tcfg = dataclasses.replace(
+            config.transformer_config(), vocab=vqvae_kwargs["vocab_size"], cvae=vqvae_kwargs["z_channels"]
+        )
+        model = cls(tcfg, vqvae_kwargs, config)
+        model.transformer.init_weights()
+        if vsd is not None:
+            load_strict(model.vqvae, vsd, str(config.vqvae))
+        return model
+
+    @classmethod
+    def from_pretrained(
+        cls, checkpoint: str | Path, vqvae: str | Path | None = None, config: AlignVARConfig | None = None
+    ) -> AlignVAR:
+        """Official ``VARSR.pth`` + ``VQVAE.pth`` or our safetensors (VQ-VAE inside or ``vqvae``).
+
+        The architecture comes from the tensor shapes. ``config`` (SCA mode, sampling defaults) defaults to
+        the one stored in our checkpoint's metadata, else ``AlignVARConfig()``. SCA weights absent from the
+        file are freshly initialised (VARSR -> AlignVAR); present but unused (``mask_input: none``) they are
+        ignored. Both cases are recorded in ``load_notes``.
+        """
+        checkpoint = Path(checkpoint)
+        sd = read_state_dict(checkpoint)
+        ours = any(k.startswith("transformer.") for k in sd)
+        if config is None:
+            config = _stored_config(checkpoint) or AlignVARConfig(arch="auto", checkpoint=str(checkpoint))
+        if ours:
+            tsd = _strip(sd, "transformer.")
+            vsd = _strip(sd, "vqvae.")
+            ssd = _strip(sd, "sca.")
+            other = [k for k in sd if not k.startswith(("transformer.", "vqvae.", "sca."))]
+            if other:
+                raise CheckpointError(
+                    f"{checkpoint}: unexpected keys outside transformer./vqvae./sca.: {other[:5]}"
+                )
+        else:
+            tsd, vsd, ssd = sd, {}, {}
+        vsource = str(checkpoint)
+        if vqvae is not None:
+            vsd, vsource = read_state_dict(vqvae, hint=VQVAE_HINT), str(vqvae)
+        elif not vsd:
+            raise CheckpointError(f"{checkpoint} holds no VQ-VAE weights: {VQVAE_HINT}")
+        tcfg = transformer_config_from_state_dict(tsd, source=str(checkpoint))
+        model = cls(tcfg, infer_vqvae_config(vsd, source=vsource), config)
+        load_strict(model.transformer, tsd, str(checkpoint))
+        load_strict(model.vqvae, vsd, vsource)
+        if model.sca is not None and ssd:
+            load_strict(model.sca, ssd, f"{checkpoint} (sca.)")
+        elif model.sca is not None:
+            model.load_notes.append(
+                f"{checkpoint} has no SCA weights: SCA ({config.sca.mask_input}) freshly initialised"
+            )
+        elif ssd:
+            model.load_notes.append(
+                f"{checkpoint} has SCA weights but sca.mask_input is 'none': they are ignored"
+            )
+        return model.eval()
+
+    def save(
+        self, path: str | Path, include_vqvae: bool = True, metadata: dict[str, str] | None = None
+    ) -> Path:
+        """Write the weights as safetensors (atomically) with the three configs as JSON metadata."""
+        sd = {k: v for k, v in self.state_dict().items() if include_vqvae or not k.startswith("vqvae.")}
+        meta = {
+            "format": FORMAT,
+            "alignvar_config": json.dumps(
+                to_dict(dataclasses.replace(self.config, checkpoint=None, vqvae=None))
+            ),
+            "transformer_config": json.dumps(dataclasses.asdict(self.transformer.cfg)),
+            "vqvae_config": json.dumps(self.vqvae_kwargs),
+            **(metadata or {}),
+        }
+        save_safetensors(sd, path, meta)
+        return Path(path)
+
+    # ------------------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def generate(
+        self,
+        lr: Tensor,
+        schedule: ScaleSchedule | None = None,
+        *,
+        cfg: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float | None = None,
+        generator: torch.Generator | None = None,
+        label: int = 0,
+        neg_label: int = 1,
+        use_refiner: bool | None = None,
+        token_hook: TokenHook | None = None,
+        return_tokens: bool = False,
+    ) -> Tensor | tuple[Tensor, Generation]:
+        """LR (B, 3, H, W) in [-1, 1] at the output size -> SR (B, 3, H, W) in [0, 1] (no colour fix).
+
+        Sampling options default to ``self.config``; SCA (if built) gates the inputs with maps from ``lr``
+        (``random`` maps are drawn from ``generator`` first). ``return_tokens`` also returns the
+        ``Generation``.
+        """
+        c = self.config
+        schedule = self.transformer.schedule_for(lr, schedule)
+        sca_fn = None
+        if self.sca is not None:
+            sca_fn = self.sca.gate_fn(self.sca.guidance(lr, schedule, generator))
+        gen = self.transformer.generate(
+            lr,
+            self.vqvae.quantize,
+            schedule,
+            cfg=c.cfg if cfg is None else cfg,
+            top_k=c.top_k if top_k is None else top_k,
+            top_p=c.top_p if top_p is None else top_p,
+            temperature=c.temperature if temperature is None else temperature,
+            generator=generator,
+            label=label,
+            neg_label=neg_label,
+            use_refiner=c.use_refiner if use_refiner is None else use_refiner,
+            sca=sca_fn,
+            token_hook=token_hook,
+        )
+        img = (self.vqvae.decode(gen.f_hat).clamp(-1, 1) + 1) / 2
+        return (img, gen) if return_tokens else img
+
+    @torch.no_grad()
+    def upscale(self, lr: Tensor, seed: int | None = None, **sampling) -> Tensor:
+        """x4 super-resolution: (B, 3, h, w) in [0, 1] -> (B, 3, 4h, 4w) in [0, 1] (module docstring).
+
+        ``seed`` (default ``config.seed``) seeds a fresh generator per call; ``sampling`` overrides
+        ``generate`` options (cfg, top_k, top_p, temperature, use_refiner).
+        """
+        c = self.config
+        if lr.ndim != 4 or lr.shape[1] != 3:
+            raise ValueError(f"expected an LR batch (B, 3, h, w) in [0, 1], got shape {tuple(lr.shape)}")
+        h, w = int(lr.shape[-2]), int(lr.shape[-1])
+        pad_h, pad_w = (-h) % 4, (-w) % 4
+        if pad_h or pad_w:
+            lr = F.pad(lr, (0, pad_w, 0, pad_h), mode="replicate")
+        H, W = 4 * lr.shape[-2], 4 * lr.shape[-1]
+        lr_up = upsample_bicubic(lr, (H, W))
+        generator = torch.Generator(device=lr.device).manual_seed(c.seed if seed is None else seed)
+        lr_m11 = lr_up * 2 - 1
+        if c.tile is not None and (H > c.tile or W > c.tile):
+            sr = self._tiled(lr_m11, c.tile, c.tile_overlap, generator, sampling)
+        else:
+            sr = self.generate(lr_m11, generator=generator, **sampling)
+        sr, ref = sr[..., : 4 * h, : 4 * w], lr_up[..., : 4 * h, : 4 * w]
+        if c.color_fix == "adain":
+            sr = adain_color_fix(sr, ref)
+        elif c.color_fix == "wavelet":
+            sr = wavelet_color_fix(sr, ref)
+        return sr.clamp(0, 1)
+
+    def _tiled(
+        self, lr: Tensor, tile: int, overlap: int, generator: torch.Generator, sampling: dict
+    ) -> Tensor:
+        B, _, H, W = lr.shape
+        out = lr.new_zeros(B, 3, H, W)
+        weight = lr.new_zeros(1, 1, H, W)
+        for top in tile_starts(H, tile, overlap):
+            for left in tile_starts(W, tile, overlap):
+                th, tw = min(tile, H), min(tile, W)
+                crop = lr[..., top : top + th, left : left + tw]
+                sr = self.generate(crop, generator=generator, **sampling)
+                wmap = (blend_ramp(th, overlap, lr)[:, None] * blend_ramp(tw, overlap, lr)[None, :])[
+                    None, None
+                ]
+                out[..., top : top + th, left : left + tw] += sr * wmap
+                weight[..., top : top + th, left : left + tw] += wmap
+        return out / weight
+
+
+def upsample_bicubic(img: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bicubic resize with PIL's kernel (torch ``antialias=True``, a = -0.5), clamped to [0, 1]."""
+    return F.interpolate(img, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile offsets covering [0, size): stride ``tile - overlap``, the last tile flush with the end."""
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, tile - overlap)) + [size - tile]
+    return sorted(set(starts))
+
+
+def blend_ramp(n: int, overlap: int, like: Tensor) -> Tensor:
+    """1-D blend weights: a linear ramp (i + 1) / (overlap + 1) up from each edge, 1 inside (always > 0)."""
+    i = torch.arange(n, device=like.device, dtype=like.dtype)
+    if overlap <= 0:
+        return torch.ones_like(i)
+    return torch.minimum(torch.minimum(i + 1, n - i) / (overlap + 1), torch.ones_like(i))
+
+
+def _strip(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _stored_config(path: Path) -> AlignVARConfig | None:
+    """The ``AlignVARConfig`` in our safetensors metadata (None for other files)."""
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if "alignvar_config" not in meta:
+        return None
+    data = json.loads(meta["alignvar_config"])
+    data.update(checkpoint=str(path), arch="auto")
+    return from_dict(AlignVARConfig, data, source=f"{path} (metadata)")
+
+
+@register(
+    "models",
+    "alignvar",
+    description="AlignVAR / VARSR x4 SR model (VQ-VAE + next-scale transformer)",
+    config=AlignVARConfig,
+)
+def build_alignvar(config: AlignVARConfig) -> AlignVAR:
+    return AlignVAR.from_config(config)

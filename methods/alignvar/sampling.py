@@ -1,0 +1,79 @@
+"""Token sampling from logits: greedy / top-k / top-p / temperature with an explicit ``torch.Generator``.
+
+Semantics follow VAR/VARSR's ``sample_with_top_k_top_p_`` (``helpers.py:6-19``):
+
+* top-k (k > 0): keep the logits >= the k-th largest (ties at the threshold are kept);
+* top-p (0 < p): sort ascending, drop the tokens whose cumulative probability is <= 1 - p, always keep the top
+  one;
+* then draw one sample from the softmax of what is left.
+
+Additions: ``temperature`` divides the logits first (VARSR has none, i.e. 1.0); ``top_k == 1`` or
+``temperature == 0`` is plain argmax, which is what the multinomial draw returns for a unique maximum, without
+touching the generator (greedy decoding is then deterministic and needs no random state). The official test
+uses ``top_k=1, top_p=0.75``: greedy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cfg_combine(logits_cond: torch.Tensor, logits_neg: torch.Tensor, t: float) -> torch.Tensor:
+    """VARSR's image-based guidance: ``(1 + t) * l_cond - t * l_neg`` (t = cfg * k / (K - 1) at scale k)."""
+    return (1 + t) * logits_cond - t * logits_neg
+
+
+def guidance_ramp(cfg: float, num_scales: int) -> list[float]:
+    """Per-scale guidance t_k = cfg * k / (K - 1), k = 0..K-1 (0 at the first scale, cfg at the last)."""
+    if num_scales == 1:
+        return [float(cfg)]
+    return [cfg * k / (num_scales - 1) for k in range(num_scales)]
+
+
+def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """A copy of ``logits`` (..., V) with the filtered-out entries set to -inf (see module docstring)."""
+    logits = logits.clone()
+    vocab = logits.shape[-1]
+    if top_k > 0 and top_k < vocab:
+        kth = logits.topk(top_k, dim=-1, largest=True, sorted=False).values.amin(dim=-1, keepdim=True)
+        logits.masked_fill_(logits < kth, -torch.inf)
+    if top_p > 0:
+        sorted_logits, sorted_idx = logits.sort(dim=-1, descending=False)
+        remove_sorted = sorted_logits.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
+        remove_sorted[..., -1:] = False
+        remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)
+        logits.masked_fill_(remove, -torch.inf)
+    return logits
+
+
+def sample_logits(
+    logits: torch.Tensor,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sample one token per position: logits (..., V) float -> indices (...) int64.
+
+    ``generator`` is only used when sampling is not greedy; one on another device (a CPU generator for CUDA
+    logits) works, at the cost of a copy.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    if not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"top_p must be in [0, 1], got {top_p}")
+    if top_k == 1 or temperature == 0:
+        return logits.argmax(dim=-1)
+    scaled = logits.float() / temperature if temperature != 1.0 else logits.float()
+    filtered = filter_top_k_top_p(scaled, top_k, top_p)
+    probs = filtered.softmax(dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    if generator is not None and generator.device != flat.device:  # e.g. a CPU generator for CUDA logits
+        return (
+            torch.multinomial(flat.to(generator.device), 1, generator=generator)
+            .to(flat.device)
+            .view(probs.shape[:-1])
+        )
+    return torch.multinomial(flat, num_samples=1, generator=generator).view(probs.shape[:-1])

@@ -1,0 +1,127 @@
+"""Spatial Consistency Autoregression (SCA): structure-gated transformer input tokens (AlignVAR, CVPR 2026).
+
+The paper: a structure map s = |Laplacian(I_LR)| is resized to every scale and normalised (s_k), a light MLP
+predicts a gate m_k = sigmoid(MLP([r_k, s_k])) per token, and the tokens become (1 + m_k) * r_k.
+
+Our reading (no public code exists; every choice below is ours and documented):
+
+* **Which tokens.** r_k are the scale-k *input tokens* of the transformer, i.e. the latent tokens
+  ``area_down(F_{k-1}, (h_k, w_k))`` (Cvae channels) that ``word_embed`` turns into the scale-k input: the
+  teacher-forcing tokens in training, the tokens built from the generated ones at inference. They are gated
+  *before* ``word_embed`` (so the MLP input and the gated tensor are the same r_k, literally the paper's
+  formula). The class token (scale 1's slot) is not gated, and the accumulated latent f_hat that is decoded is
+  never gated.
+* **MLP input.** [r_k (Cvae = 32 channels), s_k (1 channel)] -> Linear -> GELU -> Linear -> 1. We use the
+  latent token rather than its C-wide embedding: it carries the same information (``word_embed`` is linear),
+  and keeps the gate tiny and independent of the transformer width (33 inputs instead of 1537 at d24).
+* **Structure map.** The LR image as the model sees it (upsampled to the output size, [-1, 1]) -> [0, 1] ->
+  grayscale (ITU-R BT.601 luma) -> 3x3 Laplacian [[0,1,0],[1,-4,1],[0,1,0]] with replicate padding -> absolute
+  value -> area-resized to (h_k, w_k) -> min-max normalised *per image and per scale* to [0, 1] (a constant
+  map, e.g. the 1x1 scale, becomes 0). Per-scale normalisation makes the gate input independent of image
+  contrast and of how much area averaging a scale applies.
+* **Initialisation.** The last layer's bias is -6 (m = sigmoid(-6) = 0.0025) and its weights small (std 1e-3),
+  so a VARSR checkpoint starts (almost) unchanged while gradients still reach every SCA parameter.
+* ``mask_input``: ``laplacian`` (paper), ``random`` (the paper's ablation: a uniform noise map in [0, 1) from
+  an explicit generator replaces |Laplacian|, same resize/normalise), ``none`` (SCA off: the model does not
+  build this module at all, so it is exactly VARSR).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.alignvar.scales import ScaleSchedule
+
+MaskInput = Literal["laplacian", "random", "none"]
+LUMA = (0.299, 0.587, 0.114)
+LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
+
+
+def laplacian_magnitude(img: Tensor) -> Tensor:
+    """|3x3 Laplacian| of the grayscale image: (B, 3, H, W) in [-1, 1] -> (B, 1, H, W), replicate padding."""
+    x = (img.float() + 1) * 0.5
+    gray = sum(w * x[:, c : c + 1] for c, w in enumerate(LUMA))
+    kernel = torch.tensor(LAPLACIAN, dtype=gray.dtype, device=gray.device).view(1, 1, 3, 3)
+    return F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), kernel).abs()
+
+
+def minmax_per_image(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """Min-max normalise every image of (B, 1, h, w) to [0, 1]; a constant image maps to 0."""
+    flat = x.flatten(1)
+    lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+    span = hi - lo
+    out = torch.where(span > eps, (flat - lo) / span.clamp_min(eps), torch.zeros_like(flat))
+    return out.view_as(x)
+
+
+def structure_maps(
+    lr: Tensor, schedule: ScaleSchedule, mask_input: MaskInput, generator: torch.Generator | None = None
+) -> list[Tensor]:
+    """Normalised guidance s_k for every scale k, each (B, h_k*w_k, 1) row-major (pure function, no gradient).
+
+    ``lr`` (B, 3, H, W) in [-1, 1] at the model input size. ``random`` draws U[0, 1) noise at (B, 1, H, W)
+    from ``generator`` (drawn on the generator's device, then moved).
+    """
+    with torch.no_grad():
+        if mask_input == "laplacian":
+            s = laplacian_magnitude(lr)
+        elif mask_input == "random":
+            shape = (lr.shape[0], 1, lr.shape[-2], lr.shape[-1])
+            src = generator.device if generator is not None else lr.device
+            s = torch.rand(shape, generator=generator, device=src).to(lr.device)
+        else:
+            raise ValueError(f"structure maps need mask_input 'laplacian' or 'random', got {mask_input!r}")
+        out = []
+        for hw in schedule.patch_nums:
+            sk = minmax_per_image(F.interpolate(s, size=tuple(hw), mode="area"))
+            out.append(sk.flatten(2).transpose(1, 2))
+        return out
+
+
+class SCAGate(nn.Module):
+    """The SCA mask generator M_phi: m = sigmoid(MLP([r, s])) per token (keys ``mlp.0.*``, ``mlp.2.*``)."""
+
+    def __init__(
+        self, cvae: int, hidden: int = 64, mask_input: MaskInput = "laplacian", init_bias: float = -6.0
+    ):
+        super().__init__()
+        if mask_input == "none":
+            raise ValueError("mask_input 'none' means SCA off: do not build an SCAGate")
+        if mask_input not in ("laplacian", "random"):
+            raise ValueError(f"unknown mask_input {mask_input!r}; valid choices: laplacian, random, none")
+        self.cvae, self.mask_input = cvae, mask_input
+        self.mlp = nn.Sequential(nn.Linear(cvae + 1, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        nn.init.normal_(self.mlp[2].weight, std=1e-3)
+        nn.init.constant_(self.mlp[2].bias, init_bias)
+
+    def guidance(
+        self, lr: Tensor, schedule: ScaleSchedule, generator: torch.Generator | None = None
+    ) -> list[Tensor]:
+        """Per-scale normalised structure maps s_k (B, h_k*w_k, 1) for this module's ``mask_input``."""
+        return structure_maps(lr, schedule, self.mask_input, generator)
+
+    def gate(self, tokens: Tensor, s: Tensor) -> Tensor:
+        """m = sigmoid(MLP([tokens, s])): tokens (B, n, Cvae), s (B, n, 1) -> (B, n, 1)."""
+        feats = torch.cat([tokens, s.to(tokens.dtype)], dim=-1)
+        return torch.sigmoid(self.mlp(feats))
+
+    def forward(
+        self, lr: Tensor, x_in: Tensor, schedule: ScaleSchedule, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Gate for the whole teacher-forcing input x_in (B, L - 1, Cvae) (scales 2..K) -> m (B, L - 1, 1)."""
+        maps = self.guidance(lr, schedule, generator)
+        s = torch.cat(maps[1:], dim=1) if len(maps) > 1 else x_in.new_zeros(x_in.shape[0], 0, 1)
+        if s.shape[1] != x_in.shape[1]:
+            raise ValueError(
+                f"x_in has {x_in.shape[1]} tokens but schedule {schedule} gives {s.shape[1]} inputs"
+            )
+        return self.gate(x_in, s)
+
+    def gate_fn(self, maps: list[Tensor]) -> Callable[[int, Tensor], Tensor]:
+        """A ``(k, tokens) -> m`` closure over precomputed maps, for ``VARTransformer.generate``."""
+        return lambda k, tokens: self.gate(tokens, maps[k])

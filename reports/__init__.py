@@ -1,0 +1,1 @@
+"""Reports: self-contained HTML pages of bench runs (``reports.html.render_report``)."""

@@ -1,0 +1,280 @@
+"""Self-contained HTML report of a bench run: ``render_report(run_dir) -> Path``.
+
+The page is a list of ``Section`` objects rendered with jinja2 (``autoescape=True``) into
+``templates/report.html.j2``; images are embedded as base64 PNG, CSS is inline, nothing is fetched from
+anywhere. Each core section is built by a function returning plain data for its template, so other reports
+(efficiency, ablations, plots) add their own sections without touching this file::
+
+    render_report(run_dir, extra_sections=[Section("Efficiency", html=table_html)])
+    render_report(run_dir, extra_sections=[Section("Ablation", template="ablation.html.j2",
+                                                   context={...})], template_dirs=["my/templates"])
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from harness.atomic import write_text
+from harness.results import LATENCY_COL, RunResults, load_run
+from reports import render
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+THUMB_SIDE = 256  # full-view thumbnails in the grid (px, longer side)
+
+
+@dataclass
+class Section:
+    """One titled part of the page: either trusted ``html`` or a ``template`` rendered with ``context``.
+
+    ``html`` is inserted as is (it must already be escaped / safe); template output is autoescaped.
+    """
+
+    title: str
+    html: str | None = None
+    template: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    anchor: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.html is None) == (self.template is None):
+            raise ValueError(f"section {self.title!r}: give exactly one of html= or template=")
+        if self.anchor is None:
+            self.anchor = re.sub(r"[^a-z0-9]+", "-", self.title.lower()).strip("-") or "section"
+
+    def render(self, env: jinja2.Environment) -> Markup:
+        if self.html is not None:
+            return Markup(self.html)
+        return Markup(env.get_template(self.template).render(**self.context))
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+def format_value(value: Any) -> str:
+    """Compact, column-friendly numbers: 28.41, 0.8123, 1.23e-03; NaN/None -> an en dash."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "\u2013"
+    v = float(value)
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 100:
+        return f"{v:.1f}"
+    if a >= 10:
+        return f"{v:.2f}"
+    if a >= 0.01:
+        return f"{v:.4f}"
+    return f"{v:.2e}"
+
+
+def metric_label(run: RunResults, metric: str) -> dict[str, Any]:
+    lower = run.lower_better(metric)
+    name = "latency (s/img)" if metric == LATENCY_COL else metric
+    return {
+        "name": name,
+        "arrow": "\u2193" if lower else "\u2191",
+        "lower_better": lower,
+        "hint": "lower is better" if lower else "higher is better",
+    }
+
+
+def template_env(template_dirs: Sequence[str | Path] = ()) -> jinja2.Environment:
+    loader = jinja2.FileSystemLoader([*map(str, template_dirs), str(TEMPLATES)])
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["num"] = format_value
+    return env
+
+
+# ----------------------------------------------------------------------------------------------- sections
+def alerts(run: RunResults) -> list[str]:
+    """Banner lines: failed methods and skipped images."""
+    lines = [
+        f"{f['method']} failed on {f['dataset']}: {f['error']} (traceback: {f.get('traceback', '?')})"
+        for f in run.failures
+    ]
+    lines += [f"skipped image {s['dataset']}/{s['image']}: {s['error']}" for s in run.skipped]
+    if run.meta.get("status") not in (None, "ok") and not run.failures:
+        lines.append(f"run status: {run.meta.get('status')}")
+    return lines
+
+
+def overview_section(run: RunResults) -> Section:
+    env = run.env
+    packages = env.get("packages", {})
+    git = env.get("git", {}) or {}
+    commit = git.get("commit")
+    rows = [
+        ("experiment", run.name),
+        ("description", run.config.get("description") or ""),
+        ("finished", run.meta.get("finished", "")),
+        ("device", f"{env.get('device', '?')} ({env.get('device_name', '?')})"),
+        ("host", f"{env.get('hostname', '?')}, {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores)"),
+        ("git", f"{commit[:12]}{' (dirty)' if git.get('dirty') else ''}" if commit else "not a git checkout"),
+        ("python / torch", f"{env.get('python', '?')} / {packages.get('torch', '?')}"),
+        ("torchvision / pyiqa", f"{packages.get('torchvision', '?')} / {packages.get('pyiqa', '?')}"),
+        ("command", " ".join(env.get("command", []))),
+        (
+            "bootstrap",
+            "95% percentile bootstrap of the mean, {} resamples".format(
+                run.meta.get("bootstrap", {}).get("n_boot", "?")
+            ),
+        ),
+    ]
+    config_text = (
+        (run.run_dir / "config.yaml").read_text(encoding="utf-8")
+        if (run.run_dir / "config.yaml").is_file()
+        else ""
+    )
+    return Section(
+        "Overview",
+        template="overview.html.j2",
+        context={"rows": rows, "config_text": config_text, "notes": run.meta.get("notes", [])},
+    )
+
+
+def quality_table(run: RunResults, dataset: str) -> dict[str, Any]:
+    """Rows = methods, columns = metrics (+ latency); cells = mean, CI and whether it is the column's best."""
+    summary = run.summary[run.summary["dataset"] == dataset]
+    present = set(summary["metric"])
+    metrics = [m for m in [*run.metrics, LATENCY_COL] if m in present]
+    methods = [m for m in run.methods if m in set(summary["method"])]
+    stats = {(r.method, r.metric): r for r in summary.itertuples(index=False)}
+    best = {}
+    for metric in metrics:
+        means = [stats[(m, metric)].mean for m in methods if (m, metric) in stats]
+        means = [v for v in means if v is not None and math.isfinite(v)]
+        if means:
+            best[metric] = min(means) if run.lower_better(metric) else max(means)
+    rows = []
+    for method in methods:
+        cells = []
+        for metric in metrics:
+            r = stats.get((method, metric))
+            if r is None:
+                cells.append({"mean": None, "ci": None, "best": False})
+                continue
+            ci = None if not math.isfinite(r.ci_low) else (r.ci_low, r.ci_high)
+            cells.append({"mean": r.mean, "ci": ci, "best": best.get(metric) == r.mean, "n": r.n})
+        rows.append({"method": method, "cells": cells})
+    n_images = int(summary["n"].max()) if not summary.empty else 0
+    return {
+        "dataset": dataset,
+        "n_images": n_images,
+        "columns": [metric_label(run, m) for m in metrics],
+        "rows": rows,
+    }
+
+
+def results_section(run: RunResults) -> Section:
+    tables = [quality_table(run, d) for d in run.datasets]
+    return Section(
+        "Results", template="results.html.j2", context={"tables": [t for t in tables if t["rows"]]}
+    )
+
+
+def per_image_section(run: RunResults) -> Section:
+    tables = []
+    for dataset in run.datasets:
+        table = run.images(dataset)
+        if table.empty:
+            continue
+        metrics = [m for m in [*run.metrics, LATENCY_COL] if m in table.columns]
+        rows = [
+            {"image": r["image"], "method": r["method"], "cells": [r[m] for m in metrics]}
+            for _, r in table.sort_values(["image"], kind="stable").iterrows()
+        ]
+        tables.append({"dataset": dataset, "columns": [metric_label(run, m) for m in metrics], "rows": rows})
+    return Section("Per-image results", template="per_image.html.j2", context={"tables": tables})
+
+
+def comparison_grid(run: RunResults, dataset: str, crop_size: int, max_images: int) -> dict[str, Any]:
+    """LR (nearest) | each method | HR, full views with a box and the same zoomed crop for every column."""
+    table = run.images(dataset)
+    methods = [m for m in run.methods if m in set(table["method"])] if not table.empty else []
+    first_metric = next((m for m in run.metrics if m in table.columns), None)
+    keys = (
+        [k for k in dict.fromkeys(table["image"]) if run.reference(dataset, "lr", k).is_file()]
+        if methods
+        else []
+    )
+    rows = []
+    for key in keys[:max_images]:
+        hr_path = run.reference(dataset, "hr", key)
+        hr = render.read_rgb(hr_path) if hr_path.is_file() else None
+        outputs = {m: render.read_rgb(p) for m in methods if (p := run.sr_image(dataset, m, key)).is_file()}
+        if not outputs:
+            continue
+        height, width = next(iter(outputs.values())).shape[:2]
+        lr = render.nearest_upscale(render.read_rgb(run.reference(dataset, "lr", key)), height, width)
+        box = render.choose_crop(list(outputs.values()), hr, crop_size)
+        columns = [("LR (nearest)", lr, None)]
+        for method, img in outputs.items():
+            value = table[(table["method"] == method) & (table["image"] == key)]
+            score = value[first_metric].iloc[0] if first_metric is not None and not value.empty else None
+            columns.append((method, img, score))
+        if hr is not None:
+            columns.append(("HR", hr, None))
+        cells = [
+            {
+                "label": label,
+                "score": score,
+                "full": render.to_data_uri(render.thumbnail(img, THUMB_SIDE, box)),
+                "crop": render.to_data_uri(render.zoomed_crop(img, box)),
+            }
+            for label, img, score in columns
+        ]
+        rows.append({"image": key, "box": box, "cells": cells})
+    return {"dataset": dataset, "rows": rows, "metric": first_metric}
+
+
+def grid_section(run: RunResults) -> Section:
+    report_cfg = run.config.get("report") or {}
+    crop = int(report_cfg.get("crop_size", 96))
+    limit = int(report_cfg.get("max_images_in_grid", 6))
+    grids = [g for d in run.datasets if (g := comparison_grid(run, d, crop, limit))["rows"]]
+    return Section("Visual comparison", template="grid.html.j2", context={"grids": grids})
+
+
+def default_sections(run: RunResults) -> list[Section]:
+    return [overview_section(run), results_section(run), per_image_section(run), grid_section(run)]
+
+
+# ----------------------------------------------------------------------------------------------- page
+def render_html(
+    run: RunResults,
+    sections: Sequence[Section],
+    *,
+    title: str | None = None,
+    template_dirs: Sequence[str | Path] = (),
+) -> str:
+    env = template_env(template_dirs)
+    report_cfg = run.config.get("report") or {}
+    title = title or report_cfg.get("title") or f"{run.name}: benchmark report"
+    rendered = [{"title": s.title, "anchor": s.anchor, "body": s.render(env)} for s in sections]
+    return env.get_template("report.html.j2").render(
+        title=title, alerts=alerts(run), sections=rendered, generated=run.meta.get("finished", "")
+    )
+
+
+def render_report(
+    run_dir: str | Path,
+    output: str | Path | None = None,
+    *,
+    extra_sections: Sequence[Section] = (),
+    template_dirs: Sequence[str | Path] = (),
+    title: str | None = None,
+) -> Path:
+    """Render ``run_dir`` to ``output`` (default ``run_dir/report.html``) atomically; return the path."""
+    run = load_run(run_dir)
+    html = render_html(
+        run, [*default_sections(run), *extra_sections], title=title, template_dirs=template_dirs
+    )
+    path = Path(output) if output is not None else run.run_dir / "report.html"
+    write_text(path, html)
+    return path

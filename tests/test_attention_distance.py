@@ -1,0 +1,357 @@
+"""Attention distance: token geometry, closed-form distances, the capture protocol, comparison and CSV I/O."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.analysis import attention as A
+from harness.analysis.attention import (
+    AttentionRecorder,
+    attention_distance_by_scale,
+    attention_mass_by_key_scale,
+    compare_models,
+    key_scale_attention_map,
+    mass_within_radius,
+    mean_attention_distance,
+    query_distance_map,
+    read_attention_csv,
+    token_coordinates,
+    token_layout,
+    write_attention_csv,
+)
+
+VARSR_PN = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+# mean distance of two independent uniform points in the unit square
+UNIT_SQUARE_MEAN_DISTANCE = (2 + math.sqrt(2) + 5 * math.log(1 + math.sqrt(2))) / 15
+
+
+# --------------------------------------------------------------------------------------------------- geometry
+def test_varsr_layout_lengths_levels_and_class_slot():
+    lay = token_layout(VARSR_PN, prefix_hw=32)
+    assert len(lay) == 3264 == 1024 + 1 + 2239
+    counts = torch.bincount(lay.levels + 1).tolist()
+    assert counts == [1024] + [pn * pn for pn in VARSR_PN]
+    assert lay.level_slice(0) == slice(1024, 1025)
+    assert lay.label(0) == "1x1 (class)" and lay.label(-1) == "prefix 32x32" and lay.label(6) == "13x13"
+    assert lay.coords[1024].tolist() == [0.5, 0.5]  # class token: the whole image's centre
+    topleft = token_layout(VARSR_PN, prefix_hw=32, alignment="topleft")
+    assert topleft.coords[1024].tolist() == [0.0, 0.0]  # identity rotation in VARSR's RoPE
+
+
+def test_center_and_topleft_coordinates_of_a_3x3_scale():
+    center = token_coordinates([3], include_class=False)
+    assert sorted(set(center[:, 0].tolist())) == pytest.approx([1 / 6, 1 / 2, 5 / 6])
+    assert center[1].tolist() == pytest.approx([1 / 6, 1 / 2])  # row-major: token (0, 1)
+    topleft = token_coordinates([3], include_class=False, alignment="topleft")
+    assert sorted(set(topleft[:, 1].tolist())) == pytest.approx([0, 1 / 3, 2 / 3])
+    # tokens of every scale covering the same region share their centre: 2x2 token (1,1) = 4x4 block centre
+    lay = token_layout([2, 4], include_class=False)
+    fine = lay.coords[lay.level_slice(1)].reshape(4, 4, 2)[2:, 2:].reshape(-1, 2).mean(0)
+    assert lay.coords[3].tolist() == pytest.approx(fine.tolist())
+
+
+def test_topleft_matches_the_rope_grid_of_the_model():
+    rope = pytest.importorskip("methods.alignvar.rope")
+    rows, cols = rope.token_positions((32, 32), [(p, p) for p in VARSR_PN], (32, 32))
+    coords = token_coordinates(VARSR_PN, prefix_hw=32, alignment="topleft")
+    assert torch.allclose(coords[:, 0], rows.double() / 32, atol=1e-6)
+    assert torch.allclose(coords[:, 1], cols.double() / 32, atol=1e-6)
+
+
+def test_layout_errors():
+    with pytest.raises(
+        ValueError, match=r"first scale is the class token's slot and must be 1x1, got \(2, 2\)"
+    ):
+        token_layout([2, 4])
+    with pytest.raises(ValueError, match="alignment must be 'center' or 'topleft'"):
+        token_layout([1, 2], alignment="middle")
+    with pytest.raises(ValueError, match=r"patch_nums\[1\]: expected a positive int"):
+        token_layout([1, 0])
+
+
+# ----------------------------------------------------------------------------------------------- closed forms
+def test_uniform_attention_equals_mean_pairwise_distance():
+    lay = token_layout([4], include_class=False)
+    pts = lay.coords.tolist()
+    brute = sum(math.dist(p, q) for p, q in itertools.product(pts, pts)) / len(pts) ** 2
+    uniform = torch.full((16, 16), 1 / 16)
+    assert float(mean_attention_distance(uniform, lay.coords, lay.coords)) == pytest.approx(brute, rel=1e-12)
+    # and the fine-grid limit is the unit square's mean distance 0.5214...
+    big = token_layout([32], include_class=False)
+    value = mean_attention_distance(torch.full((1024, 1024), 1 / 1024), big.coords, big.coords)
+    assert float(value) == pytest.approx(UNIT_SQUARE_MEAN_DISTANCE, abs=5e-4)
+
+
+def test_one_hot_to_self_and_to_a_known_offset():
+    lay = token_layout([8], include_class=False)
+    c = lay.coords
+    eye = torch.eye(64)
+    assert float(mean_attention_distance(eye, c, c)) == 0.0
+    assert float(mass_within_radius(eye, c, c, 0.0)) == 1.0
+    # queries (i, j) with i < 5, j < 4 attend one-hot to (i + 3, j + 4): distance sqrt(3^2 + 4^2) / 8 = 0.625
+    queries = [i * 8 + j for i in range(5) for j in range(4)]
+    probs = torch.zeros(len(queries), 64)
+    for row, q in enumerate(queries):
+        probs[row, q + 3 * 8 + 4] = 1.0
+    qc = c[queries]
+    assert float(mean_attention_distance(probs, qc, c)) == pytest.approx(0.625, abs=1e-12)
+    assert float(mass_within_radius(probs, qc, c, 0.62)) == 0.0
+    assert float(mass_within_radius(probs, qc, c, 0.625)) == 1.0
+    # half the mass on self, half at the offset: distance 0.3125, mass within 0.5 = 0.5
+    mixed = probs * 0.5
+    mixed[torch.arange(len(queries)), torch.tensor(queries)] = 0.5
+    assert float(mean_attention_distance(mixed, qc, c)) == pytest.approx(0.3125, abs=1e-12)
+    assert float(mass_within_radius(mixed, qc, c, 0.5)) == pytest.approx(0.5)
+
+
+def test_cross_scale_distance_depends_on_alignment():
+    for alignment, expected in (("center", math.sqrt(2) * 0.625), ("topleft", math.sqrt(2) * 0.75)):
+        lay = token_layout([2, 4], include_class=False, alignment=alignment)
+        probs = torch.zeros(1, len(lay))
+        probs[0, 4 + 15] = 1.0  # 2x2 token (0,0) -> 4x4 token (3,3)
+        got = mean_attention_distance(probs, lay.coords[:1], lay.coords)
+        assert float(got) == pytest.approx(expected, abs=1e-12), alignment
+
+
+def test_leading_dims_and_shape_errors():
+    lay = token_layout([2], include_class=False)
+    probs = torch.stack([torch.eye(4), torch.full((4, 4), 0.25)])[None].expand(3, 2, 4, 4)  # (3, 2, Q, K)
+    out = mean_attention_distance(probs, lay.coords, lay.coords)
+    assert out.shape == (3, 2) and (out[:, 0] == 0).all()
+    with pytest.raises(ValueError, match=r"probs \(\.\.\., Q, K\) = \(4, 3\) does not match"):
+        mean_attention_distance(torch.ones(4, 3), lay.coords, lay.coords)
+
+
+# ------------------------------------------------------------------------------------------------ aggregation
+def test_distance_by_scale_table():
+    lay = token_layout([1, 2], include_class=True)  # 5 tokens: class + 2x2
+    labels = {lv: lay.label(lv) for lv in lay.grids}
+    identity, uniform = torch.eye(5), torch.full((5, 5), 0.2)
+    probs = torch.stack(
+        [torch.stack([identity, uniform]), torch.stack([uniform, identity])]
+    )  # (2 layers, 2 heads)
+    df = attention_distance_by_scale(
+        probs, lay.levels, lay.coords, lay.coords, radius=0.4, layers=[3, 7], labels=labels
+    )
+    assert list(df.columns) == list(A.ATTENTION_COLUMNS)
+    assert len(df) == 2 * 2 * 2
+    row = df[(df.layer == 3) & (df["head"] == 1) & (df.query_level == 0)].iloc[0]
+    # class token at (0.5, 0.5): distance sqrt(2)/4 to each of the four 2x2 centres, 0 to itself
+    assert row.mean_distance == pytest.approx(0.8 * math.sqrt(2) / 4)
+    assert row.mass_within_r == pytest.approx(1.0)  # sqrt(2)/4 = 0.354 <= 0.4
+    assert row.query_scale == "1x1 (class)" and row.n_queries == 1
+    fine = df[(df.layer == 7) & (df["head"] == 0) & (df.query_level == 1)].iloc[0]
+    # a 2x2 token: 0 (self), 0.5, 0.5, sqrt(2)/2 to the others and sqrt(2)/4 to the class token
+    assert fine.mean_distance == pytest.approx(0.2 * (0.5 + 0.5 + math.sqrt(2) / 2 + math.sqrt(2) / 4))
+    assert fine.mass_within_r == pytest.approx(0.4)  # self and the class token
+    assert (df[(df.layer == 3) & (df["head"] == 0)].mean_distance == 0).all()
+
+
+def test_mass_by_key_scale_and_heatmaps():
+    lay = token_layout([1, 2, 4], include_class=False)  # 1 + 4 + 16 tokens
+    L = len(lay)
+    probs = torch.zeros(L, L)
+    probs[:, 5 + 6] = 0.75  # every query: 0.75 on 4x4 token (1, 2)
+    probs[:, 0] = 0.25  # 0.25 on the 1x1 token
+    mass = attention_mass_by_key_scale(probs, lay.levels, lay.levels)
+    assert mass.shape == (3, 3)
+    assert (
+        mass[:, 0].tolist() == [0.25] * 3
+        and mass[:, 1].tolist() == [0.0] * 3
+        and mass[:, 2].tolist() == [0.75] * 3
+    )
+    qidx = torch.arange(L)
+    heat = key_scale_attention_map(probs, qidx, lay, query_level=1, key_level=2)
+    expected = torch.zeros(4, 4, dtype=torch.float64)
+    expected[1, 2] = 0.75
+    assert torch.equal(heat, expected)
+    # distance map on the query grid; unsampled positions are NaN
+    sampled = torch.tensor([5, 8, 20])  # 4x4 tokens (0,0), (0,3), (3,3)
+    dmap = query_distance_map(probs[sampled], sampled, lay, query_level=2)
+    target = lay.coords[5 + 6]
+    for pos, (i, j) in zip(sampled.tolist(), [(0, 0), (0, 3), (3, 3)]):
+        want = 0.75 * torch.dist(lay.coords[pos], target) + 0.25 * torch.dist(lay.coords[pos], lay.coords[0])
+        assert float(dmap[i, j]) == pytest.approx(float(want))
+    assert int(torch.isnan(dmap).sum()) == 13
+    with pytest.raises(ValueError, match=r"no sampled query at level 1 \(2x2\)"):
+        key_scale_attention_map(probs[sampled], sampled, lay, query_level=1, key_level=2)
+
+
+# ---------------------------------------------------------------------------------------------------- capture
+class ToyAttention(torch.nn.Module):
+    """A minimal attention layer following the capture protocol (as the model's attention must)."""
+
+    def __init__(self, dim: int, heads: int, layer_idx: int):
+        super().__init__()
+        self.heads, self.layer_idx = heads, layer_idx
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.record_attention = None
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None, scale: float = 0.7):
+        B, L, C = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        rec = self.record_attention
+        if rec is not None and rec.wants(self.layer_idx):
+            rec.record(self.layer_idx, q, k, attn_bias, scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=scale), v
+
+
+class ToyModel(torch.nn.Module):
+    def __init__(self, dim=16, heads=2, depth=3):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(ToyAttention(dim, heads, i) for i in range(depth))
+
+    def forward(self, x, bias):
+        outs = []
+        for blk in self.blocks:
+            out, v = blk(x, bias)
+            outs.append((out, v))
+            x = x + out.transpose(1, 2).flatten(2)
+        return outs
+
+
+def block_causal_bias(levels: torch.Tensor) -> torch.Tensor:
+    keep = levels[:, None] >= levels[None, :]
+    return torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))[None, None]
+
+
+def test_recorder_captures_exact_probabilities_of_sampled_queries():
+    torch.manual_seed(0)
+    lay = token_layout([1, 2, 3, 4], prefix_hw=4)  # 16 + 1 + 4 + 9 + 16 = 46 tokens
+    bias = block_causal_bias(lay.levels)
+    model = ToyModel()
+    x = torch.randn(1, len(lay), 16)
+    with torch.no_grad():
+        reference = model(x, bias)
+    with torch.no_grad(), AttentionRecorder(model, layers=[0, 2], query_sample=3, layout=lay, seed=1) as rec:
+        outs = model(x, bias)
+    assert all(b.record_attention is None for b in model.blocks)  # unhooked on exit
+    for (o1, _), (o2, _) in zip(reference, outs):
+        assert torch.equal(o1, o2)  # recording does not change the model's computation
+    records = rec.records
+    assert [r.layer for r in records] == [0, 2]
+    for r in records:
+        levels = lay.levels[r.query_index]
+        assert torch.bincount(levels + 1).tolist() == [3, 1, 3, 3, 3]  # <= 3 per level (1 for the class)
+        out, v = outs[r.layer]
+        # the recorded rows are exactly the weights SDPA applied: out = P @ v
+        assert torch.allclose(r.probs @ v[0], out[0][:, r.query_index], atol=1e-6)
+        assert torch.allclose(r.probs.sum(-1), torch.ones(2, len(r.query_index)), atol=1e-6)
+        assert (r.probs[:, levels == 0][..., 21:] == 0).all()  # the class token cannot see later scales
+    table = rec.distance_table(radius=0.3)
+    assert (
+        set(table.layer) == {0, 2} and set(table.query_level) == {-1, 0, 1, 2, 3} and len(table) == 2 * 2 * 5
+    )
+
+
+def test_recorder_batch_mean_bool_mask_and_kv_cache_mode():
+    torch.manual_seed(1)
+    q, k = torch.randn(2, 2, 5, 8), torch.randn(2, 2, 9, 8)
+    keep = torch.ones(5, 9, dtype=torch.bool)
+    keep[:, 0] = False
+    rec = AttentionRecorder(query_sample=None)
+    rec.record(4, q, k, keep, 0.5)  # KV-cache mode: the 5 queries are rows 4..8 of the 9 keys
+    rec.record(4, q.flip(0), k.flip(0), keep, 0.5)
+    (r,) = rec.records
+    assert r.query_index.tolist() == [4, 5, 6, 7, 8] and r.count == 4
+    want = torch.softmax((q @ k.transpose(-1, -2)) * 0.5 + torch.where(keep, 0.0, float("-inf")), -1).mean(0)
+    assert torch.allclose(r.probs, want, atol=1e-6)
+    assert (r.probs[..., 0] == 0).all()
+    explicit = AttentionRecorder(query_sample=[0, 6, 8])
+    explicit.record(1, q, k)
+    assert explicit.records[0].query_index.tolist() == [6, 8]  # row 0 is not in this call's query block
+    with pytest.raises(ValueError, match=r"mask shape \(4, 9\) is not broadcastable to \(\.\.\., 5, 9\)"):
+        rec.record(4, q, k, torch.zeros(4, 9))
+
+
+def test_recorder_errors_for_models_without_the_protocol():
+    with pytest.raises(ValueError, match="no submodule has a 'record_attention' attribute"):
+        with AttentionRecorder(torch.nn.Linear(2, 2)):
+            pass
+    with pytest.raises(ValueError, match="distance_table needs a TokenLayout"):
+        AttentionRecorder().distance_table()
+
+
+# ---------------------------------------------------------------------------------------------- compare + I/O
+def _table(model: str, distance: float) -> pd.DataFrame:
+    rows = [
+        {
+            "layer": layer,
+            "head": h,
+            "query_level": lv,
+            "query_scale": f"{lv + 1}x{lv + 1}",
+            "n_queries": 4,
+            "radius": 0.1,
+            "mean_distance": distance * (lv + 1) + 0.01 * layer,
+            "mass_within_r": 0.5,
+        }
+        for layer in range(2)
+        for h in range(2)
+        for lv in range(3)
+    ]
+    return pd.DataFrame(rows).assign(model=model)
+
+
+def test_compare_models_side_by_side():
+    off, on = _table("SCA off", 0.1), _table("SCA on", 0.2)
+    cmp = compare_models(off, on, names=("SCA off", "SCA on"))
+    assert list(cmp.columns) == [
+        "query_level",
+        "query_scale",
+        "mean_distance[SCA off]",
+        "mean_distance[SCA on]",
+        "delta_mean_distance",
+        "mass_within_r[SCA off]",
+        "mass_within_r[SCA on]",
+        "delta_mass_within_r",
+    ]
+    assert cmp["delta_mean_distance"].tolist() == pytest.approx([0.1, 0.2, 0.3])
+    assert cmp["mean_distance[SCA off]"].tolist() == pytest.approx([0.105, 0.205, 0.305])
+    with pytest.raises(ValueError, match=r"different scales; only in 'A': -; only in 'B': 3/4x4$"):
+        extra = _table("x", 0.1).assign(
+            query_level=lambda d: d.query_level + 1,
+            query_scale=lambda d: (d.query_level + 1).map(lambda v: f"{v}x{v}"),
+        )
+        compare_models(off, pd.concat([off, extra[extra.query_level == 3]]))
+    with pytest.raises(ValueError, match="different radii"):
+        compare_models(off, on.assign(radius=0.2))
+
+
+def test_attention_csv_roundtrip_and_schema_error(tmp_path):
+    df = _table("SCA on", 0.2)
+    path = write_attention_csv(df, tmp_path / "analysis" / "attention.csv")
+    back = read_attention_csv(path)
+    assert list(back.columns) == ["model", *A.ATTENTION_COLUMNS]
+    pd.testing.assert_frame_equal(back, df[list(back.columns)], check_dtype=False)
+    bad = tmp_path / "bad.csv"
+    df.drop(columns=["mass_within_r"]).to_csv(bad, index=False)
+    with pytest.raises(
+        ValueError, match=r"bad\.csv: not an attention table, missing columns \['mass_within_r'\]"
+    ):
+        read_attention_csv(bad)
+
+
+def test_analyze_attention_on_a_tiny_model(tmp_path, capsys):
+    from test_accumulation import analyze, tiny_experiment
+
+    exp = tiny_experiment(tmp_path)
+    out = tmp_path / "out"
+    assert (
+        analyze("attention", str(exp), "--max-images", "2", "--query-sample", "3", "--output", str(out)) == 0
+    )
+    df = read_attention_csv(out / "attention.csv")
+    assert set(df["model"]) == {"alignvar"}
+    assert set(df["layer"]) == {0, 1} and set(df["head"]) == {0, 1}  # tiny: depth 2, 2 heads
+    assert sorted(set(df["query_level"])) == [-1, 0, 1, 2, 3]
+    per_level = df.drop_duplicates("query_level").set_index("query_level")["n_queries"].to_dict()
+    assert per_level == {-1: 6, 0: 2, 1: 6, 2: 6, 3: 6}  # <= 3 sampled rows per scale, summed over 2 images
+    assert df["mean_distance"].between(0, math.sqrt(2)).all() and df["mass_within_r"].between(0, 1).all()
+    assert (out / "attention_distance.pdf").is_file()
+    assert analyze("sca-masks", str(exp), "--max-images", "1", "--output", str(out)) == 0
+    assert (out / "sca_masks_im0.png").is_file()

@@ -1,0 +1,470 @@
+"""Runner, results files and bootstrap statistics.
+
+Tiny stand-in components (names prefixed ``_t_runner_``) are registered here so the runner is tested on
+closed-form cases; ``test_bench_real_components`` runs the real bundled dataset + bicubic + PSNR/SSIM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from harness import registry
+from harness.config import experiment_from_dict
+from harness.data.imageio import ImageError, load_image
+from harness.registry import register
+from harness.results import RunNotFoundError, load_run, safe_name
+from harness.runner import (
+    BenchFailedError,
+    BenchValidationError,
+    CorruptInputError,
+    RunExistsError,
+    quantize_8bit,
+    run_bench,
+)
+from harness.stats import bootstrap_ci, describe, paired_bootstrap
+from methods.base import SRMethod
+
+
+# ----------------------------------------------------------------------------------------------- stand-ins
+@dataclass
+class _Sample:
+    key: str
+    lr: torch.Tensor
+    hr: torch.Tensor | None
+    lr_path: Path | None = None
+    hr_path: Path | None = None
+
+
+@dataclass
+class TinyConfig:
+    n: int = 2
+    size: int = 8  # LR side
+    sizes: list[int] = field(default_factory=list)  # per-image LR sides (overrides size/n)
+    corrupt: list[str] = field(default_factory=list)  # keys whose "file" cannot be decoded
+    reference: bool = True
+    scale: int = 4
+
+
+class TinyDataset:
+    """Deterministic random LR/HR pairs; HR = a fixed function of the key, LR = its 4x4 mean-pool."""
+
+    def __init__(self, cfg: TinyConfig):
+        self.name, self.scale, self.has_reference = "tiny", cfg.scale, cfg.reference
+        sizes = cfg.sizes or [cfg.size] * cfg.n
+        self._sizes = dict(zip([f"img{i}" for i in range(len(sizes))], sizes))
+        self.keys = list(self._sizes)
+        self.corrupt = set(cfg.corrupt)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> _Sample:
+        key = self.keys[i]
+        if key in self.corrupt:
+            raise ImageError(f"/data/tiny/{key}.png: cannot decode image (OSError: truncated)")
+        side = self._sizes[key] * self.scale
+        gen = torch.Generator().manual_seed(i)
+        hr = (torch.rand(3, side, side, generator=gen) * 255).round() / 255
+        lr = quantize_8bit(torch.nn.functional.avg_pool2d(hr[None], self.scale)[0])
+        return _Sample(key, lr, hr if self.has_reference else None)
+
+
+class BoxUpscale(SRMethod):
+    """Nearest upscaling by pixel repetition; records the batch shapes it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches: list[tuple[int, ...]] = []
+
+    def upscale(self, lr, keys):
+        self.batches.append(tuple(lr.shape))
+        assert len(keys) == lr.shape[0]
+        return lr.repeat_interleave(4, -1).repeat_interleave(4, -2)
+
+
+class Boom(SRMethod):
+    def upscale(self, lr, keys):
+        raise RuntimeError("boom: simulated method crash")
+
+
+class Scale2(SRMethod):
+    scale = 2
+
+    def upscale(self, lr, keys):  # pragma: no cover - never runs (validation fails first)
+        return lr
+
+
+class BadBuild(SRMethod):
+    def __init__(self):
+        raise FileNotFoundError("weights/missing.safetensors: checkpoint not found")
+
+
+class MAE:
+    """Mean absolute error per image (closed form, lower is better)."""
+
+    name, lower_better, needs_reference, set_level = "mae", True, True, False
+
+    def __call__(self, sr, hr):
+        return (sr.double() - hr.double()).abs().mean(dim=(1, 2, 3))
+
+
+class MeanLevel:
+    """No-reference: mean intensity."""
+
+    name, lower_better, needs_reference, set_level = "mean", False, False, False
+
+    def __call__(self, sr, hr=None):
+        return sr.double().mean(dim=(1, 2, 3))
+
+
+class FolderMAE:
+    """Set-level: mean absolute error over all files of two folders (same stems)."""
+
+    name, lower_better, needs_reference, set_level = "folder_mae", True, True, True
+
+    def __call__(self, sr, hr):  # pragma: no cover - set-level metrics are not called per image
+        raise AssertionError("set-level metric called per image")
+
+    def compute_sets(self, sr_dir, hr_dir):
+        files = sorted(Path(sr_dir).glob("*.png"))
+        diffs = [
+            (load_image(f).double() - load_image(Path(hr_dir) / f.name).double()).abs().mean() for f in files
+        ]
+        return float(np.mean(diffs))
+
+
+register("datasets", "_t_runner_tiny", config=TinyConfig)(TinyDataset)
+register("methods", "_t_runner_box")(BoxUpscale)
+register("methods", "_t_runner_boom")(Boom)
+register("methods", "_t_runner_x2")(Scale2)
+register("methods", "_t_runner_badbuild")(BadBuild)
+register("metrics", "_t_runner_mae")(MAE)
+register("metrics", "_t_runner_mean")(MeanLevel)
+register("metrics", "_t_runner_folder_mae")(FolderMAE)
+
+
+def make_cfg(tmp_path: Path, **over) -> object:
+    data = {
+        "name": "exp",
+        "output_root": str(tmp_path / "runs"),
+        "datasets": [{"type": "_t_runner_tiny", "name": "tiny"}],
+        "methods": [{"type": "_t_runner_box", "name": "box"}],
+        "metrics": [{"type": "_t_runner_mae", "name": "mae"}, {"type": "_t_runner_mean", "name": "level"}],
+        "bench": {"device": "cpu", "bootstrap_samples": 200},
+    }
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return experiment_from_dict(data, source="test.yaml")
+
+
+def run(cfg, **kw):
+    return run_bench(cfg, progress=False, **kw)
+
+
+# ----------------------------------------------------------------------------------------------- stats
+def test_bootstrap_constant_values_zero_width():
+    assert bootstrap_ci(np.full(50, 3.25)) == (3.25, 3.25)
+    assert bootstrap_ci([7.0]) == (7.0, 7.0)
+    low, high = bootstrap_ci([])
+    assert math.isnan(low) and math.isnan(high)
+
+
+def test_bootstrap_large_n_matches_normal_theory():
+    rng = np.random.default_rng(1)
+    x = rng.normal(10.0, 2.0, size=4000)
+    low, high = bootstrap_ci(x, n_boot=2000, seed=3)
+    half = 1.96 * x.std(ddof=1) / math.sqrt(x.size)  # 0.062
+    assert low == pytest.approx(x.mean() - half, abs=0.15 * half)
+    assert high == pytest.approx(x.mean() + half, abs=0.15 * half)
+
+
+def test_bootstrap_is_deterministic_and_drops_nan():
+    x = [1.0, 2.0, 4.0, 8.0, float("nan")]
+    assert bootstrap_ci(x, seed=5) == bootstrap_ci(x[:4], seed=5)
+    assert bootstrap_ci(x, seed=5) != bootstrap_ci(x, seed=6)
+    d = describe(x)
+    assert d["n"] == 4 and d["mean"] == 3.75 and d["std"] == pytest.approx(np.std([1, 2, 4, 8], ddof=1))
+
+
+def test_bootstrap_argument_errors():
+    with pytest.raises(ValueError, match="alpha must be in"):
+        bootstrap_ci([1.0, 2.0], alpha=1.5)
+    with pytest.raises(ValueError, match="n_boot must be >= 1"):
+        bootstrap_ci([1.0, 2.0], n_boot=0)
+
+
+def test_paired_bootstrap_closed_forms():
+    a = np.linspace(20.0, 30.0, 40)
+    same = paired_bootstrap(a, a.copy(), n_boot=500)
+    assert (same.mean_diff, same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert not same.significant
+    shifted = paired_bootstrap(a, a - 0.5, n_boot=500)  # every pair differs by exactly 0.5
+    assert shifted.mean_diff == pytest.approx(0.5)
+    assert shifted.ci_low == pytest.approx(0.5) and shifted.ci_high == pytest.approx(0.5)
+    assert shifted.p_value == pytest.approx(1 / 501)
+    assert shifted.significant and shifted.n == 40
+
+
+def test_paired_bootstrap_noisy_difference():
+    rng = np.random.default_rng(0)
+    base = rng.normal(25, 3, size=2000)
+    noise = rng.normal(0.0, 1.0, size=2000)
+    res = paired_bootstrap(base + 0.2 + noise, base, n_boot=2000)
+    half = 1.96 * noise.std(ddof=1) / math.sqrt(2000)
+    assert res.ci_low == pytest.approx(res.mean_diff - half, abs=0.2 * half)
+    assert res.p_value < 0.01
+    null = paired_bootstrap(base + noise, base + rng.normal(0.0, 1.0, size=2000), n_boot=2000)
+    assert null.p_value > 0.01 or abs(null.mean_diff) > 2 * half  # no spurious significance
+    with pytest.raises(ValueError, match="equally long inputs, got 3 and 2"):
+        paired_bootstrap([1, 2, 3], [1, 2])
+    assert paired_bootstrap([1.0, float("nan")], [0.0, 5.0]).n == 1
+
+
+# ----------------------------------------------------------------------------------------------- bench
+def test_full_bench_outputs_and_values(tmp_path):
+    run_dir = run(make_cfg(tmp_path))
+    assert run_dir == tmp_path / "runs" / "exp"
+    for name in ("config.yaml", "env.json", "metrics/tiny.csv", "summary.json", "summary.csv"):
+        assert (run_dir / name).is_file(), name
+    for key in ("img0", "img1"):
+        assert (run_dir / "images/tiny/box" / f"{key}.png").is_file()
+        assert (run_dir / "references/tiny/lr" / f"{key}.png").is_file()
+        assert (run_dir / "references/tiny/hr" / f"{key}.png").is_file()
+    # atomic writes: no temporary files left anywhere
+    assert [p for p in run_dir.rglob(".*")] == []
+
+    table = pd.read_csv(run_dir / "metrics/tiny.csv")
+    assert list(table.columns) == ["dataset", "method", "image", "mae", "level", "latency_s"]
+    assert list(table["image"]) == ["img0", "img1"]
+    ds = TinyDataset(TinyConfig())
+    for i, row in table.iterrows():
+        sample = ds[i]
+        saved = load_image(run_dir / "images/tiny/box" / f"{row['image']}.png")
+        assert torch.equal(saved, sample.lr.repeat_interleave(4, -1).repeat_interleave(4, -2))
+        assert row["mae"] == pytest.approx(
+            float((saved.double() - sample.hr.double()).abs().mean()), abs=1e-12
+        )
+        assert row["level"] == pytest.approx(float(saved.double().mean()), abs=1e-12)
+        assert row["latency_s"] > 0
+
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert list(summary.columns) == [
+        "dataset", "method", "metric", "mean", "std", "ci_low", "ci_high", "n", "lower_better",
+    ]  # fmt: skip
+    assert list(summary["metric"]) == ["mae", "level", "latency_s"]
+    mae = summary.set_index("metric").loc["mae"]
+    assert mae["mean"] == pytest.approx(table["mae"].mean())
+    assert mae["std"] == pytest.approx(table["mae"].std(ddof=1))
+    assert mae["ci_low"] <= mae["mean"] <= mae["ci_high"] and mae["n"] == 2 and bool(mae["lower_better"])
+    assert not bool(summary.set_index("metric").loc["level", "lower_better"])
+
+    meta = json.loads((run_dir / "summary.json").read_text())
+    assert meta["status"] == "ok" and meta["failures"] == [] and meta["skipped"] == []
+    assert meta["metrics"]["mae"] == {
+        "lower_better": True,
+        "needs_reference": True,
+        "set_level": False,
+        "type": "_t_runner_mae",
+    }
+    assert meta["datasets"]["tiny"]["n_images"] == 2
+    env = json.loads((run_dir / "env.json").read_text())
+    assert {"python", "packages", "git", "device_name", "cpu", "hostname", "command", "time"} <= set(env)
+    assert set(env["packages"]) >= {"torch", "torchvision", "pyiqa"}
+    cfg_back = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg_back["name"] == "exp" and cfg_back["methods"] == [{"type": "_t_runner_box", "name": "box"}]
+
+    loaded = load_run(run_dir)
+    assert loaded.methods == ["box"] and loaded.metrics == ["mae", "level"] and loaded.datasets == ["tiny"]
+    assert loaded.lower_better("mae") and not loaded.lower_better("level")
+    assert loaded.images("tiny")["mae"].tolist() == table["mae"].tolist()
+
+
+def test_existing_run_needs_force(tmp_path):
+    cfg = make_cfg(tmp_path)
+    run_dir = run(cfg)
+    stale = run_dir / "images/tiny/old_method"
+    stale.mkdir(parents=True)
+    with pytest.raises(RunExistsError, match="already holds a finished run; pass --force"):
+        run(cfg)
+    run(cfg, force=True)
+    assert not stale.exists()  # a forced run starts from a clean slate
+
+
+def test_failing_method_is_recorded_and_others_finish(tmp_path):
+    methods = [{"type": "_t_runner_box", "name": "first"}, {"type": "_t_runner_boom", "name": "boom"},
+               {"type": "_t_runner_box", "name": "last"}]  # fmt: skip
+    with pytest.raises(BenchFailedError, match="boom on tiny: RuntimeError: boom: simulated method crash"):
+        run(make_cfg(tmp_path, methods=methods))
+    run_dir = tmp_path / "runs/exp"
+    table = pd.read_csv(run_dir / "metrics/tiny.csv")
+    assert sorted(set(table["method"])) == ["first", "last"] and len(table) == 4
+    error = (run_dir / "errors/tiny__boom.txt").read_text()
+    assert (
+        "Traceback (most recent call last)" in error and "RuntimeError: boom: simulated method crash" in error
+    )
+    meta = json.loads((run_dir / "summary.json").read_text())
+    assert meta["status"] == "failed"
+    assert meta["failures"] == [{"dataset": "tiny", "method": "boom", "traceback": "errors/tiny__boom.txt",
+                                 "error": "RuntimeError: boom: simulated method crash"}]  # fmt: skip
+
+
+def test_validation_reports_every_problem_before_running(tmp_path):
+    methods = [{"type": "_t_runner_x2", "name": "x2"}, {"type": "_t_runner_badbuild", "name": "bad"}]
+    metrics = [{"type": "_t_runner_folder_mae", "name": "fmae"}]
+    cfg = make_cfg(tmp_path, methods=methods, metrics=metrics, bench={"save_images": False})
+    with pytest.raises(BenchValidationError) as info:
+        run(cfg)
+    assert str(info.value) == (
+        "test.yaml: 3 problem(s), nothing was run:\n"
+        "  - methods[1] (bad): FileNotFoundError: weights/missing.safetensors: checkpoint not found\n"
+        "  - methods (x2): scale x2 does not match dataset 'tiny' (x4)\n"
+        "  - metrics (fmae): a set-level metric is computed from the saved images; "
+        "set bench.save_images: true"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("mode", ["skip", "fail"])
+def test_corrupt_images(tmp_path, mode):
+    datasets = [{"type": "_t_runner_tiny", "name": "tiny", "n": 3, "corrupt": ["img1"]}]
+    cfg = make_cfg(
+        tmp_path,
+        datasets=datasets,
+        bench={"on_corrupt": mode},
+        methods=[{"type": "_t_runner_box", "name": "a"}, {"type": "_t_runner_box", "name": "b"}],
+    )
+    if mode == "fail":
+        with pytest.raises(
+            CorruptInputError, match=r"(?s)/data/tiny/img1.png: cannot decode image .*on_corrupt=skip"
+        ):
+            run(cfg)
+        assert not (tmp_path / "runs/exp/summary.json").exists()
+        return
+    with pytest.warns(UserWarning, match="skipping tiny/img1: /data/tiny/img1.png: cannot decode image"):
+        run_dir = run(cfg)
+    table = pd.read_csv(run_dir / "metrics/tiny.csv")
+    assert list(table["image"]) == ["img0", "img2", "img0", "img2"]
+    meta = json.loads((run_dir / "summary.json").read_text())
+    assert meta["status"] == "ok" and meta["datasets"]["tiny"]["n_skipped"] == 1
+    error = "/data/tiny/img1.png: cannot decode image (OSError: truncated)"
+    assert meta["skipped"] == [{"dataset": "tiny", "image": "img1", "error": error}]
+    assert load_run(run_dir).skipped[0]["image"] == "img1"
+
+
+def test_batches_only_group_same_size_images(tmp_path, monkeypatch):
+    import harness.runner as runner_mod
+
+    datasets = [{"type": "_t_runner_tiny", "name": "tiny", "sizes": [4, 4, 4, 6, 6, 4]}]
+    cfg = make_cfg(tmp_path, datasets=datasets, bench={"batch_size": 2})
+    calls = []
+    orig = runner_mod.prepare
+
+    def spy(cfg, device):
+        prepared = orig(cfg, device)
+        calls.append(prepared.methods["box"])
+        return prepared
+
+    monkeypatch.setattr(runner_mod, "prepare", spy)
+    run_dir = run(cfg)
+    assert calls[0].batches == [(2, 3, 4, 4), (1, 3, 4, 4), (2, 3, 6, 6), (1, 3, 4, 4)]
+    table = pd.read_csv(run_dir / "metrics/tiny.csv")
+    assert list(table["image"]) == [f"img{i}" for i in range(6)]
+    # per-image latency = batch time / batch size: both images of a batch carry the same value
+    assert table["latency_s"].iloc[0] == table["latency_s"].iloc[1]
+
+
+def test_no_reference_dataset_skips_fr_metrics_and_parquet(tmp_path):
+    datasets = [{"type": "_t_runner_tiny", "name": "lr only", "reference": False}]
+    cfg = make_cfg(tmp_path, datasets=datasets, bench={"results_format": "parquet"})
+    run_dir = run(cfg)
+    table = pd.read_parquet(run_dir / f"metrics/{safe_name('lr only')}.parquet")
+    assert list(table.columns) == ["dataset", "method", "image", "level", "latency_s"]
+    meta = json.loads((run_dir / "summary.json").read_text())
+    assert meta["notes"] == ["mae needs HR references; not computed on lr only (no HR images)"]
+    assert not (run_dir / "references" / safe_name("lr only") / "hr").exists()
+    assert load_run(run_dir).images("lr only")["level"].notna().all()
+
+
+def test_set_level_metric_from_saved_folders(tmp_path):
+    metrics = [{"type": "_t_runner_mae", "name": "mae"}, {"type": "_t_runner_folder_mae", "name": "fmae"}]
+    datasets = [{"type": "_t_runner_tiny", "n": 3}]
+    run_dir = run(make_cfg(tmp_path, metrics=metrics, datasets=datasets, report={"max_images_in_grid": 1}))
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("metric")
+    # same-size images: the folder-level MAE equals the mean of the per-image MAEs
+    assert summary.loc["fmae", "mean"] == pytest.approx(summary.loc["mae", "mean"], abs=1e-9)
+    assert summary.loc["fmae", "n"] == 3 and math.isnan(summary.loc["fmae", "ci_low"])
+    assert len(list((run_dir / "references/_t_runner_tiny/hr").glob("*.png"))) == 3
+
+
+def test_safe_names_and_load_errors(tmp_path):
+    assert safe_name("bicubic") == "bicubic"
+    assert safe_name("a/b") != safe_name("a_b") and "/" not in safe_name("a/b")
+    assert safe_name("<script>").startswith("script-")
+    with pytest.raises(RunNotFoundError, match="run directory not found"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(RunNotFoundError, match=r"half/summary.json: not found \(is .* a finished bench run"):
+        load_run(tmp_path / "half")
+
+
+def test_cli_bench_exit_codes(tmp_path, capsys):
+    from harness.cli.main import main
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": "cli", "datasets": [{"type": "_t_runner_tiny"}], "methods": ["_t_runner_box"],
+        "metrics": ["_t_runner_mae"], "bench": {"device": "cpu", "bootstrap_samples": 50},
+    }))  # fmt: skip
+    root = tmp_path / "out"
+    assert main(["bench", str(exp), "--output-root", str(root), "--no-progress"]) == 0
+    assert (root / "cli/summary.json").is_file()
+    assert f"results: {root / 'cli'}" in capsys.readouterr().out
+    assert main(["bench", str(exp), "--output-root", str(root), "--no-progress"]) == 1
+    assert "already holds a finished run" in capsys.readouterr().err
+    code = main(["bench", str(exp), "methods.0=_t_runner_boom", "--output-root", str(root), "--force",
+                 "--no-progress", "--report"])  # fmt: skip
+    assert code == 1 and (root / "cli/errors/_t_runner_tiny___t_runner_boom.txt").is_file()
+    assert (root / "cli/report.html").is_file()
+    assert main(["bench", str(exp), "bench.batch_size=0", "--output-root", str(root)]) == 2
+    assert "bench.batch_size must be >= 1" in capsys.readouterr().err
+
+
+def _real_components_available() -> bool:
+    names = {"datasets": ["bundled"], "methods": ["bicubic"], "metrics": ["psnr", "ssim"]}
+    return all(n in registry.entries(kind) for kind, ns in names.items() for n in ns)
+
+
+@pytest.mark.slow
+def test_bench_real_components(tmp_path):
+    """Bundled photographs + bicubic + PSNR/SSIM: CSV values equal a direct metric computation on the PNGs."""
+    if not _real_components_available():
+        pytest.skip("the bundled dataset, bicubic method or psnr/ssim metrics are not registered yet")
+    cfg = experiment_from_dict({
+        "name": "real", "output_root": str(tmp_path),
+        "datasets": [{"type": "bundled", "hr_size": 64, "count": 2, "cache_dir": str(tmp_path / "cache")}],
+        "methods": ["bicubic"], "metrics": ["psnr", "ssim"],
+        "bench": {"device": "cpu", "bootstrap_samples": 100},
+    })  # fmt: skip
+    run_dir = run(cfg)
+    table = pd.read_csv(run_dir / "metrics/bundled.csv")
+    assert len(table) == 2 and table["psnr"].between(10, 60).all()
+    ds = cfg.datasets[0].build()
+    psnr, ssim = cfg.metrics[0].build(), cfg.metrics[1].build()
+    for i, row in table.iterrows():
+        sample = ds[i]
+        assert row["image"] == sample.key
+        sr = load_image(run_dir / "images/bundled/bicubic" / f"{sample.key}.png")[None]
+        assert row["psnr"] == pytest.approx(float(psnr(sr, sample.hr[None])[0]), abs=1e-6)
+        assert row["ssim"] == pytest.approx(float(ssim(sr, sample.hr[None])[0]), abs=1e-6)
