@@ -213,6 +213,27 @@ def parse_component(kind: str, data: Any, path: str, source: str) -> ComponentSp
 
 # ----------------------------------------------------------------------------------------------- experiment
 @dataclass
+class EfficiencyConfig:
+    """``bench.efficiency``: also measure a Table-2-style efficiency table (``efficiency.json``, see
+    ``harness.bench_efficiency``): params, steps, latency median/IQR at a fixed LR size, peak memory."""
+
+    lr_size: int = 128  # LR side of the timed input (128 -> 512 at x4, the paper's Table 2 setting)
+    repeats: int = 5  # timed calls (median and IQR reported)
+    warmup: int = 2  # untimed calls first
+    memory: bool = True  # also measure peak memory (one more call)
+    batch_sizes: list[int] = field(default_factory=list)  # optional throughput-vs-batch rows
+
+    def __post_init__(self) -> None:
+        if self.lr_size < 1 or self.repeats < 1 or self.warmup < 0:
+            raise ValueError(
+                f"bench.efficiency needs lr_size >= 1, repeats >= 1, warmup >= 0; got lr_size={self.lr_size}, "
+                f"repeats={self.repeats}, warmup={self.warmup}"
+            )
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"bench.efficiency.batch_sizes must be >= 1, got {self.batch_sizes}")
+
+
+@dataclass
 class BenchConfig:
     """How ``run.py bench`` evaluates methods on datasets."""
 
@@ -223,6 +244,7 @@ class BenchConfig:
     on_corrupt: Literal["fail", "skip"] = "fail"  # a file that cannot be decoded
     bootstrap_samples: int = 1000  # for the 95% CIs in summaries and reports
     results_format: Literal["csv", "parquet"] = "csv"
+    efficiency: EfficiencyConfig | None = None  # set (e.g. `bench.efficiency: {}`) to write efficiency.json
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -242,7 +264,7 @@ class SweepConfig:
 
     grid: dict[str, list[Any]] = field(default_factory=dict)
     zip: dict[str, list[Any]] = field(default_factory=dict)
-    stages: list[Literal["train", "bench"]] = field(default_factory=lambda: ["train", "bench"])
+    stages: list[Literal["train", "bench", "analyze"]] = field(default_factory=lambda: ["train", "bench"])
     backend: Literal["local", "submitit", "ray"] = "local"
     workers: int = 1  # local CPU workers (ignored when GPUs are visible: one cell per GPU)
     backend_options: dict[str, Any] = field(default_factory=dict)

@@ -2,15 +2,23 @@
 
 ``run_bench(cfg)`` is the whole ``run.py bench`` command as a function (a sweep calls it once per cell):
 
-1. ``prepare``: build every dataset, method and metric and check they fit together (scales, method checks,
-   set-level metrics need saved images). All problems are reported in ONE ``BenchValidationError`` before any
-   work starts.
+1. ``prepare``: first check that every file and folder the experiment names exists (``harness.requirements``:
+   datasets, checkpoints, output folders, metric weights; all missing paths in one error), then build every
+   dataset, method and metric and check they fit together (scales, method checks, set-level metrics need saved
+   images). All problems are reported in ONE ``BenchValidationError`` before any work starts.
 2. For each method (built once, moved to the device once) and each dataset: upscale in batches of same-size
    images, time every batch, quantise the output to 8 bit (so the metrics equal what the saved PNGs give),
    compute per-image metrics, save the SR PNGs. A method that raises is recorded (traceback in ``errors/``)
    and the others carry on; corrupt input images stop the run or are skipped (``bench.on_corrupt``).
+   A non-strict precomputed method (``output_folder`` with ``strict: false``) is evaluated on the images it
+   has (``available(keys)``); the others are recorded as skipped for that method (``method_skipped`` in
+   ``summary.json``, a note in the report). Precomputed methods get the per-image latency they report
+   (``reported_latency(key)``), marked ``latency_source: reported``.
 3. Set-level metrics (FID) from the saved folders; summary statistics with bootstrap CIs; ``summary.json``
    written last. Raises ``BenchFailedError`` at the very end if any method failed (the CLI exits 1).
+
+``bench.efficiency`` (or ``run.py bench --efficiency``) adds ``harness.bench_efficiency.EfficiencyHook``, which
+writes ``efficiency.json`` (the paper's Table 2: params, steps, latency, peak memory per method).
 
 The on-disk layout is defined in ``harness.results``.
 """
@@ -155,6 +163,38 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _is_strict(method: Any) -> bool:
+    """Whether missing precomputed outputs are an error (``strict``, the default) or skipped."""
+    strict = getattr(method, "strict", None)
+    if strict is None:
+        strict = getattr(getattr(method, "config", None), "strict", True)
+    return bool(strict)
+
+
+def unavailable_keys(method: Any, keys: Sequence[str]) -> list[str]:
+    """Keys a non-strict precomputed method has no output for (evaluated without them); [] otherwise."""
+    available = getattr(method, "available", None)
+    if not callable(available) or _is_strict(method):
+        return []
+    have = set(available(list(keys)))
+    return [k for k in keys if k not in have]
+
+
+def reported_latency(method: Any, key: str) -> float:
+    """Per-image seconds a precomputed method reports for ``key`` (``reported_latency``), else NaN."""
+    getter = getattr(method, "reported_latency", None)
+    value = getter(key) if callable(getter) else None
+    return float(value) if value is not None else float("nan")
+
+
+def latency_source(method: Any) -> str:
+    """``measured`` (timed here), ``reported`` (precomputed, with reported timings) or ``unknown``."""
+    if not getattr(method, "precomputed", False):
+        return "measured"
+    getter = getattr(method, "reported_latencies", None)
+    return "reported" if callable(getter) and getter() else "unknown"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -162,7 +202,16 @@ def _first_line(exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------------------------------- validation
 def prepare(cfg: ExperimentConfig, device: torch.device) -> Prepared:
-    """Build and cross-check every component; raise one BenchValidationError listing all problems."""
+    """Build and cross-check every component; raise one BenchValidationError listing all problems.
+
+    Missing files and folders are checked first, without building anything (loading checkpoints or metric
+    networks is slow): if any is missing, the error lists every one of them and nothing else.
+    """
+    from harness.requirements import missing_paths_message
+
+    missing = missing_paths_message(cfg)
+    if missing is not None:
+        raise BenchValidationError(missing)
     problems: list[str] = []
     notes: list[str] = []
 
@@ -226,6 +275,7 @@ class _DatasetState:
     """Per-dataset bookkeeping shared by all methods."""
 
     skipped: dict[str, str] = field(default_factory=dict)  # image key -> error
+    method_skipped: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> {key: reason}
     refs_saved: set[str] = field(default_factory=set)
     rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -252,6 +302,10 @@ def _run_cell(
     timed = not getattr(method, "precomputed", False)
     warm = device.type != "cuda" or not timed  # CUDA: one untimed warm-up call (kernel selection, allocator)
     rows: list[dict[str, Any]] = []
+    unavailable = set(unavailable_keys(method, keys[:n]))
+    if unavailable:
+        reason = "no precomputed output (strict: false)"
+        state.method_skipped.setdefault(m_name, {}).update({k: reason for k in keys[:n] if k in unavailable})
 
     def flush(batch: list[Any]) -> None:
         nonlocal warm
@@ -291,7 +345,7 @@ def _run_cell(
                 save_image(sr[j].cpu(), R.sr_image_path(run_dir, ds_name, m_name, sample.key))
             row = {"dataset": ds_name, "method": m_name, R.IMAGE_COL: sample.key}
             row.update({k: v[j] for k, v in values.items()})
-            row[R.LATENCY_COL] = seconds / len(batch) if timed else float("nan")
+            row[R.LATENCY_COL] = seconds / len(batch) if timed else reported_latency(method, sample.key)
             rows.append(row)
         for hook in hooks:
             hook.on_batch(ctx, ds_name, m_name, batch_keys, seconds)
@@ -302,7 +356,10 @@ def _run_cell(
     ) as bar:
         for i in range(n):
             key = keys[i]
-            if key in state.skipped:
+            needs_ref = (
+                cfg.bench.save_images and key not in state.refs_saved and (need_all_refs or key in grid_keys)
+            )
+            if key in state.skipped or (key in unavailable and not needs_ref):
                 bar.update(1)
                 continue
             try:
@@ -319,11 +376,14 @@ def _run_cell(
                 state.skipped[key] = str(exc)
                 bar.update(1)
                 continue
-            if cfg.bench.save_images and key not in state.refs_saved and (need_all_refs or key in grid_keys):
+            if needs_ref:
                 save_image(sample.lr, R.reference_path(run_dir, ds_name, "lr", key))
                 if sample.hr is not None:
                     save_image(sample.hr, R.reference_path(run_dir, ds_name, "hr", key))
                 state.refs_saved.add(key)
+            if key in unavailable:  # loaded only to save its references for the other methods
+                bar.update(1)
+                continue
             if batch and (len(batch) >= cfg.bench.batch_size or batch[0].lr.shape != sample.lr.shape):
                 flush(batch)
                 bar.update(len(batch))
@@ -385,6 +445,7 @@ def run_bench(
     dev = resolve_device(device if device is not None else cfg.bench.device)
     run_dir = cfg.run_dir
     _claim_run_dir(run_dir, force)
+    hooks = [*hooks, *config_hooks(cfg, hooks)]
     prepared = prepare(cfg, dev)
     prepared.notes[:0] = list(notes)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -434,10 +495,52 @@ def run_bench(
     for hook in hooks:
         hook.on_end(ctx, summary)
     skipped = {name: state.skipped for name, state in states.items()}
-    R.write_summary(run_dir, summary, R.run_meta(cfg, dev, prepared, skipped, failures, started))
+    meta = R.run_meta(cfg, dev, prepared, skipped, failures, started)
+    _annotate_meta(meta, prepared, states)
+    R.write_summary(run_dir, summary, meta)
     if failures:
         raise BenchFailedError(run_dir, failures)
     return run_dir
+
+
+def config_hooks(cfg: ExperimentConfig, given: Sequence[BenchHook] = ()) -> list[BenchHook]:
+    """Hooks the config asks for: an ``EfficiencyHook`` when ``bench.efficiency`` is set (unless given)."""
+    options = getattr(cfg.bench, "efficiency", None)
+    if options is None:
+        return []
+    from harness.bench_efficiency import EfficiencyHook
+
+    if any(isinstance(h, EfficiencyHook) for h in given):
+        return []
+    return [EfficiencyHook(options)]
+
+
+def _preview(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... and {len(names) - limit} more"
+
+
+def _annotate_meta(meta: dict[str, Any], prepared: Prepared, states: dict[str, _DatasetState]) -> None:
+    """Add what ``results.run_meta`` does not record: per-method skips and where each latency comes from."""
+    notes = []
+    for name, method in prepared.methods.items():
+        source = latency_source(method)
+        if name in meta.get("methods", {}):
+            meta["methods"][name]["latency_source"] = source
+        if source == "reported":
+            notes.append(f"{name}: latency is the per-image time its timings file reports, not measured here")
+    skipped = []
+    for ds_name, state in states.items():
+        for m_name, items in state.method_skipped.items():
+            skipped += [
+                {"dataset": ds_name, "method": m_name, R.IMAGE_COL: k, "error": e} for k, e in items.items()
+            ]
+            notes.append(
+                f"{m_name} on {ds_name}: {len(items)} image(s) without output skipped (strict: false), its "
+                f"statistics cover the other images only: {_preview(list(items))}"
+            )
+    meta["method_skipped"] = skipped
+    meta["notes"] = [*meta.get("notes", []), *notes]
 
 
 def _summarize(ctx: BenchContext, states: dict[str, _DatasetState], failures: list[dict]) -> pd.DataFrame:

@@ -93,8 +93,5 @@ def resolve_trained(cfg: ExperimentConfig, checkpoint: Path | None = None) -> Ex
             f"run the train stage first (python run.py train {cfg.source})"
         )
     out = copy.copy(cfg)
-    out.methods = [
-        dataclasses.replace(s, options=_replace_trained(s.options, str(checkpoint))) for s in cfg.methods
-    ]
+    out.methods = [dataclasses.replace(s, options=_replace_trained(s.options, str(checkpoint))) for s in cfg.methods]
     return out
-

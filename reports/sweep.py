@@ -4,7 +4,7 @@ Reads the sweep engine's layout (``harness.sweep``)::
 
     cells/<cell>/state.json                  {status, name, index, overrides: {key: value}, result, error}
     cells/<cell>/summary.csv                 the cell's bench run (the cell folder is its run dir; a
-                                             ``result[.bench].run_dir`` in state.json or a nested run also work)
+                                             ``result[.bench].run_dir`` in state.json, or a nested run)
     cells/<cell>/analysis/attention.csv      optional: harness.analysis.attention.ATTENTION_COLUMNS
     cells/<cell>/analysis/accumulation.csv   optional: harness.analysis.accumulation.ACCUMULATION_COLUMNS
 

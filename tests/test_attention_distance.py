@@ -352,6 +352,6 @@ def test_analyze_attention_on_a_tiny_model(tmp_path, capsys):
     per_level = df.drop_duplicates("query_level").set_index("query_level")["n_queries"].to_dict()
     assert per_level == {-1: 6, 0: 2, 1: 6, 2: 6, 3: 6}  # <= 3 sampled rows per scale, summed over 2 images
     assert df["mean_distance"].between(0, math.sqrt(2)).all() and df["mass_within_r"].between(0, 1).all()
-    assert (out / "attention_distance.pdf").is_file()
+    assert (out / "attention_distance.pdf").is_file() and (out / "attention_heatmaps.png").is_file()
     assert analyze("sca-masks", str(exp), "--max-images", "1", "--output", str(out)) == 0
     assert (out / "sca_masks_im0.png").is_file()

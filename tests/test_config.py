@@ -89,10 +89,7 @@ def test_from_dict_strict_types_and_keys():
     assert str(err.value) == "exp.yaml: sharpen: expected bool, got 1 (int)"
     with pytest.raises(ConfigError) as err:
         from_dict(_ToyOptions, {"inner": {"mask_input": "lapl"}}, source="exp.yaml")
-    assert (
-        str(err.value)
-        == "exp.yaml: inner.mask_input: invalid value 'lapl'; valid choices: laplacian, random, none"
-    )
+    assert str(err.value) == "exp.yaml: inner.mask_input: invalid value 'lapl'; valid choices: laplacian, random, none"
     with pytest.raises(ConfigError, match=r"exp.yaml: sizes\[1\]: expected int, got 'x'"):
         from_dict(_ToyOptions, {"sizes": [1, "x"]}, source="exp.yaml")
     # ints widen to float; aliases round-trip through to_dict
@@ -110,12 +107,8 @@ def test_experiment_components_validated_against_registry():
         experiment_from_dict({"name": "t", "methods": [{"type": "_toy_method"}, {"type": "nope"}]}, "t.yaml")
     assert str(err.value).startswith("t.yaml: methods[1].type: unknown method 'nope'; valid choices: ")
     with pytest.raises(ConfigError, match=r"t.yaml: methods\[0\].inner.lambda: expected float, got 'big'"):
-        experiment_from_dict(
-            {"name": "t", "methods": [{"type": "_toy_method", "inner": {"lambda": "big"}}]}, "t.yaml"
-        )
-    with pytest.raises(
-        ConfigError, match=r"t.yaml: datasets\[0\].root: unknown key; '_toy_data' takes no options"
-    ):
+        experiment_from_dict({"name": "t", "methods": [{"type": "_toy_method", "inner": {"lambda": "big"}}]}, "t.yaml")
+    with pytest.raises(ConfigError, match=r"t.yaml: datasets\[0\].root: unknown key; '_toy_data' takes no options"):
         experiment_from_dict({"name": "t", "datasets": [{"type": "_toy_data", "root": "x"}]}, "t.yaml")
     with pytest.raises(ConfigError, match=r"t.yaml: bench.batch_size: expected int, got 'two'"):
         experiment_from_dict({"name": "t", "bench": {"batch_size": "two"}}, "t.yaml")
@@ -130,9 +123,7 @@ def test_yaml_base_inheritance_and_overrides(tmp_path):
         "name: base\nseed: 1\nmethods:\n  - {type: _toy_method, name: m1, scale: 2}\nbench: {batch_size: 2}\n"
     )
     (tmp_path / "child.yaml").write_text("base: base.yaml\nname: child\nbench: {save_images: false}\n")
-    cfg = load_experiment(
-        tmp_path / "child.yaml", ["seed=7", "methods.m1.inner.lambda=0.25", "bench.batch_size=4"]
-    )
+    cfg = load_experiment(tmp_path / "child.yaml", ["seed=7", "methods.m1.inner.lambda=0.25", "bench.batch_size=4"])
     assert cfg.name == "child" and cfg.seed == 7
     assert cfg.bench.batch_size == 4 and cfg.bench.save_images is False
     assert cfg.methods[0].options.inner.weight == 0.25

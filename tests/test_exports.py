@@ -168,6 +168,11 @@ def test_sca_mask_panels_and_image_grid():
         figures.sca_mask_panels(maps, gates[:2])
     with pytest.raises(ValueError, match=r"scale 1: structure map \(4, 4\) and gate \(2, 2\) differ"):
         figures.sca_mask_panels(maps[:2], [gates[0], gates[0]])
+    heat = figures.heatmap_panels({"2x2": torch.eye(2), "4x4": np.ones((4, 4))}, title="t")
+    assert [ax.get_title() for ax in heat.axes[:2]] == ["2x2", "4x4"]
+    assert np.array_equal(heat.axes[0].images[0].get_array(), np.eye(2))
+    with pytest.raises(ValueError, match=r"map 'x' must be 2-D, got shape \(3,\)"):
+        figures.heatmap_panels({"x": np.zeros(3)})
     hr = torch.rand(3, 64, 64)
     lr = torch.rand(3, 16, 16)
     grid = figures.image_grid({"LR": lr, "SR": hr}, box=(8, 16, 32))

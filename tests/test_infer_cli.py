@@ -32,14 +32,8 @@ def _golden_checkpoints(golden_dir: Path, out_dir: Path) -> tuple[Path, Path]:
     ):
         out = out_dir / name
         if not out.is_file():
-            cmd = [
-                sys.executable,
-                str(golden_dir / "make_state_dict.py"),
-                str(golden_dir / keys),
-                "1234",
-                str(out),
-            ]
-            res = subprocess.run([*cmd, "--check", str(golden_dir / hashes)], capture_output=True, text=True)
+            cmd = [sys.executable, str(golden_dir / "make_state_dict.py"), str(golden_dir / keys), "1234"]
+            res = subprocess.run([*cmd, str(out), "--check", str(golden_dir / hashes)], capture_output=True)
             assert res.returncode == 0, res.stdout + res.stderr
         outs.append(out)
     return outs[0], outs[1]
@@ -51,6 +45,10 @@ def _png(path: Path, h: int, w: int, seed: int = 0) -> Path:
     return path
 
 
+def infer(*options: str | Path) -> int:
+    return main(["infer", *map(str, options)])
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
@@ -59,29 +57,16 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_infer_official_layout_checkpoints(golden_dir: Path, tmp_path: Path, tmp_path_factory) -> None:
+    """The d2 official-layout files (``['trainer'][...]`` nesting, derived buffers) at a non-512 size."""
     var, vqvae = _golden_checkpoints(golden_dir, tmp_path_factory.getbasetemp() / "varsr_golden_ckpt")
     with np.load(golden_dir / "golden.npz") as z:
-        Image.fromarray(z["lr"]).save(tmp_path / "astronaut_lr.png")
+        Image.fromarray(z["lr"][40:72, 30:78]).save(tmp_path / "face.png")  # 32x48 LR -> 128x192
     out = tmp_path / "out"
-    args = [
-        "infer",
-        "--method",
-        "varsr",
-        "--checkpoint",
-        str(var),
-        "--vqvae",
-        str(vqvae),
-        "--input",
-        str(tmp_path / "astronaut_lr.png"),
-        "--output",
-        str(out),
-        "--no-refiner",
-        "--device",
-        "cpu",
-    ]
-    assert main(args) == 0
-    with Image.open(out / "astronaut_lr.png") as img:
-        assert img.size == (512, 512) and img.mode == "RGB"
+    rc = infer("--method", "varsr", "--checkpoint", var, "--vqvae", vqvae, "--input", tmp_path / "face.png",
+               "--output", out, "--no-refiner", "--device", "cpu")  # fmt: skip
+    assert rc == 0
+    with Image.open(out / "face.png") as img:
+        assert img.size == (192, 128) and img.mode == "RGB"
 
 
 def test_infer_tiny_folder_non_square_and_tiled(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
@@ -91,26 +76,9 @@ def test_infer_tiny_folder_non_square_and_tiled(tiny_checkpoint: Path, tmp_path:
     _png(src / "b.png", 13, 22, seed=1)  # odd sizes: padded inside, cropped back to 4x
     (src / "notes.txt").write_text("not an image")
     out = tmp_path / "sr"
-    args = [
-        "infer",
-        "--method",
-        "alignvar",
-        "--checkpoint",
-        str(tiny_checkpoint),
-        "--input",
-        str(src),
-        "--output",
-        str(out),
-        "--sca",
-        "random",
-        "--tile",
-        "48",
-        "--tile-overlap",
-        "16",
-        "--seed",
-        "3",
-    ]
-    assert main(args) == 0
+    rc = infer("--method", "alignvar", "--checkpoint", tiny_checkpoint, "--input", src, "--output", out,
+               "--sca", "random", "--tile", "48", "--tile-overlap", "16", "--seed", "3")  # fmt: skip
+    assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
     with Image.open(out / "a.png") as a, Image.open(out / "b.png") as b:
         assert a.size == (64, 64) and b.size == (88, 52)
@@ -120,21 +88,9 @@ def test_infer_tiny_folder_non_square_and_tiled(tiny_checkpoint: Path, tmp_path:
 def test_infer_single_file_to_named_png(tiny_checkpoint: Path, tmp_path: Path) -> None:
     lr = _png(tmp_path / "x.png", 16, 24)
     target = tmp_path / "result" / "sr.png"
-    args = [
-        "infer",
-        "--method",
-        "alignvar",
-        "--checkpoint",
-        str(tiny_checkpoint),
-        "--input",
-        str(lr),
-        "--output",
-        str(target),
-        "--color-fix",
-        "wavelet",
-        "--no-refiner",
-    ]
-    assert main(args) == 0
+    rc = infer("--method", "alignvar", "--checkpoint", tiny_checkpoint, "--input", lr, "--output", target,
+               "--color-fix", "wavelet", "--no-refiner")  # fmt: skip
+    assert rc == 0
     with Image.open(target) as img:
         assert img.size == (96, 64)
 
@@ -142,20 +98,9 @@ def test_infer_single_file_to_named_png(tiny_checkpoint: Path, tmp_path: Path) -
 def test_infer_missing_checkpoint_exact_message(tmp_path: Path) -> None:
     lr = _png(tmp_path / "x.png", 16, 16)
     missing = tmp_path / "nowhere" / "VARSR.pth"
-    cmd = [
-        sys.executable,
-        str(REPO / "run.py"),
-        "infer",
-        "--method",
-        "varsr",
-        "--checkpoint",
-        str(missing),
-        "--input",
-        str(lr),
-        "--output",
-        str(tmp_path / "out"),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    cmd = [sys.executable, str(REPO / "run.py"), "infer", "--method", "varsr", "--checkpoint", str(missing)]
+    res = subprocess.run([*cmd, "--input", str(lr), "--output", str(tmp_path / "out")], capture_output=True,
+                         text=True, cwd=REPO)  # fmt: skip
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == (
         f"error: varsr: checkpoint file not found: {missing}; download VARSR.pth from "
@@ -169,11 +114,15 @@ def test_infer_official_checkpoint_needs_vqvae(tmp_path: Path, capsys) -> None:
     ckpt = tmp_path / "VARSR.pth"
     torch.save({"trainer": {"var_wo_ddp": {"w": torch.zeros(1)}}}, ckpt)
     lr = _png(tmp_path / "x.png", 16, 16)
-    assert (
-        main(["infer", "--checkpoint", str(ckpt), "--input", str(lr), "--output", str(tmp_path / "o")]) == 2
-    )
+    assert infer("--checkpoint", ckpt, "--input", lr, "--output", tmp_path / "o") == 2
     assert capsys.readouterr().err.strip() == (
         "error: varsr: no vqvae given; download VQVAE.pth from https://github.com/qyp2000/VARSR "
         "(checkpoints/) and set vqvae: /path/to/VQVAE.pth (--vqvae on the command line); methods never run "
         "with random weights"
     )
+
+
+def test_infer_refuses_sca_for_varsr(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    lr = _png(tmp_path / "x.png", 16, 16)
+    assert infer("--checkpoint", tiny_checkpoint, "--input", lr, "--output", tmp_path / "o", "--sca", "random") == 2
+    assert "--sca applies to --method alignvar only" in capsys.readouterr().err

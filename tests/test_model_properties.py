@@ -42,9 +42,7 @@ from methods.alignvar.transformer import VARTransformer, level_rows
 def make_tiny(mask_input: str = "laplacian", seed: int = 0) -> AlignVAR:
     """Tiny model with constructor (non-trivial) weights; the SCA gate biased to ~0.5 so that it matters."""
     torch.manual_seed(seed)
-    model = AlignVAR(
-        ARCHS["tiny"].transformer, ARCHS["tiny"].vqvae, AlignVARConfig(sca=SCAConfig(mask_input))
-    )
+    model = AlignVAR(ARCHS["tiny"].transformer, ARCHS["tiny"].vqvae, AlignVARConfig(sca=SCAConfig(mask_input)))
     if model.sca is not None:
         with torch.no_grad():
             model.sca.mlp[2].bias.zero_()
@@ -151,9 +149,7 @@ def test_sca_none_is_bitwise_the_plain_varsr_model(tiny: AlignVAR, astronaut: to
     with torch.no_grad():
         lo = alignvar_losses(plain, hr, lr, torch.tensor([0, 1]), refiner_weight=0.0)
         tok = plain.vqvae.img_to_idx(hr)
-        logits = plain.transformer(
-            lr, torch.tensor([0, 1]), teacher_input(tok.f_hat, ScaleSchedule.for_size(64, 64))
-        )
+        logits = plain.transformer(lr, torch.tensor([0, 1]), teacher_input(tok.f_hat, ScaleSchedule.for_size(64, 64)))
     assert torch.equal(lo.logits, logits)
 
 
@@ -217,9 +213,7 @@ def test_relaxations_and_ce_closed_forms() -> None:
     codebook = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
     logits = torch.tensor([[[math.log(1.0), math.log(3.0), -math.inf]]])  # softmax = (0.25, 0.75, 0)
     torch.testing.assert_close(relaxed_embedding(logits, codebook), torch.tensor([[[0.25, 1.5]]]))
-    torch.testing.assert_close(
-        relaxed_embedding(logits, codebook, "straight_through"), torch.tensor([[[0.0, 2.0]]])
-    )
+    torch.testing.assert_close(relaxed_embedding(logits, codebook, "straight_through"), torch.tensor([[[0.0, 2.0]]]))
     schedule = ScaleSchedule.from_sides([1, 2])
     logits = torch.zeros(1, 5, 4)  # uniform: CE = ln 4 everywhere
     per_scale, uniform = ce_per_scale(
@@ -297,16 +291,10 @@ def test_rope_closed_form() -> None:
     table = rope_table(64, (32, 32), ScaleSchedule.official().patch_nums)
     assert table.shape == (2, 3264, 32)
     assert torch.equal(table[:, 1024], torch.stack([torch.ones(32), torch.zeros(32)]))  # identity rotation
-    torch.testing.assert_close(
-        table[0, 33, 1], torch.tensor(math.cos(10000 ** (-1 / 16)))
-    )  # row angle, pair 1
-    torch.testing.assert_close(
-        table[1, 33, 17], torch.tensor(math.sin(10000 ** (-1 / 16)))
-    )  # col angle, pair 17
+    torch.testing.assert_close(table[0, 33, 1], torch.tensor(math.cos(10000 ** (-1 / 16))))  # row angle, pair 1
+    torch.testing.assert_close(table[1, 33, 17], torch.tensor(math.sin(10000 ** (-1 / 16))))  # col angle, pair 17
     x = torch.randn(1, 2, 3264, 64)
-    ref = torch.view_as_real(
-        torch.view_as_complex(x.reshape(1, 2, 3264, 32, 2)) * torch.complex(table[0], table[1])
-    )
+    ref = torch.view_as_real(torch.view_as_complex(x.reshape(1, 2, 3264, 32, 2)) * torch.complex(table[0], table[1]))
     torch.testing.assert_close(apply_rope(x, table), ref.flatten(-2), atol=1e-6, rtol=0)
 
 
@@ -332,9 +320,7 @@ def test_sca_structure_maps_and_initial_gate(astronaut: torch.Tensor) -> None:
     assert [m.shape[1] for m in maps] == list(schedule.tokens_per_scale)
     for m in maps[1:]:
         per_image = m.flatten(1)
-        assert torch.equal(per_image.amin(1), torch.zeros(2)) and torch.equal(
-            per_image.amax(1), torch.ones(2)
-        )
+        assert torch.equal(per_image.amin(1), torch.zeros(2)) and torch.equal(per_image.amax(1), torch.ones(2))
     assert torch.equal(maps[0], torch.zeros_like(maps[0]))  # a 1x1 map is constant -> 0
     flat = structure_maps(torch.full_like(lr, 0.3), schedule, "laplacian")
     assert all(float(m.abs().max()) == 0 for m in flat)
@@ -342,9 +328,7 @@ def test_sca_structure_maps_and_initial_gate(astronaut: torch.Tensor) -> None:
     r2 = structure_maps(lr, schedule, "random", torch.Generator().manual_seed(1))
     r3 = structure_maps(lr, schedule, "random", torch.Generator().manual_seed(2))
     assert torch.equal(r1[-1], r2[-1]) and not torch.equal(r1[-1], r3[-1])
-    torch.testing.assert_close(
-        minmax_per_image(torch.tensor([[[[2.0, 4.0, 3.0]]]])), torch.tensor([[[[0, 1, 0.5]]]])
-    )
+    torch.testing.assert_close(minmax_per_image(torch.tensor([[[[2.0, 4.0, 3.0]]]])), torch.tensor([[[[0, 1, 0.5]]]]))
     gate = SCAGate(cvae=16)
     m = gate(lr, torch.randn(2, schedule.total_tokens - 1, 16), schedule)
     assert m.shape == (2, schedule.total_tokens - 1, 1)
@@ -373,6 +357,12 @@ def test_loading_accepts_official_buffers_and_fresh_sca(tiny: AlignVAR, tmp_path
     torch.save({"trainer": {"vae_local": tiny.vqvae.state_dict()}}, tmp_path / "VQVAE_tiny.pth")
     model = AlignVAR.from_pretrained(tmp_path / "VARSR_tiny.pth", tmp_path / "VQVAE_tiny.pth")
     assert model.sca is not None and any("freshly initialised" in n for n in model.load_notes)
+    assert model.sca_untrained  # fine for fine-tuning; the benchmark method refuses it (below)
+    with pytest.raises(ValueError, match="has no SCA weights .* would run an untrained gate"):
+        AlignVARMethod(
+            AlignVARMethodConfig(checkpoint=str(tmp_path / "VARSR_tiny.pth"), vqvae=str(tmp_path / "VQVAE_tiny.pth")),
+            "alignvar",
+        )
     for k, v in tiny.transformer.state_dict().items():
         assert torch.equal(model.transformer.state_dict()[k], v), k
     sd["blocks.1.attn.zero_k_bias"] = torch.ones(64)

@@ -105,7 +105,5 @@ def test_trained_checkpoint_loads_and_upscales(trained_runs):
     assert resolved.methods[1].options.checkpoint == str(ckpt)
     assert cfg.methods[1].options.checkpoint == TRAINED  # the original is left untouched
     missing = load_experiment(TINY, [f"output_root={trained_runs}", "name=never_trained"])
-    with pytest.raises(
-        ConfigError, match="uses checkpoint '@trained' but .* does not exist; run the train stage"
-    ):
+    with pytest.raises(ConfigError, match="uses checkpoint '@trained' but .* does not exist; run the train stage"):
         resolve_trained(missing)

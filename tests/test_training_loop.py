@@ -133,9 +133,7 @@ def test_ddp_two_gloo_processes_match_single_process_gradients(tmp_path):
     script = tmp_path / "ddp_step.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "single.pt")], check=True, env=env, timeout=120
-    )
+    subprocess.run([sys.executable, str(script), str(tmp_path / "single.pt")], check=True, env=env, timeout=120)
     proc = subprocess.run(
         [
             sys.executable,
@@ -162,9 +160,8 @@ def test_train_loop_runs_under_torchrun(tmp_path):
     """The real loop under torchrun (2 gloo CPU processes) runs on both ranks; rank 0 checkpoints and logs."""
     script = tmp_path / "loop_ddp.py"
     script.write_text(
-        "import sys; sys.path.insert(0, %r)\n"
-        % str(Path(__file__).parent)
-        + "from test_training_loop import RegressionTask, LOOP\n"
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_training_loop import RegressionTask, LOOP\n"
         "from harness.training.loop import LoopConfig, train_loop\n"
         "from harness.training.optim import OptimConfig\n"
         "r = train_loop(RegressionTask(), LoopConfig(steps=6, checkpoint_every=3, **LOOP), OptimConfig(lr=1e-2),"

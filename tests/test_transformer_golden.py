@@ -42,9 +42,7 @@ def make_golden_checkpoints(golden_dir: Path, out_dir: Path) -> tuple[Path, Path
             cmd += [str(out), "--check", str(golden_dir / hashes)]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode:
-                pytest.fail(
-                    f"make_state_dict.py failed (torch RNG differs from 2.13?):\n{res.stdout}{res.stderr}"
-                )
+                pytest.fail(f"make_state_dict.py failed (torch RNG differs from 2.13?):\n{res.stdout}{res.stderr}")
         paths.append(out)
     return paths[0], paths[1]
 
@@ -93,9 +91,7 @@ def _check_tokens(ours: torch.Tensor, ref: np.ndarray, gap: np.ndarray, what: st
     ref_t = torch.from_numpy(ref.astype(np.int64))
     bad = (ours != ref_t).nonzero().flatten()
     ties = torch.from_numpy(gap)[bad] < NEAR_TIE
-    assert bool(ties.all()), (
-        f"{what}: tokens differ away from near-ties at positions {bad[~ties][:10].tolist()}"
-    )
+    assert bool(ties.all()), f"{what}: tokens differ away from near-ties at positions {bad[~ties][:10].tolist()}"
 
 
 @pytest.mark.parametrize("label", [0, 1])
@@ -105,12 +101,8 @@ def test_teacher_forced_logits(model: AlignVAR, golden: dict, lr_up: torch.Tenso
         logits = model.transformer(lr_up, torch.tensor([label]), x_in, ScaleSchedule.official())[0]
     assert logits.shape == (2240, 4096)
     suffix = "" if label == 0 else "_label1"
-    torch.testing.assert_close(
-        logits.logsumexp(-1), torch.from_numpy(golden["logits_lse" + suffix]), atol=1e-4, rtol=0
-    )
-    _check_tokens(
-        logits.argmax(-1), golden["logits_argmax" + suffix], golden["logits_gap" + suffix], "argmax"
-    )
+    torch.testing.assert_close(logits.logsumexp(-1), torch.from_numpy(golden["logits_lse" + suffix]), atol=1e-4, rtol=0)
+    _check_tokens(logits.argmax(-1), golden["logits_argmax" + suffix], golden["logits_gap" + suffix], "argmax")
     if label == 0:
         pos = torch.from_numpy(golden["logits_pos"].astype(np.int64))
         ref = torch.from_numpy(golden["logits_sel"].astype(np.float32))
@@ -127,9 +119,7 @@ def test_greedy_cfg_inference_without_refiner(model: AlignVAR, golden: dict, lr_
         b, e = schedule.begin_ends[k]
         ref = ref_idx[b:e][None]
         bad = (idx != ref)[0].nonzero().flatten()
-        assert bool((ref_gap[b:e][bad] < NEAR_TIE).all()), (
-            f"scale {k}: tokens {bad.tolist()} differ, no near-tie"
-        )
+        assert bool((ref_gap[b:e][bad] < NEAR_TIE).all()), f"scale {k}: tokens {bad.tolist()} differ, no near-tie"
         substituted.extend((k, int(i)) for i in bad)
         return ref
 
@@ -146,9 +136,7 @@ def test_greedy_cfg_inference_without_refiner(model: AlignVAR, golden: dict, lr_
     assert len(substituted) <= 2, substituted  # the fixture lists two inference near-ties
     torch.testing.assert_close(torch.cat(gen.tokens, 1)[0], ref_idx)
     torch.testing.assert_close(gen.f_hat[0], torch.from_numpy(golden["infer_fhat"]), atol=1e-4, rtol=0)
-    torch.testing.assert_close(
-        img[0], torch.from_numpy(golden["infer_img"].astype(np.float32)), atol=1e-2, rtol=0
-    )
+    torch.testing.assert_close(img[0], torch.from_numpy(golden["infer_img"].astype(np.float32)), atol=1e-2, rtol=0)
     torch.testing.assert_close(
         gen.refiner_z[0, :64], torch.from_numpy(golden["refiner_z_from_model"]), atol=1e-4, rtol=1e-4
     )

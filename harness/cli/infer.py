@@ -14,21 +14,20 @@ Official weights: VARSR.pth and VQVAE.pth from https://github.com/qyp2000/VARSR 
 Our checkpoints (.safetensors from run.py train) usually hold the VQ-VAE too, so --vqvae may be omitted.
 
 examples:
-  python run.py infer --method varsr --checkpoint ckpt/VARSR.pth --vqvae ckpt/VQVAE.pth --input lr.png
-  --output out/ python run.py infer --method alignvar --checkpoint runs/x/model.safetensors --input lr_dir/
-  --output sr_dir/ --tile 512
+  python run.py infer --method varsr --checkpoint ckpt/VARSR.pth --vqvae ckpt/VQVAE.pth \\
+      --input lr.png --output out/
+  python run.py infer --method alignvar --checkpoint runs/x/model.safetensors \\
+      --input lr_dir/ --output sr_dir/ --tile 512
 
-Outputs are PNGs named after the inputs (OUT/<stem>.png); with one input image, --output may name the PNG
-itself.
+Outputs are PNGs named after the inputs (OUT/<stem>.png); with one input image, --output may name the
+PNG itself. Weights are never random: a missing checkpoint is an error that says where to get it.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=("varsr", "alignvar"), default="varsr", help="default: varsr")
     parser.add_argument("--checkpoint", required=True, help="VARSR.pth or our .safetensors")
-    parser.add_argument(
-        "--vqvae", default=None, help="VQVAE.pth (not needed if the checkpoint holds the VQ-VAE)"
-    )
+    parser.add_argument("--vqvae", default=None, help="VQVAE.pth (not needed if the checkpoint holds the VQ-VAE)")
     parser.add_argument("--input", required=True, help="an LR image or a folder of LR images")
     parser.add_argument("--output", required=True, help="output folder (or a .png path for a single input)")
     parser.add_argument(
@@ -36,24 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto (from the checkpoint) or a named arch to check: tiny, d2, d16, d20, d24",
     )
-    parser.add_argument(
-        "--cfg", type=float, default=6.0, help="guidance scale (default 6.0, ramped over scales)"
-    )
+    parser.add_argument("--cfg", type=float, default=6.0, help="guidance scale (default 6.0, ramped over scales)")
     parser.add_argument("--top-k", type=int, default=1, help="1 = greedy (default); 0 = no top-k filter")
-    parser.add_argument(
-        "--top-p", type=float, default=0.75, help="nucleus mass (default 0.75; moot when greedy)"
-    )
-    parser.add_argument(
-        "--temperature", type=float, default=1.0, help="token sampling temperature (default 1)"
-    )
+    parser.add_argument("--top-p", type=float, default=0.75, help="nucleus mass (default 0.75; moot when greedy)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="token sampling temperature (default 1)")
     parser.add_argument("--no-refiner", action="store_true", help="skip the diffusion refiner (faster)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling/refiner noise (default 0)")
-    parser.add_argument(
-        "--tile", type=int, default=None, help="output tile size (multiple of 16) for big images"
-    )
-    parser.add_argument(
-        "--tile-overlap", type=int, default=64, help="output pixels shared by tiles (default 64)"
-    )
+    parser.add_argument("--tile", type=int, default=None, help="output tile size (multiple of 16) for big images")
+    parser.add_argument("--tile-overlap", type=int, default=64, help="output pixels shared by tiles (default 64)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     parser.add_argument(
         "--sca",
@@ -75,9 +64,7 @@ def _inputs(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
         if not files:
-            raise FileNotFoundError(
-                f"{path}: no images found (looked for .png/.jpg/... files in this folder)"
-            )
+            raise FileNotFoundError(f"{path}: no images found (looked for .png/.jpg/... files in this folder)")
         return files
     if not path.is_file():
         raise FileNotFoundError(f"{path}: input not found")
@@ -143,9 +130,7 @@ def run(args: argparse.Namespace) -> int:
     for note in method.model.load_notes:
         print(f"note: {note}", file=sys.stderr)
     written = []
-    for src, dst in tqdm(
-        list(zip(inputs, targets)), desc=f"infer {args.method}", unit="img", file=sys.stderr
-    ):
+    for src, dst in tqdm(list(zip(inputs, targets)), desc=f"infer {args.method}", unit="img", file=sys.stderr):
         try:
             lr = load_image(src)
         except ImageError as exc:

@@ -53,4 +53,3 @@ def _bench_means(run_dir: Path) -> dict:
             except (KeyError, TypeError, ValueError):
                 continue
     return {"mean": means} if means else {}
-

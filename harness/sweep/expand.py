@@ -197,9 +197,9 @@ def expand(
     keys = list(spec.sweep.grid) + list(spec.sweep.zip)
     short = short_keys(keys)
     cells_dir = (Path(spec.output_root) / spec.name / "cells").absolute()
-    stages = tuple(s for s in ("train", "bench") if s in spec.sweep.stages)  # always run in this order
+    stages = tuple(s for s in ("train", "bench", "analyze") if s in spec.sweep.stages)  # always in this order
     if not stages:
-        raise ConfigError(f"{spec.source}: sweep.stages: empty; give 'train', 'bench' or both")
+        raise ConfigError(f"{spec.source}: sweep.stages: empty; give any of 'train', 'bench', 'analyze'")
     cells: list[Cell] = []
     seen: dict[str, Cell] = {}
     for index, overrides in enumerate(rows):

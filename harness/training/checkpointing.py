@@ -107,3 +107,14 @@ def load_trainer_state(ckpt: Checkpoint, map_location: str | torch.device = "cpu
 
 def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     return load_file(str(path), device=str(device))
+
+
+def final_weights(ckpt: Checkpoint | None, where: Path, use_ema: bool = False, prefix: str = "model.") -> dict:
+    """The weights to export from a finished run: the checkpoint's (with the EMA parameters laid over them when
+    ``use_ema`` and present), ``prefix`` (the ``LossModule`` wrapper's) stripped from the keys."""
+    if ckpt is None:
+        raise RuntimeError(f"{where}: training wrote no checkpoint to export")
+    weights = load_weights(ckpt.model)
+    if use_ema and ckpt.ema.is_file():
+        weights.update(load_weights(ckpt.ema))
+    return {k.removeprefix(prefix): v for k, v in weights.items()}

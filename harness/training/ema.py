@@ -10,9 +10,7 @@ class EMA:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema decay must be in (0, 1), got {decay}")
         self.decay = decay
-        self.shadow = {
-            name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad
-        }
+        self.shadow = {name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:

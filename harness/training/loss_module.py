@@ -14,9 +14,7 @@ import torch
 
 
 class LossModule(torch.nn.Module):
-    def __init__(
-        self, model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict]]
-    ):
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict]]):
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn

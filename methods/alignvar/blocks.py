@@ -94,9 +94,7 @@ class SelfAttention(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001 - torch signature
         zk = state_dict.pop(prefix + "zero_k_bias", None)
         if zk is not None and bool(torch.any(zk != 0)):
-            raise ValueError(
-                f"{prefix}zero_k_bias is not all zeros: this checkpoint has a key bias we do not model"
-            )
+            raise ValueError(f"{prefix}zero_k_bias is not all zeros: this checkpoint has a key bias we do not model")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(
@@ -192,9 +190,7 @@ class ConditioningStem(nn.Module):
     position).
     """
 
-    def __init__(
-        self, out_channels: int, in_channels: int = 3, channels: tuple[int, ...] = (32, 128, 256, 512, 1536)
-    ):
+    def __init__(self, out_channels: int, in_channels: int = 3, channels: tuple[int, ...] = (32, 128, 256, 512, 1536)):
         super().__init__()
         self.downsample = 2 ** (len(channels) - 1)
         self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)

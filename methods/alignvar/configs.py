@@ -63,15 +63,12 @@ class TransformerConfig:
             raise ValueError(f"head_dim {self.width // self.heads} must be divisible by 4 (2-D RoPE)")
         if len(self.stem_channels) != 5:
             raise ValueError(
-                f"stem_channels must have 5 entries (4 stride-2 stages -> 1/16 grid), got "
-                f"{self.stem_channels}"
+                f"stem_channels must have 5 entries (4 stride-2 stages -> 1/16 grid), got {self.stem_channels}"
             )
         if self.image_size % 16 or self.image_size < 16:
             raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
         if self.num_classes < 2:
-            raise ValueError(
-                f"num_classes must be >= 2 (HQ class 0 and the negative class 1), got {self.num_classes}"
-            )
+            raise ValueError(f"num_classes must be >= 2 (HQ class 0 and the negative class 1), got {self.num_classes}")
 
     @property
     def head_dim(self) -> int:
@@ -120,9 +117,7 @@ ARCHS: dict[str, Arch] = {
     "d2": Arch(varsr_transformer(2), GOLDEN_VQVAE, "VARSR layout at depth 2 (the golden-fixture model)"),
     "d16": Arch(varsr_transformer(16), VARSR_VQVAE, "VARSR d16 (371.5M transformer+refiner)"),
     "d20": Arch(varsr_transformer(20), VARSR_VQVAE, "VARSR d20"),
-    "d24": Arch(
-        varsr_transformer(24), VARSR_VQVAE, "VARSR d24, the released model (1.10B transformer+refiner)"
-    ),
+    "d24": Arch(varsr_transformer(24), VARSR_VQVAE, "VARSR d24, the released model (1.10B transformer+refiner)"),
 }
 
 
@@ -139,9 +134,7 @@ def _need(sd: Mapping[str, Tensor], key: str, source: str) -> Tensor:
     return sd[key]
 
 
-def transformer_config_from_state_dict(
-    sd: Mapping[str, Tensor], source: str = "state dict"
-) -> TransformerConfig:
+def transformer_config_from_state_dict(sd: Mapping[str, Tensor], source: str = "state dict") -> TransformerConfig:
     """Every ``TransformerConfig`` size read from tensor shapes (official VARSR keys; no prefix).
 
     Not stored in the tensors: ``norm_eps`` (1e-6), ``rope_theta`` (1e4), ``drop_path`` (0 at inference),
@@ -156,15 +149,11 @@ def transformer_config_from_state_dict(
     n_ctx = int(_need(sd, "pos_start", source).shape[1]) - 1
     side = int(round(n_ctx**0.5))
     if side * side != n_ctx:
-        raise ValueError(
-            f"{source}: pos_start has {n_ctx + 1} rows; expected a square prefix grid + 1 class row"
-        )
+        raise ValueError(f"{source}: pos_start has {n_ctx + 1} rows; expected a square prefix grid + 1 class row")
     stem = [int(_need(sd, "con_embedding.conv_in.weight", source).shape[0])]
     stem += [int(_need(sd, f"con_embedding.blocks.{i}.weight", source).shape[0]) for i in (1, 3, 5, 7)]
     has_refiner = "diffloss.net.input_proj.weight" in sd
-    refiner_blocks = {
-        int(m.group(1)) for k in sd if (m := re.match(r"diffloss\.net\.res_blocks\.(\d+)\.", k))
-    }
+    refiner_blocks = {int(m.group(1)) for k in sd if (m := re.match(r"diffloss\.net\.res_blocks\.(\d+)\.", k))}
     return TransformerConfig(
         depth=depth,
         width=int(width),
@@ -238,7 +227,7 @@ class AlignVARConfig:
     use_refiner: bool = True
     color_fix: Literal["adain", "wavelet", "none"] = "adain"
     tile: int | None = None  # output tile size (multiple of 16); None = whole image at once
-    tile_overlap: int = 64  # output pixels shared by neighbouring tiles (multiple of 16)
+    tile_overlap: int = 64  # output pixels shared by neighbouring tiles (linear blending ramp)
 
     def __post_init__(self) -> None:
         if self.arch != "auto" and self.arch not in ARCHS:
@@ -272,5 +261,5 @@ def check_tiling(tile: int | None, overlap: int) -> None:
         return
     if tile < 16 or tile % 16:
         raise ValueError(f"tile must be a positive multiple of 16 (output pixels), got {tile}")
-    if overlap < 0 or overlap % 16 or overlap >= tile:
-        raise ValueError(f"tile_overlap must be a multiple of 16 in [0, tile), got {overlap} for tile {tile}")
+    if overlap < 0 or overlap >= tile:
+        raise ValueError(f"tile_overlap must be in [0, tile), got {overlap} for tile {tile}")

@@ -54,9 +54,7 @@ class LossOutput:
     refiner: Tensor | None = None
 
 
-def relaxed_embedding(
-    logits: Tensor, codebook: Tensor, relaxation: Relaxation = "softmax", temperature: float = 1.0
-):
+def relaxed_embedding(logits: Tensor, codebook: Tensor, relaxation: Relaxation = "softmax", temperature: float = 1.0):
     """Differentiable token embedding (..., V) -> (..., Cvae) (see module docstring)."""
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if relaxation == "straight_through":
@@ -70,10 +68,7 @@ def relaxed_embedding(
 def teacher_input(f_hat: list[Tensor], schedule: ScaleSchedule) -> Tensor:
     """Teacher-forcing input (B, L - 1, Cvae) from the cumulative latents F_0..F_{K-2} of one tokenisation:
     ``area_down(F_k, grid k+1)`` flattened row-major (equals ``MultiScaleQuantizer.idx_to_var_input``)."""
-    chunks = [
-        area_down(f_hat[k], schedule.patch_nums[k + 1]).flatten(2).transpose(1, 2)
-        for k in range(len(f_hat) - 1)
-    ]
+    chunks = [area_down(f_hat[k], schedule.patch_nums[k + 1]).flatten(2).transpose(1, 2) for k in range(len(f_hat) - 1)]
     if not chunks:
         return f_hat[0].new_zeros(f_hat[0].shape[0], 0, f_hat[0].shape[1])
     return torch.cat(chunks, dim=1).float()

@@ -106,6 +106,11 @@ class AlignVARMethod(SRMethod):
             tile_overlap=config.tile_overlap,
         )
         self.model = AlignVAR.from_pretrained(ckpt, vqvae, model_cfg)
+        if self.model.sca_untrained:
+            raise ValueError(
+                f"{name}: {ckpt} has no SCA weights (an official VARSR checkpoint?), so sca: {sca} would run an "
+                f"untrained gate; use sca: none (= VARSR) or a checkpoint trained with SCA"
+            )
         if config.arch != "auto":
             check_arch(self.model, config.arch, ckpt)
         self.name = name
@@ -146,9 +151,7 @@ def check_arch(model: AlignVAR, arch: str, source: Path) -> None:
         if getattr(want, k) != getattr(have, k)
     ]
     if diff:
-        raise ValueError(
-            f"{source}: checkpoint does not match arch {arch!r}: {', '.join(diff)}; use arch auto"
-        )
+        raise ValueError(f"{source}: checkpoint does not match arch {arch!r}: {', '.join(diff)}; use arch auto")
 
 
 @register(

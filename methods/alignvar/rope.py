@@ -65,9 +65,7 @@ def token_positions(prefix_hw: HW, patch_hws: Sequence[HW], grid_hw: HW) -> tupl
 def _rope_table(head_dim: int, prefix_hw: HW, patch_hws: tuple[HW, ...], grid_hw: HW, theta: float):
     freqs = rope_frequencies(head_dim, theta)
     rows, cols = token_positions(prefix_hw, patch_hws, grid_hw)
-    angles = torch.cat(
-        [torch.outer(rows, freqs).float(), torch.outer(cols, freqs).float()], dim=1
-    )  # (L, D/2)
+    angles = torch.cat([torch.outer(rows, freqs).float(), torch.outer(cols, freqs).float()], dim=1)  # (L, D/2)
     # polar(1, a) computes (cos a, sin a) in float32, like the official complex table
     table = torch.polar(torch.ones_like(angles), angles)
     return torch.stack([table.real, table.imag], dim=0).contiguous()  # (2, L, D/2): cos, sin
@@ -83,9 +81,7 @@ def rope_table(
     """
     patch_hws = tuple((int(h), int(w)) for h, w in patch_hws)
     grid_hw = tuple(grid_hw) if grid_hw is not None else patch_hws[-1]
-    return _rope_table(
-        int(head_dim), (int(prefix_hw[0]), int(prefix_hw[1])), patch_hws, grid_hw, float(theta)
-    )
+    return _rope_table(int(head_dim), (int(prefix_hw[0]), int(prefix_hw[1])), patch_hws, grid_hw, float(theta))
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

@@ -72,8 +72,6 @@ def sample_logits(
     flat = probs.reshape(-1, probs.shape[-1])
     if generator is not None and generator.device != flat.device:  # e.g. a CPU generator for CUDA logits
         return (
-            torch.multinomial(flat.to(generator.device), 1, generator=generator)
-            .to(flat.device)
-            .view(probs.shape[:-1])
+            torch.multinomial(flat.to(generator.device), 1, generator=generator).to(flat.device).view(probs.shape[:-1])
         )
     return torch.multinomial(flat, num_samples=1, generator=generator).view(probs.shape[:-1])

@@ -86,9 +86,7 @@ def structure_maps(
 class SCAGate(nn.Module):
     """The SCA mask generator M_phi: m = sigmoid(MLP([r, s])) per token (keys ``mlp.0.*``, ``mlp.2.*``)."""
 
-    def __init__(
-        self, cvae: int, hidden: int = 64, mask_input: MaskInput = "laplacian", init_bias: float = -6.0
-    ):
+    def __init__(self, cvae: int, hidden: int = 64, mask_input: MaskInput = "laplacian", init_bias: float = -6.0):
         super().__init__()
         if mask_input == "none":
             raise ValueError("mask_input 'none' means SCA off: do not build an SCAGate")
@@ -99,9 +97,7 @@ class SCAGate(nn.Module):
         nn.init.normal_(self.mlp[2].weight, std=1e-3)
         nn.init.constant_(self.mlp[2].bias, init_bias)
 
-    def guidance(
-        self, lr: Tensor, schedule: ScaleSchedule, generator: torch.Generator | None = None
-    ) -> list[Tensor]:
+    def guidance(self, lr: Tensor, schedule: ScaleSchedule, generator: torch.Generator | None = None) -> list[Tensor]:
         """Per-scale normalised structure maps s_k (B, h_k*w_k, 1) for this module's ``mask_input``."""
         return structure_maps(lr, schedule, self.mask_input, generator)
 
@@ -117,9 +113,7 @@ class SCAGate(nn.Module):
         maps = self.guidance(lr, schedule, generator)
         s = torch.cat(maps[1:], dim=1) if len(maps) > 1 else x_in.new_zeros(x_in.shape[0], 0, 1)
         if s.shape[1] != x_in.shape[1]:
-            raise ValueError(
-                f"x_in has {x_in.shape[1]} tokens but schedule {schedule} gives {s.shape[1]} inputs"
-            )
+            raise ValueError(f"x_in has {x_in.shape[1]} tokens but schedule {schedule} gives {s.shape[1]} inputs")
         return self.gate(x_in, s)
 
     def gate_fn(self, maps: list[Tensor]) -> Callable[[int, Tensor], Tensor]:

@@ -34,9 +34,7 @@ class TokenizerLoss:
     reconstruction: Tensor  # decoded straight-through image (B, 3, H, W), [-1, 1] range (unclamped)
 
 
-def quantize_straight_through(
-    vae: VQVAE, f: Tensor, schedule: ScaleSchedule
-) -> tuple[Tensor, Tensor, Tensor]:
+def quantize_straight_through(vae: VQVAE, f: Tensor, schedule: ScaleSchedule) -> tuple[Tensor, Tensor, Tensor]:
     """Multi-scale residual quantisation with gradients. Returns (f_st, vq_loss, used_code_ids)."""
     quantizer = vae.quantize
     B, C, H, W = f.shape

@@ -24,9 +24,9 @@ import torch
 from harness.data.training import TrainData, TrainDataConfig
 from harness.registry import register
 from harness.training.batches import StepBatches
-from harness.training.checkpointing import load_weights
-from harness.training.loss_module import LossModule
+from harness.training.checkpointing import final_weights
 from harness.training.loop import LoopConfig, TrainResult, train_loop
+from harness.training.loss_module import LossModule
 from harness.training.optim import OptimConfig
 from methods.alignvar.checkpoint import read_state_dict, save_safetensors
 from methods.alignvar.configs import get_arch
@@ -46,12 +46,8 @@ class TokenizerTrainConfig:
     mse_weight: float = 1.0
     vq_weight: float = 1.0
     data: TrainDataConfig = field(default_factory=_default_data)
-    loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=300, log_every=10, checkpoint_every=100)
-    )
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=0.0, warmup_steps=10)
-    )
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=300, log_every=10, checkpoint_every=100))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=0.0, warmup_steps=10))
     use_ema: bool = False  # export EMA weights instead of the raw ones (needs loop.ema_decay)
 
 
@@ -76,9 +72,7 @@ class TokenizerTask:
     def make_batch(self, step: int, rank: int, world_size: int, device: torch.device) -> torch.Tensor:
         return self.batches.get(step, rank, world_size, device).hr * 2 - 1
 
-    def compute_loss(
-        self, module: torch.nn.Module, batch: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
+    def compute_loss(self, module: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         return module(batch)  # LossModule (or DDP around it): DDP sees the whole loss computation
 
     def _loss(self, vae: VQVAE, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -130,11 +124,7 @@ class TokenizerTrainer:
 
 
 def export_tokenizer(result: TrainResult, train_dir: Path, use_ema: bool = False) -> Path:
-    ckpt = result.final_checkpoint
-    if ckpt is None:
-        raise RuntimeError(f"{train_dir}: training wrote no checkpoint to export")
-    weights = load_weights(ckpt.ema if use_ema and ckpt.ema.is_file() else ckpt.model)
-    weights = {k.removeprefix("model."): v for k, v in weights.items()}  # LossModule prefix
     out = Path(train_dir) / "tokenizer.safetensors"
-    save_safetensors(weights, out, metadata={"kind": "vqvae", "step": str(ckpt.step)})
+    weights = final_weights(result.final_checkpoint, train_dir, use_ema)
+    save_safetensors(weights, out, metadata={"kind": "vqvae", "step": str(result.final_checkpoint.step)})
     return out

@@ -32,7 +32,7 @@ from harness.config import to_dict
 from harness.data.training import TrainBatch, TrainData, TrainDataConfig, mix_seed
 from harness.registry import register
 from harness.training.batches import StepBatches
-from harness.training.checkpointing import load_weights
+from harness.training.checkpointing import final_weights
 from harness.training.loop import LoopConfig, TrainResult, train_loop
 from harness.training.loss_module import LossModule
 from harness.training.optim import OptimConfig
@@ -51,15 +51,11 @@ def _default_data() -> TrainDataConfig:
 @dataclass
 class AlignVARTrainConfig:
     data: TrainDataConfig = field(default_factory=_default_data)
-    loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=200, log_every=10, checkpoint_every=100)
-    )
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=200, log_every=10, checkpoint_every=100))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=10))
     tokenizer: TokenizerTrainConfig | None = None  # trained first when model.vqvae is not given
     negative_fraction: float = 0.1  # share of samples trained as class 1 on their degraded image
-    freeze: list[str] = field(
-        default_factory=list
-    )  # parameter-name prefixes to freeze, e.g. transformer.con_
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes to freeze, e.g. transformer.con_
     use_ema: bool = False  # export EMA weights (needs loop.ema_decay)
     find_unused_parameters: bool = True  # DDP: parts unused in a step (e.g. refiner with refiner_weight 0)
 
@@ -105,14 +101,10 @@ class AlignVARTask:
         return {"hr": target, "lr_up": lr_up, "label": label, "generator": sca_gen}
 
     def _loss(self, model: AlignVAR, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = alignvar_losses(
-            model, batch["hr"], batch["lr_up"], batch["label"], generator=batch["generator"]
-        )
+        out = alignvar_losses(model, batch["hr"], batch["lr_up"], batch["label"], generator=batch["generator"])
         return out.total, _scalar_logs(out)
 
-    def compute_loss(
-        self, module: torch.nn.Module, batch: dict[str, Any]
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
+    def compute_loss(self, module: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         return module(batch)
 
     def images_in(self, batch: dict[str, Any]) -> int:
@@ -189,17 +181,8 @@ class AlignVARTrainer:
 
 
 def export_model(result: TrainResult, task: AlignVARTask, train_dir: Path, use_ema: bool = False) -> Path:
-    ckpt = result.final_checkpoint
-    if ckpt is None:
-        raise RuntimeError(f"{train_dir}: training wrote no checkpoint to export")
-    module = task.module.cpu()
-    module.load_state_dict(load_weights(ckpt.model), strict=True)
-    if use_ema and ckpt.ema.is_file():
-        ema = load_weights(ckpt.ema)
-        with torch.no_grad():
-            for name, param in module.named_parameters():
-                if name in ema:
-                    param.copy_(ema[name])
+    weights = final_weights(result.final_checkpoint, train_dir, use_ema)
+    task.model.cpu().load_state_dict(weights, strict=True)
     out = Path(train_dir) / "model.safetensors"
-    task.model.save(out, metadata={"step": str(ckpt.step)})
+    task.model.save(out, metadata={"step": str(result.final_checkpoint.step)})
     return out

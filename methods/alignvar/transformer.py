@@ -196,9 +196,7 @@ class VARTransformer(nn.Module):
         C = self.cfg.width
         grid = self.pos_start[:, :-1].reshape(1, train_hw[0], train_hw[1], C).permute(0, 3, 1, 2)
         grid = F.interpolate(grid.float(), size=tuple(prefix_hw), mode="bicubic", align_corners=False)
-        return torch.cat(
-            [grid.flatten(2).transpose(1, 2).to(self.pos_start.dtype), self.pos_start[:, -1:]], dim=1
-        )
+        return torch.cat([grid.flatten(2).transpose(1, 2).to(self.pos_start.dtype), self.pos_start[:, -1:]], dim=1)
 
     def rope_for(self, schedule: ScaleSchedule, device: torch.device) -> Tensor:
         table = rope_table(
@@ -266,8 +264,7 @@ class VARTransformer(nn.Module):
         n_in = schedule.total_tokens - 1
         if x_in.shape != (B, n_in, self.cfg.cvae):
             raise ValueError(
-                f"x_in has shape {tuple(x_in.shape)}; expected (B={B}, {n_in}, {self.cfg.cvae}) for "
-                f"schedule {schedule}"
+                f"x_in has shape {tuple(x_in.shape)}; expected (B={B}, {n_in}, {self.cfg.cvae}) for schedule {schedule}"
             )
         if sca_gate is not None:
             if sca_gate.shape != (B, n_in, 1):
