@@ -102,12 +102,13 @@ def _output_folder(_: str, opt: Any):
 
 
 @declare_paths("methods", "varsr", "alignvar")
-def _alignvar(_: str, opt: Any):
-    hint = "VARSR release: https://github.com/qyp2000/VARSR"
+def _alignvar(type_name: str, opt: Any):
+    release = "VARSR release: https://github.com/qyp2000/VARSR"
     if _set(opt.checkpoint):
-        yield "checkpoint", opt.checkpoint, "file", hint
+        ours = "ours from run.py train, or a VARSR release checkpoint: https://github.com/qyp2000/VARSR"
+        yield "checkpoint", opt.checkpoint, "file", release if type_name == "varsr" else ours
     if _set(opt.vqvae):
-        yield "vqvae", opt.vqvae, "file", hint
+        yield "vqvae", opt.vqvae, "file", release
 
 
 @declare_paths("methods", "command")

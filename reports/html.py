@@ -99,6 +99,13 @@ def alerts(run: RunResults) -> list[str]:
         for f in run.failures
     ]
     lines += [f"skipped image {s['dataset']}/{s['image']}: {s['error']}" for s in run.skipped]
+    by_method: dict[tuple[str, str], int] = {}
+    for s in run.meta.get("method_skipped", []):  # non-strict output folders without some outputs
+        by_method[(s["method"], s["dataset"])] = by_method.get((s["method"], s["dataset"]), 0) + 1
+    lines += [
+        f"{method} on {dataset}: {n} image(s) without output skipped; its means cover fewer images"
+        for (method, dataset), n in by_method.items()
+    ]
     if run.meta.get("status") not in (None, "ok") and not run.failures:
         lines.append(f"run status: {run.meta.get('status')}")
     return lines
@@ -242,7 +249,17 @@ def grid_section(run: RunResults) -> Section:
 
 
 def default_sections(run: RunResults) -> list[Section]:
-    return [overview_section(run), results_section(run), per_image_section(run), grid_section(run)]
+    """Overview, Results (Table 1), Efficiency (Table 2, when ``efficiency.json`` exists), per image, grid."""
+    from reports.efficiency import efficiency_section  # imports this module
+
+    efficiency = efficiency_section(run)
+    return [
+        overview_section(run),
+        results_section(run),
+        *([efficiency] if efficiency is not None else []),
+        per_image_section(run),
+        grid_section(run),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------- page

@@ -13,12 +13,12 @@ from methods.alignvar.checkpoint import (
     VAR_NESTING,
     VQVAE_NESTING,
     CheckpointError,
-    infer_transformer_config,
     infer_vqvae_config,
     load_strict,
     read_state_dict,
     save_safetensors,
 )
+from methods.alignvar.configs import transformer_config_from_state_dict
 from methods.alignvar.vqvae import VQVAE
 
 
@@ -61,17 +61,13 @@ def test_missing_file_names_path_and_where_to_get_it(tmp_path):
 
 def test_official_nesting_and_prefix_stripping(tmp_path):
     a, b = torch.arange(3.0), torch.ones(2, 2)
-    torch.save(
-        {"trainer": {"vae_local": {"module.w": a, "_orig_mod.module.v": b}, "epoch": 3}}, tmp_path / "v.pth"
-    )
+    torch.save({"trainer": {"vae_local": {"module.w": a, "_orig_mod.module.v": b}, "epoch": 3}}, tmp_path / "v.pth")
     sd = read_state_dict(tmp_path / "v.pth")
     assert list(sd) == ["w", "v"] and torch.equal(sd["w"], a) and torch.equal(sd["v"], b)
 
     both = {"trainer": {"vae_local": {"w": a}, "var_wo_ddp": {"x": b}}}
     torch.save(both, tmp_path / "both.pth")
-    with pytest.raises(
-        CheckpointError, match="holds both .* pass nested=VQVAE_NESTING or nested=VAR_NESTING"
-    ):
+    with pytest.raises(CheckpointError, match="holds both .* pass nested=VQVAE_NESTING or nested=VAR_NESTING"):
         read_state_dict(tmp_path / "both.pth")
     assert list(read_state_dict(tmp_path / "both.pth", nested=VAR_NESTING)) == ["x"]
     assert list(read_state_dict(tmp_path / "both.pth", nested=VQVAE_NESTING)) == ["w"]
@@ -91,10 +87,7 @@ def test_wrong_architecture_names_first_mismatching_key(tmp_path):
     sd = _Tiny(out=5).state_dict()
     with pytest.raises(CheckpointError) as info:
         load_strict(_Tiny(out=4), sd, "tiny.pth")
-    assert (
-        str(info.value)
-        == "tiny.pth: key 'proj.weight' has shape (5,3) in the checkpoint but (4,3) in the model"
-    )
+    assert str(info.value) == "tiny.pth: key 'proj.weight' has shape (5,3) in the checkpoint but (4,3) in the model"
 
 
 def test_missing_and_unexpected_keys_are_listed():
@@ -163,22 +156,14 @@ def test_infer_vqvae_config_and_from_state_dict_round_trip(tmp_path):
         VQVAE.from_state_dict({"x": torch.zeros(1)}, source="bad.pth")
 
 
-def test_infer_transformer_config_from_golden_key_shapes(golden_dir):
+def test_transformer_config_from_golden_key_shapes(golden_dir):
     sd = {}
     for line in (golden_dir / "keys_var_d2.tsv").read_text().splitlines():
         if line and not line.startswith("#"):
             _, key, shape, dtype, _ = line.split("\t")
             dims = tuple(int(s) for s in shape.split(",") if s)
             sd[key] = torch.empty(dims, dtype=getattr(torch, dtype), device="meta")
-    assert infer_transformer_config(sd, source="keys_var_d2.tsv") == dict(
-        depth=2,
-        width=128,
-        num_heads=2,
-        num_classes=2,
-        vocab_size=4096,
-        z_channels=32,
-        context_tokens=1025,
-        has_refiner=True,
-        refiner_width=1024,
-        refiner_depth=6,
-    )
+    cfg = transformer_config_from_state_dict(sd, source="keys_var_d2.tsv")
+    assert (cfg.depth, cfg.width, cfg.heads, cfg.num_classes, cfg.vocab, cfg.cvae) == (2, 128, 2, 2, 4096, 32)
+    assert (cfg.image_size, cfg.num_levels, cfg.stem_channels) == (512, 10, (32, 128, 256, 512, 1536))
+    assert (cfg.with_refiner, cfg.refiner_width, cfg.refiner_depth, cfg.mlp_ratio) == (True, 1024, 6, 4.0)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from methods.alignvar.checkpoint import infer_transformer_config, load_strict, read_state_dict
+from methods.alignvar.checkpoint import load_strict, read_state_dict
+from methods.alignvar.configs import transformer_config_from_state_dict
 from methods.alignvar.refiner import DiffusionRefiner
 from methods.alignvar.refiner_diffusion import (
     DiffusionSchedule,
@@ -41,14 +42,10 @@ def golden_refiner(golden_dir, tmp_path_factory):
     cmd += [str(out), "--check", str(golden_dir / "state_dict_sha256_var.tsv")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
-        pytest.fail(
-            f"make_state_dict.py failed (RNG differs from the golden run?)\n{proc.stdout}\n{proc.stderr}"
-        )
+        pytest.fail(f"make_state_dict.py failed (RNG differs from the golden run?)\n{proc.stdout}\n{proc.stderr}")
     sd = read_state_dict(out)  # auto-descends ['trainer']['var_wo_ddp']
-    cfg = infer_transformer_config(sd)
-    refiner = DiffusionRefiner(
-        z_channels=cfg["width"], width=cfg["refiner_width"], depth=cfg["refiner_depth"]
-    )
+    cfg = transformer_config_from_state_dict(sd)
+    refiner = DiffusionRefiner(z_channels=cfg.width, width=cfg.refiner_width, depth=cfg.refiner_depth)
     sub = {k.removeprefix("diffloss."): v for k, v in sd.items() if k.startswith("diffloss.")}
     report = load_strict(refiner, sub, source=str(out))
     assert report.loaded == 60
@@ -57,9 +54,7 @@ def golden_refiner(golden_dir, tmp_path_factory):
 
 def test_refiner_network_matches_golden(golden_refiner, golden_dir):
     with np.load(golden_dir / "golden.npz") as z:
-        x, t, c, ref = (
-            torch.from_numpy(z[k]) for k in ("refiner_x", "refiner_t", "refiner_c", "refiner_out")
-        )
+        x, t, c, ref = (torch.from_numpy(z[k]) for k in ("refiner_x", "refiner_t", "refiner_c", "refiner_out"))
     with torch.inference_mode():
         out = golden_refiner.forward_net(x, t, c)
     assert out.shape == (1024, 64)
@@ -199,14 +194,10 @@ def test_training_loss_is_zero_for_the_oracle_and_trains_z():
 def test_vb_building_blocks_closed_form():
     m = torch.tensor([0.0])
     assert float(normal_kl(m, m, m, m)) == 0.0
-    kl = normal_kl(
-        torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([math.log(4.0)])
-    )
+    kl = normal_kl(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([math.log(4.0)]))
     assert float(kl) == pytest.approx(0.5 * (math.log(4.0) - 0.5), rel=1e-6)
     # the 256 discretisation bins partition the real line, so their probabilities sum to exactly 1
     x = torch.linspace(-1, 1, 256, dtype=torch.float64)
     for mean, scale in ((0.1, 0.2), (-0.7, 0.05), (0.0, 1.5)):
-        ll = discretized_gaussian_log_likelihood(
-            x, torch.full_like(x, mean), torch.full_like(x, math.log(scale))
-        )
+        ll = discretized_gaussian_log_likelihood(x, torch.full_like(x, mean), torch.full_like(x, math.log(scale)))
         assert float(ll.exp().sum()) == pytest.approx(1.0, abs=1e-6)

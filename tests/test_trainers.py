@@ -107,3 +107,26 @@ def test_trained_checkpoint_loads_and_upscales(trained_runs):
     missing = load_experiment(TINY, [f"output_root={trained_runs}", "name=never_trained"])
     with pytest.raises(ConfigError, match="uses checkpoint '@trained' but .* does not exist; run the train stage"):
         resolve_trained(missing)
+
+
+def test_dead_code_restart_reseeds_only_unused_codes():
+    from methods.alignvar.configs import TINY_VQVAE
+    from methods.alignvar.tokenizer_loss import restart_dead_codes, update_code_usage
+    from methods.alignvar.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    vae = VQVAE(**TINY_VQVAE)
+    before = vae.quantize.embedding.weight.detach().clone()
+    live = torch.tensor([3, 3, 7, 9])
+    for _ in range(50):  # EMA of the histogram: codes 3, 7, 9 used, all others never
+        update_code_usage(vae, [live, live])
+    hits = vae.quantize.ema_vocab_hit_SV
+    assert hits[0, 3] == pytest.approx(0.5 * (1 - 0.99**50)) and hits[2:].abs().sum() == 0
+    residuals = [torch.randn(6, 16), torch.randn(10, 16)]
+    restarted = restart_dead_codes(vae, residuals)
+    after = vae.quantize.embedding.weight.detach()
+    assert restarted == 512 - 3
+    assert torch.equal(after[[3, 7, 9]], before[[3, 7, 9]])  # live codes untouched
+    pool = torch.cat(residuals)
+    nearest = torch.cdist(after[[0, 1, 100, 511]], pool).min(dim=1).values
+    assert (nearest < 0.01).all()  # dead codes now sit on residual vectors of the batch (+1e-3 noise)

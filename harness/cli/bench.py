@@ -12,9 +12,17 @@ Benchmark every method of an experiment on every dataset: per-image metrics, sav
 statistics with 95% bootstrap CIs. Outputs go to <output_root>/<name>/ (config.yaml, env.json,
 metrics/<dataset>.csv, summary.json, summary.csv, images/, errors/).
 
+Every file and folder the experiment names (datasets, checkpoints, output folders, metric weights) is checked
+first; if any is missing, one error lists them all and nothing runs.
+
+--efficiency (or `bench.efficiency: {lr_size: 128}` in the experiment) also measures the paper's Table 2 for
+every method: parameters, inference steps, latency median/IQR at batch 1 on a fixed LR size after warm-up,
+peak memory, device -> efficiency.json and an "Efficiency" section in the report.
+
 examples:
   python run.py bench experiments/demo.yaml
   python run.py bench experiments/demo.yaml bench.max_images=2 bench.device=cpu --force --report
+  python run.py bench experiments/table1_main.yaml --efficiency --efficiency-lr-size 128 --report
 """
 
 
@@ -32,6 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where metric/method weights are looked up (sets ALIGNVAR_WEIGHTS_DIR)",
     )
     parser.add_argument("--report", action="store_true", help="also render report.html into the run dir")
+    group = parser.add_argument_group("efficiency (Table 2)")
+    group.add_argument(
+        "--efficiency",
+        action="store_true",
+        help="also measure params, steps, latency and peak memory per method (efficiency.json)",
+    )
+    group.add_argument(
+        "--efficiency-lr-size", type=int, metavar="N", help="LR side of the timed input (default 128)"
+    )
+    group.add_argument("--efficiency-repeats", type=int, metavar="N", help="timed calls (default 5)")
+    group.add_argument("--efficiency-warmup", type=int, metavar="N", help="untimed calls first (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -43,6 +62,31 @@ def set_weights_dir(path: str | None) -> None:
 
             raise ConfigError(f"--weights-dir {path}: not a directory")
         os.environ["ALIGNVAR_WEIGHTS_DIR"] = os.path.abspath(path)
+
+
+def apply_efficiency_flags(cfg, args: argparse.Namespace) -> None:
+    """``--efficiency*`` flags -> ``cfg.bench.efficiency`` (recorded in the run's config.yaml like any key).
+
+    Any ``--efficiency-*`` value implies ``--efficiency``; values given in the experiment are kept unless a
+    flag overrides them.
+    """
+    import dataclasses
+
+    from harness.config import ConfigError, EfficiencyConfig
+
+    values = {
+        "lr_size": getattr(args, "efficiency_lr_size", None),
+        "repeats": getattr(args, "efficiency_repeats", None),
+        "warmup": getattr(args, "efficiency_warmup", None),
+    }
+    values = {k: v for k, v in values.items() if v is not None}
+    if not (getattr(args, "efficiency", False) or values):
+        return
+    current = getattr(cfg.bench, "efficiency", None) or EfficiencyConfig()
+    try:
+        cfg.bench.efficiency = dataclasses.replace(current, **values)
+    except ValueError as exc:
+        raise ConfigError(f"--efficiency options: {exc}") from None
 
 
 def execute(cfg, args: argparse.Namespace, *, force: bool, report: bool, notes: tuple[str, ...] = ()) -> int:
@@ -78,6 +122,16 @@ def _print_summary(run_dir) -> None:
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     for item in run.skipped:
         print(f"skipped {item['dataset']}/{item['image']}: {item['error']}", file=sys.stderr)
+    for note in run.meta.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    if run.efficiency:
+        import pandas as pd
+
+        from reports.efficiency import efficiency_rows
+
+        rows = pd.DataFrame(efficiency_rows(run.efficiency)).drop(columns=["Error"])
+        print(f"\nefficiency (LR {run.efficiency.get('lr_size')}, {run.efficiency.get('device')}):")
+        print(rows.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,4 +141,5 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_experiment(args.experiment, args.overrides)
     if args.output_root:
         cfg.output_root = args.output_root
+    apply_efficiency_flags(cfg, args)
     return execute(cfg, args, force=args.force, report=args.report)

@@ -1,11 +1,13 @@
 """Cell functions: what one sweep cell does. ``cell_fn(cell, cell_dir) -> dict`` (a small JSON-able result).
 
-The default, ``train_and_bench``, runs the cell's ``stages`` through ``harness.stages``: ``train`` (the
-experiment's ``train:``/``model:`` blocks, into ``<cell_dir>/train``) then ``bench`` (``harness.runner.run_bench``;
-a method with ``checkpoint: "@trained"`` evaluates what the train stage produced). The run folder is the cell
-folder, since each cell's config has ``output_root``/``name`` pointing there. Imported lazily so the sweep engine
-works (and is tested) without the heavy stages; pass another function with ``run.py sweep ... --cell-fn
-module:function``.
+The default, ``train_and_bench``, runs the cell's ``stages`` in order: ``train`` (``harness.stages``: the
+experiment's ``train:``/``model:`` blocks, into ``<cell_dir>/train``), ``bench``
+(``harness.runner.run_bench``; a method with ``checkpoint: "@trained"`` evaluates what the train stage
+produced), then ``analyze`` (``harness.analysis.stage.run_analysis``: attention distance, error accumulation
+and SCA masks of that trained model into ``<cell_dir>/analysis``, which the sweep report draws). The run
+folder is the cell folder, since each cell's config has ``output_root``/``name`` pointing there. Imported
+lazily so the sweep engine works (and is tested) without the heavy stages; pass another function with
+``run.py sweep ... --cell-fn module:function``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from harness.sweep.expand import Cell
 
 
 def train_and_bench(cell: Cell, cell_dir: Path) -> dict:
-    from harness.stages import resolve_trained, run_train
+    from harness.stages import resolve_trained, run_train, trained_checkpoint, uses_trained
 
     cfg = cell.config
     result: dict[str, Any] = {}
@@ -36,6 +38,12 @@ def train_and_bench(cell: Cell, cell_dir: Path) -> dict:
         # force: the engine decided this cell must run, so earlier outputs in its folder are stale
         run_dir = run_bench(resolve_trained(cfg, checkpoint), force=True, progress=False)
         result["bench"] = {"run_dir": str(run_dir), **_bench_means(Path(run_dir))}
+    if "analyze" in cell.stages:
+        from harness.analysis.stage import run_analysis
+
+        if checkpoint is None and uses_trained(cfg):  # stages without train: an earlier run's checkpoint
+            checkpoint = trained_checkpoint(cfg)
+        result["analyze"] = run_analysis(cfg, cfg.run_dir, checkpoint)
     return result
 
 

@@ -188,8 +188,7 @@ def load_strict(
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s) in the checkpoint: {_preview(unexpected)}")
         raise CheckpointError(
-            f"{source}: checkpoint does not match the {type(module).__name__} architecture; "
-            + "; ".join(parts)
+            f"{source}: checkpoint does not match the {type(module).__name__} architecture; " + "; ".join(parts)
         )
     report = LoadReport(
         loaded=sum(1 for k in sd if k in own),
@@ -234,9 +233,7 @@ def infer_vqvae_config(sd: Mapping[str, Tensor], source: str = "state dict") -> 
     levels = sorted({int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.(\d+)\.", k))})
     if not levels:
         raise CheckpointError(f"{source}: no 'encoder.down.N' keys; not a VAR/VARSR VQ-VAE checkpoint")
-    ch_mult = tuple(
-        int(_need(sd, f"encoder.down.{i}.block.0.conv1.weight", source).shape[0]) // ch for i in levels
-    )
+    ch_mult = tuple(int(_need(sd, f"encoder.down.{i}.block.0.conv1.weight", source).shape[0]) // ch for i in levels)
     blocks = {int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k))}
     phis = {int(m.group(1)) for k in sd if (m := re.match(r"quantize\.quant_resi\.qresi_ls\.(\d+)\.", k))}
     ema = sd.get("quantize.ema_vocab_hit_SV")
@@ -249,30 +246,3 @@ def infer_vqvae_config(sd: Mapping[str, Tensor], source: str = "state dict") -> 
         share_quant_resi=len(phis) if phis else 4,
         ema_scales=int(ema.shape[0]) if ema is not None else 10,
     )
-
-
-def infer_transformer_config(sd: Mapping[str, Tensor], source: str = "state dict") -> dict[str, Any]:
-    """VARSR transformer architecture from tensor shapes: depth, width C, heads (= width/64), num_classes,
-    vocab_size, z_channels (Cvae), context tokens (``pos_start``), whether a diffusion refiner is present, and
-    the refiner's width / depth."""
-    width, z = _need(sd, "word_embed.weight", source).shape
-    depth = len({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
-    scale_mul = sd.get("blocks.0.attn.scale_mul_1H11")
-    refiner_blocks = {
-        int(m.group(1)) for k in sd if (m := re.match(r"diffloss\.net\.res_blocks\.(\d+)\.", k))
-    }
-    has_refiner = "diffloss.net.input_proj.weight" in sd
-    cfg: dict[str, Any] = dict(
-        depth=depth,
-        width=int(width),
-        num_heads=int(scale_mul.shape[1]) if scale_mul is not None else int(width) // 64,
-        num_classes=int(_need(sd, "class_emb.weight", source).shape[0]),
-        vocab_size=int(_need(sd, "head.weight", source).shape[0]),
-        z_channels=int(z),
-        context_tokens=int(sd["pos_start"].shape[1]) if "pos_start" in sd else None,
-        has_refiner=has_refiner,
-    )
-    if has_refiner:
-        cfg["refiner_width"] = int(sd["diffloss.net.input_proj.weight"].shape[0])
-        cfg["refiner_depth"] = len(refiner_blocks)
-    return cfg

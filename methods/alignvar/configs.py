@@ -20,6 +20,8 @@ from typing import Any, Literal
 from torch import Tensor
 
 OFFICIAL_STEM = (32, 128, 256, 512, 1536)
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # inference autocast dtypes (fp16: GPU only)
 
 
 @dataclass(frozen=True)
@@ -228,8 +230,14 @@ class AlignVARConfig:
     color_fix: Literal["adain", "wavelet", "none"] = "adain"
     tile: int | None = None  # output tile size (multiple of 16); None = whole image at once
     tile_overlap: int = 64  # output pixels shared by neighbouring tiles (linear blending ramp)
+    # performance (results are unchanged up to float rounding; see docs/PERFORMANCE.md)
+    precision: Precision = "fp32"  # inference autocast: fp32 (exact), bf16 / fp16 (GPU; fp16 is GPU-only)
+    compile: bool = False  # torch.compile blocks, refiner MLP and decoder at the first generate (GPU-oriented)
+    grad_checkpointing: bool = False  # recompute transformer blocks in backward (training memory for compute)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}")
         if self.arch != "auto" and self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; valid choices: auto, {', '.join(ARCHS)}")
         if self.arch == "auto" and not self.checkpoint:

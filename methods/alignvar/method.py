@@ -11,6 +11,7 @@ and where to get it (no metric computed from random weights can reach a results 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +59,14 @@ class VARSRMethodConfig:
 
 @dataclass
 class AlignVARMethodConfig(VARSRMethodConfig):
-    """Options of ``alignvar``: the ``varsr`` options plus the SCA mode."""
+    """Options of ``alignvar``: the ``varsr`` options plus the SCA mode.
 
-    sca: Literal["laplacian", "random", "none"] = "laplacian"
+    ``sca: null`` (the default) evaluates a checkpoint as it was trained: the SCA settings stored in our
+    checkpoint's metadata, or ``none`` for official VARSR checkpoints (which have no SCA weights). A given
+    mode overrides the stored one (e.g. ``random`` to test a Laplacian-trained gate with random maps).
+    """
+
+    sca: Literal["laplacian", "random", "none"] | None = None
 
 
 def _require_file(path: str | None, what: str, method: str, key: str) -> Path:
@@ -89,12 +95,13 @@ class AlignVARMethod(SRMethod):
         vqvae = None
         if config.vqvae is not None or ckpt.suffix != ".safetensors":
             vqvae = _require_file(config.vqvae, "VQVAE.pth", name, "vqvae")
-        sca = getattr(config, "sca", "none")
+        sca_cfg = checkpoint_sca(ckpt, getattr(config, "sca", "none"))
+        sca = sca_cfg.mask_input
         model_cfg = AlignVARConfig(
             arch="auto",
             checkpoint=str(ckpt),
             vqvae=str(vqvae) if vqvae else None,
-            sca=SCAConfig(mask_input=sca),
+            sca=sca_cfg,
             cfg=config.cfg,
             top_k=config.top_k,
             top_p=config.top_p,
@@ -139,6 +146,18 @@ class AlignVARMethod(SRMethod):
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+
+
+def checkpoint_sca(checkpoint: Path, mode: str | None) -> SCAConfig:
+    """The SCA settings to evaluate ``checkpoint`` with: those stored in our checkpoint's metadata (gate
+    width etc. must match its weights), with ``mask_input`` replaced by ``mode`` when one is given; for
+    files without our metadata (official VARSR) ``mode`` or, when None, ``none``."""
+    from methods.alignvar.model import _stored_config
+
+    stored = _stored_config(checkpoint)
+    if stored is None:
+        return SCAConfig(mask_input=mode or "none")
+    return stored.sca if mode is None else dataclasses.replace(stored.sca, mask_input=mode)
 
 
 def check_arch(model: AlignVAR, arch: str, source: Path) -> None:

@@ -24,6 +24,7 @@ initialised.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -43,11 +44,14 @@ from methods.alignvar.checkpoint import (
 )
 from methods.alignvar.colorfix import adain_color_fix, wavelet_color_fix
 from methods.alignvar.configs import (
+    PRECISIONS,
     AlignVARConfig,
+    Precision,
     TransformerConfig,
     get_arch,
     transformer_config_from_state_dict,
 )
+from methods.alignvar.sampling import Generators, split_generators
 from methods.alignvar.sca import SCAGate
 from methods.alignvar.scales import ScaleSchedule
 from methods.alignvar.transformer import Generation, TokenHook, VARTransformer
@@ -79,6 +83,9 @@ class AlignVAR(nn.Module):
         )
         self.load_notes: list[str] = []
         self.sca_untrained = False  # True when loaded from a checkpoint without SCA weights (fresh gate)
+        self.transformer.grad_checkpointing = self.config.grad_checkpointing
+        self.encoder_released = False
+        self._compiled = False
 
     scale = 4
 
@@ -172,8 +179,25 @@ class AlignVAR(nn.Module):
             model.load_notes.append(f"{checkpoint} has SCA weights but sca.mask_input is 'none': they are ignored")
         return model.eval()
 
+    def release_encoder(self) -> AlignVAR:
+        """Free the VQ-VAE encoder (44 M parameters, 0.18 GB fp32 in the VARSR tokenizer) for inference-only use.
+
+        ``upscale``/``generate`` never encode (the LR goes through the transformer's own stem); tokenising
+        (training, HCC targets, analysis) then raises a clear error, and so does ``save`` (the file would lack
+        the encoder). Reload the model to get it back.
+        """
+        if not self.encoder_released:
+            self.vqvae.encoder = _ReleasedEncoder()
+            self.encoder_released = True
+        return self
+
     def save(self, path: str | Path, include_vqvae: bool = True, metadata: dict[str, str] | None = None) -> Path:
         """Write the weights as safetensors (atomically) with the three configs as JSON metadata."""
+        if self.encoder_released and include_vqvae:
+            raise ValueError(
+                "cannot save the VQ-VAE: its encoder was released (release_encoder) for inference; "
+                "save with include_vqvae=False or reload the model"
+            )
         sd = {k: v for k, v in self.state_dict().items() if include_vqvae or not k.startswith("vqvae.")}
         meta = {
             "format": FORMAT,
@@ -196,48 +220,80 @@ class AlignVAR(nn.Module):
         top_k: int | None = None,
         top_p: float | None = None,
         temperature: float | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         label: int = 0,
         neg_label: int = 1,
         use_refiner: bool | None = None,
         token_hook: TokenHook | None = None,
         return_tokens: bool = False,
+        precision: Precision | None = None,
+        kv_cache: bool = True,
     ) -> Tensor | tuple[Tensor, Generation]:
-        """LR (B, 3, H, W) in [-1, 1] at the output size -> SR (B, 3, H, W) in [0, 1] (no colour fix).
+        """LR (B, 3, H, W) in [-1, 1] at the output size -> SR (B, 3, H, W) float32 in [0, 1] (no colour fix).
 
-        Sampling options default to ``self.config``; SCA (if built) gates the inputs with maps from ``lr``
-        (``random`` maps are drawn from ``generator`` first). ``return_tokens`` also returns the
-        ``Generation``.
+        Sampling options and ``precision`` default to ``self.config``; SCA (if built) gates the inputs with
+        maps from ``lr`` (``random`` maps are drawn from ``generator`` first). ``generator`` may be one
+        generator per image (``sampling.split_generators``). ``return_tokens`` also returns the
+        ``Generation``; ``kv_cache=False`` runs the slow reference path (``VARTransformer.generate``).
         """
         c = self.config
         schedule = self.transformer.schedule_for(lr, schedule)
-        sca_fn = None
-        if self.sca is not None:
-            sca_fn = self.sca.gate_fn(self.sca.guidance(lr, schedule, generator))
-        gen = self.transformer.generate(
-            lr,
-            self.vqvae.quantize,
-            schedule,
-            cfg=c.cfg if cfg is None else cfg,
-            top_k=c.top_k if top_k is None else top_k,
-            top_p=c.top_p if top_p is None else top_p,
-            temperature=c.temperature if temperature is None else temperature,
-            generator=generator,
-            label=label,
-            neg_label=neg_label,
-            use_refiner=c.use_refiner if use_refiner is None else use_refiner,
-            sca=sca_fn,
-            token_hook=token_hook,
-        )
-        img = (self.vqvae.decode(gen.f_hat).clamp(-1, 1) + 1) / 2
+        self._maybe_compile()
+        with autocast_for(lr.device, c.precision if precision is None else precision):
+            sca_fn = None
+            if self.sca is not None:
+                sca_fn = self.sca.gate_fn(self._sca_maps(lr, schedule, generator))
+            gen = self.transformer.generate(
+                lr,
+                self.vqvae.quantize,
+                schedule,
+                cfg=c.cfg if cfg is None else cfg,
+                top_k=c.top_k if top_k is None else top_k,
+                top_p=c.top_p if top_p is None else top_p,
+                temperature=c.temperature if temperature is None else temperature,
+                generator=generator,
+                label=label,
+                neg_label=neg_label,
+                use_refiner=c.use_refiner if use_refiner is None else use_refiner,
+                sca=sca_fn,
+                token_hook=token_hook,
+                kv_cache=kv_cache,
+            )
+            img = self.decode(gen.f_hat)
         return (img, gen) if return_tokens else img
+
+    @torch.no_grad()
+    def decode(self, f_hat: Tensor) -> Tensor:
+        """Latent (B, Cvae, h, w) -> image (B, 3, 16h, 16w) float32 in [0, 1]: ``(clamp(dec, -1, 1) + 1) / 2``."""
+        return (self.vqvae.decode(f_hat).float().clamp(-1, 1) + 1) / 2
+
+    def _sca_maps(self, lr: Tensor, schedule: ScaleSchedule, generator: Generators) -> list[Tensor]:
+        """SCA structure maps; with one generator per image, each image's random map comes from its own."""
+        if generator is None or isinstance(generator, torch.Generator):
+            return self.sca.guidance(lr, schedule, generator)
+        per_image = [self.sca.guidance(lr[sl], schedule, g) for sl, g in split_generators(generator, lr.shape[0])]
+        return [torch.cat(maps, dim=0) for maps in zip(*per_image)]
+
+    def _maybe_compile(self) -> None:
+        """``config.compile``: torch.compile every transformer block, the refiner MLP and the VQ-VAE decoder
+        once, in place (state-dict keys unchanged; shapes dynamic: one graph serves every scale)."""
+        if not self.config.compile or self._compiled:
+            return
+        for block in self.transformer.blocks:
+            block.compile(dynamic=True)
+        if self.refiner is not None:
+            self.refiner.net.compile(dynamic=True)
+        self.vqvae.decoder.compile(dynamic=True)
+        self._compiled = True
 
     @torch.no_grad()
     def upscale(self, lr: Tensor, seed: int | None = None, **sampling) -> Tensor:
         """x4 super-resolution: (B, 3, h, w) in [0, 1] -> (B, 3, 4h, 4w) in [0, 1] (module docstring).
 
-        ``seed`` (default ``config.seed``) seeds a fresh generator per call; ``sampling`` overrides
-        ``generate`` options (cfg, top_k, top_p, temperature, use_refiner).
+        ``seed`` (default ``config.seed``) seeds a fresh generator per image and call, so an image's result
+        does not depend on the other images of the batch (a batch equals one call per image up to float
+        rounding); ``sampling`` overrides ``generate`` options (cfg, top_k, top_p, temperature, use_refiner,
+        precision).
         """
         c = self.config
         if lr.ndim != 4 or lr.shape[1] != 3:
@@ -248,7 +304,9 @@ class AlignVAR(nn.Module):
             lr = F.pad(lr, (0, pad_w, 0, pad_h), mode="replicate")
         H, W = 4 * lr.shape[-2], 4 * lr.shape[-1]
         lr_up = upsample_bicubic(lr, (H, W))
-        generator = torch.Generator(device=lr.device).manual_seed(c.seed if seed is None else seed)
+        seed = c.seed if seed is None else seed
+        gens = [torch.Generator(device=lr.device).manual_seed(seed) for _ in range(lr.shape[0])]
+        generator = gens[0] if len(gens) == 1 else gens
         lr_m11 = lr_up * 2 - 1
         if c.tile is not None and (H > c.tile or W > c.tile):
             sr = self._tiled(lr_m11, c.tile, c.tile_overlap, generator, sampling)
@@ -261,7 +319,7 @@ class AlignVAR(nn.Module):
             sr = wavelet_color_fix(sr, ref)
         return sr.clamp(0, 1)
 
-    def _tiled(self, lr: Tensor, tile: int, overlap: int, generator: torch.Generator, sampling: dict) -> Tensor:
+    def _tiled(self, lr: Tensor, tile: int, overlap: int, generator: Generators, sampling: dict) -> Tensor:
         B, _, H, W = lr.shape
         out = lr.new_zeros(B, 3, H, W)
         weight = lr.new_zeros(1, 1, H, W)
@@ -275,6 +333,33 @@ class AlignVAR(nn.Module):
                 out[..., top : top + th, left : left + tw] += sr * wmap
                 weight[..., top : top + th, left : left + tw] += wmap
         return out / weight
+
+
+def autocast_for(device: torch.device | str, precision: Precision):
+    """Autocast context of an inference ``precision``: fp32 = none; bf16 / fp16 autocast on the device.
+
+    fp16 is GPU-only (CPU autocast to fp16 is slow and not what the official test does); bf16 works on CPU
+    (emulated on CPUs without bf16 units: slower there, use it on GPUs or AMX/AVX512-BF16 CPUs).
+    """
+    device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid choices: {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision fp16 needs a GPU; on CPU use fp32 (default) or bf16")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class _ReleasedEncoder(nn.Module):
+    """Stands in for the VQ-VAE encoder after ``AlignVAR.release_encoder``: no weights, a clear error."""
+
+    def forward(self, img: Tensor) -> Tensor:
+        raise RuntimeError(
+            "the VQ-VAE encoder was released (AlignVAR.release_encoder) for inference-only use; reload the "
+            "model to tokenise images"
+        )
 
 
 def upsample_bicubic(img: Tensor, size: tuple[int, int]) -> Tensor:

@@ -21,10 +21,17 @@ from methods.alignvar.refiner_diffusion import (
     discretized_gaussian_log_likelihood,
     normal_kl,
 )
+from methods.alignvar.sampling import Generators, split_generators
 
 
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """Standard normal noise drawn on the generator's own device (so a CPU generator also works for CUDA)."""
+def _randn(shape: tuple[int, ...], generator: Generators, device: torch.device) -> Tensor:
+    """Standard normal noise drawn on the generator's own device (so a CPU generator also works for CUDA).
+
+    A sequence of generators (one per image) draws equal consecutive groups of rows, one group each.
+    """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        parts = split_generators(generator, shape[0])
+        return torch.cat([_randn((sl.stop - sl.start, *shape[1:]), g, device) for sl, g in parts])
     src = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=src, dtype=torch.float32).to(device)
 
@@ -45,9 +52,7 @@ class TimestepEmbedder(nn.Module):
     @staticmethod
     def sinusoidal(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
         half = dim // 2
-        freqs = torch.exp(
-            -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
-        )
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
         args = t[:, None].float() * freqs[None]
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         if dim % 2:
@@ -147,7 +152,7 @@ class DiffusionRefiner(nn.Module):
         z: Tensor,
         cfg: float | None,
         temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         clip_denoised: bool = True,
     ) -> Tensor:
         """Sample residual latents (N, target_channels), already multiplied by ``vae_scale``.
@@ -160,7 +165,8 @@ class DiffusionRefiner(nn.Module):
 
         IDDPM ancestral sampling over the respaced steps (999, 888, ..., 0): x0 = predict_x0(x_t, eps),
         clamped to [-1,1] (``clip_denoised``), x_{t-1} ~ N(posterior mean, learned-range variance) with the
-        noise multiplied by ``temperature`` (no noise at the last step). All noise comes from ``generator``
+        noise multiplied by ``temperature`` (no noise at the last step). All noise comes from ``generator`` (or
+        one generator per image: equal consecutive groups of rows, see ``sampling.split_generators``)
         (torch's global RNG is never used when a generator is given).
         """
         if z.ndim != 2:
@@ -170,11 +176,11 @@ class DiffusionRefiner(nn.Module):
         if guided and n % 2:
             raise ValueError(f"guided sampling needs z = [cond; negative] with an even row count, got {n}")
         rows = n // 2 if guided else n
-        sched, tc = self.sample_schedule, self.target_channels
+        sched, tc = self.sample_schedule.to(z.device), self.target_channels
         x = _randn((rows, tc), generator, z.device)
         for i in reversed(range(sched.num_timesteps)):
             t_resp = torch.full((rows,), i, dtype=torch.int64, device=z.device)
-            t_orig = sched.timestep_map.to(z.device)[t_resp]
+            t_orig = sched.timestep_map[t_resp]
             if guided:
                 out = self.forward_net(torch.cat([x, x]), torch.cat([t_orig, t_orig]), z).float()
                 eps_c, eps_n = out[:rows, :tc], out[rows:, :tc]
@@ -217,7 +223,7 @@ class DiffusionRefiner(nn.Module):
             )
         x0 = (target / self.vae_scale).repeat(mul, 1)
         c = z.repeat(mul, 1)
-        sched, tc = self.train_schedule, self.target_channels
+        sched, tc = self.train_schedule.to(x0.device), self.target_channels
         n = x0.shape[0]
         src = generator.device if generator is not None else x0.device
         t = torch.randint(0, sched.num_timesteps, (n,), generator=generator, device=src).to(x0.device)

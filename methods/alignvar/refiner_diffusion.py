@@ -37,9 +37,7 @@ def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> set[
             for stride in range(1, num_timesteps):
                 if len(range(0, num_timesteps, stride)) == desired:
                     return set(range(0, num_timesteps, stride))
-            raise ValueError(
-                f"cannot create exactly {desired} steps with an integer stride from {num_timesteps}"
-            )
+            raise ValueError(f"cannot create exactly {desired} steps with an integer stride from {num_timesteps}")
         section_counts = [int(x) for x in section_counts.split(",")]
     size_per = num_timesteps // len(section_counts)
     extra = num_timesteps % len(section_counts)
@@ -82,9 +80,7 @@ class DiffusionSchedule:
         self.posterior_variance = b * (1.0 - acp) / (1.0 - ac)
         pv = self.posterior_variance
         # log of the posterior variance, with the (zero) variance at step 0 replaced by that of step 1
-        self.posterior_log_variance_clipped = (
-            torch.log(torch.cat([pv[1:2], pv[1:]])) if len(pv) > 1 else pv.log()
-        )
+        self.posterior_log_variance_clipped = torch.log(torch.cat([pv[1:2], pv[1:]])) if len(pv) > 1 else pv.log()
         self.posterior_mean_coef1 = b * acp.sqrt() / (1.0 - ac)
         self.posterior_mean_coef2 = (1.0 - acp) * alphas.sqrt() / (1.0 - ac)
         self.log_betas = b.log()
@@ -92,6 +88,25 @@ class DiffusionSchedule:
     @property
     def num_timesteps(self) -> int:
         return int(self.betas.shape[0])
+
+    def to(self, device: torch.device | str) -> DiffusionSchedule:
+        """This schedule with every coefficient on ``device`` (the same values; copies cached per device), so
+        a GPU sampling loop gathers coefficients without a host-to-device copy (and sync) per step."""
+        device = torch.device(device)
+        if self.betas.device == device:
+            return self
+        cache = self.__dict__.setdefault("_device_copies", {})
+        if device not in cache:
+            moved = object.__new__(type(self))
+            moved.__dict__.update(
+                {
+                    k: v.to(device) if isinstance(v, Tensor) else v
+                    for k, v in self.__dict__.items()
+                    if k != "_device_copies"
+                }
+            )
+            cache[device] = moved
+        return cache[device]
 
     @classmethod
     def cosine(cls, num_steps: int = 1000, respacing: str | None = None) -> DiffusionSchedule:
@@ -118,15 +133,12 @@ class DiffusionSchedule:
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         return (
-            self._at(self.sqrt_alphas_cumprod, t, x0) * x0
-            + self._at(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+            self._at(self.sqrt_alphas_cumprod, t, x0) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
         )
 
     def q_posterior(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
-        mean = (
-            self._at(self.posterior_mean_coef1, t, xt) * x0 + self._at(self.posterior_mean_coef2, t, xt) * xt
-        )
+        mean = self._at(self.posterior_mean_coef1, t, xt) * x0 + self._at(self.posterior_mean_coef2, t, xt) * xt
         return mean, self._at(self.posterior_log_variance_clipped, t, xt)
 
     def predict_x0(self, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
@@ -153,9 +165,7 @@ class DiffusionSchedule:
 
 def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise."""
-    return 0.5 * (
-        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
-    )
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
 def _approx_std_normal_cdf(x: Tensor) -> Tensor:

@@ -11,11 +11,30 @@ Additions: ``temperature`` divides the logits first (VARSR has none, i.e. 1.0); 
 ``temperature == 0`` is plain argmax, which is what the multinomial draw returns for a unique maximum, without
 touching the generator (greedy decoding is then deterministic and needs no random state). The official test
 uses ``top_k=1, top_p=0.75``: greedy.
+
+Generators: one ``torch.Generator`` for the whole batch, or a sequence of them, one per image (the batch is split
+into equal consecutive groups of rows): then an image's draws do not depend on what it is batched with, which
+makes a batched ``upscale`` equal to one call per image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def split_generators(generator: Generators, rows: int) -> list[tuple[slice, torch.Generator | None]]:
+    """(row slice, generator) pairs: the whole batch for one generator, equal consecutive groups for a list."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return [(slice(0, rows), generator)]
+    gens = list(generator)
+    if not gens or rows % len(gens):
+        raise ValueError(f"{len(gens)} generators cannot split {rows} rows into equal per-image groups")
+    per = rows // len(gens)
+    return [(slice(i * per, (i + 1) * per), g) for i, g in enumerate(gens)]
 
 
 def cfg_combine(logits_cond: torch.Tensor, logits_neg: torch.Tensor, t: float) -> torch.Tensor:
@@ -51,12 +70,12 @@ def sample_logits(
     top_k: int = 0,
     top_p: float = 0.0,
     temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> torch.Tensor:
     """Sample one token per position: logits (..., V) float -> indices (...) int64.
 
     ``generator`` is only used when sampling is not greedy; one on another device (a CPU generator for CUDA
-    logits) works, at the cost of a copy.
+    logits) works, at the cost of a copy. A sequence of generators (one per image) splits dim 0.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -66,6 +85,9 @@ def sample_logits(
         raise ValueError(f"top_p must be in [0, 1], got {top_p}")
     if top_k == 1 or temperature == 0:
         return logits.argmax(dim=-1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        parts = split_generators(generator, logits.shape[0])
+        return torch.cat([sample_logits(logits[sl], top_k, top_p, temperature, g) for sl, g in parts])
     scaled = logits.float() / temperature if temperature != 1.0 else logits.float()
     filtered = filter_top_k_top_p(scaled, top_k, top_p)
     probs = filtered.softmax(dim=-1)

@@ -9,6 +9,12 @@ and the running reconstruction ``f_hat`` gets the codebook / commitment losses o
 The decoder sees the straight-through latent ``f + sg(f_hat_K - f)``, so the reconstruction loss (L1 + MSE on
 pixels; LPIPS optional when its weights are available) trains the encoder as well. Codebook entries receive
 gradient through the second term, and the phi convs through both.
+
+Codebook collapse (a handful of codes doing all the work) is the usual failure of small VQ-VAEs. The quantizer's
+``ema_vocab_hit_SV`` buffer (per-scale code usage, kept in the official key layout) is updated with an EMA of the
+code histogram every step (``update_code_usage``), and ``restart_dead_codes`` re-seeds codes whose usage fell far
+below uniform with residual vectors of the current batch. Both are part of the state dict, so resuming a run
+reproduces them exactly.
 """
 
 from __future__ import annotations
@@ -32,27 +38,33 @@ class TokenizerLoss:
     vq: Tensor
     codebook_usage: Tensor  # fraction of codebook entries used in this batch (diagnostic)
     reconstruction: Tensor  # decoded straight-through image (B, 3, H, W), [-1, 1] range (unclamped)
+    codes: list[Tensor]  # per scale, the chosen code of every position (N_k,)
+    residuals: list[Tensor]  # per scale, the residual vectors that were quantised (N_k, Cvae), detached
 
 
-def quantize_straight_through(vae: VQVAE, f: Tensor, schedule: ScaleSchedule) -> tuple[Tensor, Tensor, Tensor]:
-    """Multi-scale residual quantisation with gradients. Returns (f_st, vq_loss, used_code_ids)."""
+def quantize_straight_through(
+    vae: VQVAE, f: Tensor, schedule: ScaleSchedule
+) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+    """Multi-scale residual quantisation with gradients. Returns (f_st, vq_loss, codes, residuals) per scale."""
     quantizer = vae.quantize
     B, C, H, W = f.shape
     f_hat = torch.zeros_like(f)
     vq_loss = f.new_zeros(())
-    used = []
+    used, residuals = [], []
     for k, (ph, pw) in enumerate(schedule.patch_nums):
         rest = (f - f_hat).detach()
         z = rest if k == schedule.num_scales - 1 else area_down(rest, (ph, pw))
-        idx, _ = quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, C))
+        z_rows = z.permute(0, 2, 3, 1).reshape(-1, C)
+        idx, _ = quantizer.nearest(z_rows)
         used.append(idx)
+        residuals.append(z_rows)
         h = quantizer.embed_scale(k, quantizer.lookup(idx.view(B, ph * pw), (ph, pw)), schedule)
         f_hat = f_hat + h
         vq_loss = vq_loss + quantizer.beta * F.mse_loss(f_hat.detach(), f) + F.mse_loss(f_hat, f.detach())
     vq_loss = vq_loss / schedule.num_scales
     f_st = f + (f_hat - f).detach()
     # codebook + phi gradients come from vq_loss; the decoder path uses the straight-through latent
-    return f_st, vq_loss, torch.cat(used).unique()
+    return f_st, vq_loss, used, residuals
 
 
 def tokenizer_loss(
@@ -66,10 +78,41 @@ def tokenizer_loss(
     if schedule is None:
         schedule = ScaleSchedule.for_size(int(img.shape[-2]), int(img.shape[-1]), vae.downsample)
     f = vae.encode(img)
-    f_st, vq, used = quantize_straight_through(vae, f, schedule)
+    f_st, vq, codes, residuals = quantize_straight_through(vae, f, schedule)
     recon = vae.decode(f_st)
     l1 = F.l1_loss(recon, img)
     mse = F.mse_loss(recon, img)
     total = l1 + mse_weight * mse + vq_weight * vq
-    usage = torch.tensor(used.numel() / vae.vocab_size, device=img.device)
-    return TokenizerLoss(total, l1, mse, vq, usage, recon)
+    usage = torch.tensor(torch.cat(codes).unique().numel() / vae.vocab_size, device=img.device)
+    return TokenizerLoss(total, l1, mse, vq, usage, recon, codes, residuals)
+
+
+@torch.no_grad()
+def update_code_usage(vae: VQVAE, codes: list[Tensor], decay: float = 0.99) -> None:
+    """EMA of each scale's code histogram (as a fraction of positions) into ``quantize.ema_vocab_hit_SV``."""
+    hits = vae.quantize.ema_vocab_hit_SV
+    for k, idx in enumerate(codes[: hits.shape[0]]):
+        hist = torch.bincount(idx, minlength=hits.shape[1]).to(hits.dtype) / max(1, idx.numel())
+        hits[k].mul_(decay).add_(hist, alpha=1 - decay)
+
+
+@torch.no_grad()
+def restart_dead_codes(vae: VQVAE, residuals: list[Tensor], threshold: float = 0.03) -> int:
+    """Re-seed codes used less than ``threshold`` x uniform (summed over scales) with random residual vectors of
+    the batch (global torch RNG, which the training loop seeds per step). Returns how many were restarted."""
+    hits = vae.quantize.ema_vocab_hit_SV
+    usage = hits.sum(0)
+    vocab = usage.numel()
+    dead = torch.nonzero(usage < threshold * usage.sum() / vocab).flatten()
+    pool = torch.cat(residuals)
+    if dead.numel() == 0 or pool.shape[0] == 0:
+        return 0
+    pick = torch.randint(pool.shape[0], (dead.numel(),), device=pool.device)
+    weight = vae.quantize.embedding.weight
+    noise = torch.randn(dead.numel(), weight.shape[1], device=pool.device) * 1e-3
+    weight[dead] = (pool[pick] + noise).to(weight.dtype)
+    hits[:, dead] = usage.sum() / (vocab * hits.shape[0])  # give them a fair start
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast(weight, src=0)  # every rank keeps the same codebook
+        torch.distributed.broadcast(hits, src=0)
+    return int(dead.numel())

@@ -30,7 +30,7 @@ from harness.training.loss_module import LossModule
 from harness.training.optim import OptimConfig
 from methods.alignvar.checkpoint import read_state_dict, save_safetensors
 from methods.alignvar.configs import get_arch
-from methods.alignvar.tokenizer_loss import tokenizer_loss
+from methods.alignvar.tokenizer_loss import restart_dead_codes, tokenizer_loss, update_code_usage
 from methods.alignvar.vqvae import VQVAE
 
 
@@ -49,6 +49,7 @@ class TokenizerTrainConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=300, log_every=10, checkpoint_every=100))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=0.0, warmup_steps=10))
     use_ema: bool = False  # export EMA weights instead of the raw ones (needs loop.ema_decay)
+    restart_dead_codes_every: int = 10  # steps between dead-code restarts (0: never); see tokenizer_loss.py
 
 
 class TokenizerTask:
@@ -69,23 +70,27 @@ class TokenizerTask:
     def setup(self, device: torch.device) -> None:
         self.device = device
 
-    def make_batch(self, step: int, rank: int, world_size: int, device: torch.device) -> torch.Tensor:
-        return self.batches.get(step, rank, world_size, device).hr * 2 - 1
+    def make_batch(self, step: int, rank: int, world_size: int, device: torch.device) -> dict[str, Any]:
+        return {"img": self.batches.get(step, rank, world_size, device).hr * 2 - 1, "step": step}
 
     def compute_loss(self, module: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         return module(batch)  # LossModule (or DDP around it): DDP sees the whole loss computation
 
-    def _loss(self, vae: VQVAE, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = tokenizer_loss(vae, batch, mse_weight=self.cfg.mse_weight, vq_weight=self.cfg.vq_weight)
+    def _loss(self, vae: VQVAE, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        out = tokenizer_loss(vae, batch["img"], mse_weight=self.cfg.mse_weight, vq_weight=self.cfg.vq_weight)
+        update_code_usage(vae, out.codes)
+        every = self.cfg.restart_dead_codes_every
+        restarted = restart_dead_codes(vae, out.residuals) if every and (batch["step"] + 1) % every == 0 else 0
         return out.total, {
             "recon_l1": out.recon_l1.detach(),
             "recon_mse": out.recon_mse.detach(),
             "vq": out.vq.detach(),
             "codebook_usage": out.codebook_usage,
+            "codes_restarted": restarted,
         }
 
-    def images_in(self, batch: torch.Tensor) -> int:
-        return batch.shape[0]
+    def images_in(self, batch: dict[str, Any]) -> int:
+        return batch["img"].shape[0]
 
 
 @register(

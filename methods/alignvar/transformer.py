@@ -43,7 +43,7 @@ from torch.utils.checkpoint import checkpoint
 from methods.alignvar.blocks import AdaLNBeforeHead, AdaLNBlock, ConditioningStem, KVCache, init_std
 from methods.alignvar.configs import TransformerConfig
 from methods.alignvar.rope import rope_table
-from methods.alignvar.sampling import cfg_combine, guidance_ramp, sample_logits
+from methods.alignvar.sampling import Generators, cfg_combine, guidance_ramp, sample_logits
 from methods.alignvar.scales import ScaleSchedule
 
 # (scale k, sampled idx (B, n), guided logits (B, n, V)) -> the idx to use
@@ -231,11 +231,14 @@ class VARTransformer(nn.Module):
         reps = labels.shape[0] // lr.shape[0]
         if reps * lr.shape[0] != labels.shape[0]:
             raise ValueError(f"{labels.shape[0]} labels for an LR batch of {lr.shape[0]}")
-        if reps > 1:
-            prefix = prefix.repeat(reps, 1, 1)
         cond = self.class_emb(labels)
-        ctx = torch.cat([prefix, cond[:, None]], dim=1) + self.pos_start_for(prefix_hw)
-        return ctx, cond, prefix.shape[1]
+        B, n, C = prefix.shape
+        # one (B', n+1, C) buffer: the LR tokens broadcast into every CFG branch (no repeated copy, no cat)
+        ctx = torch.empty((reps * B, n + 1, C), dtype=torch.promote_types(prefix.dtype, cond.dtype), device=cond.device)
+        ctx.view(reps, B, n + 1, C)[:, :, :n] = prefix
+        ctx[:, n] = cond
+        ctx += self.pos_start_for(prefix_hw)
+        return ctx, cond, n
 
     def head_logits(self, h: Tensor, cond: Tensor) -> Tensor:
         """``head(head_nm(h, cond))`` in float32 (autocast off), as the official ``get_logits``."""
@@ -289,10 +292,22 @@ class VARTransformer(nn.Module):
         return (logits, hidden) if return_hidden else logits
 
     # ------------------------------------------------------------------------------------------- inference
-    def _step(self, x: Tensor, cond: Tensor, rope: Tensor, cache: KVCache) -> Tensor:
+    def _step(self, x: Tensor, cond: Tensor, rope: Tensor, cache: KVCache, tail: int | None = None) -> Tensor:
+        """All blocks on the new tokens x (B', n, C) with the KV cache; ``tail``: rows the last block returns."""
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, cond, rope, None, cache, i)
+            x = block(x, cond, rope, None, cache, i, tail if i == last else None)
         return x
+
+    def _recompute(self, seq: list[Tensor], cond: Tensor, rope: Tensor, mask: Tensor, n: int) -> Tensor:
+        """Reference step: the whole sequence so far through all blocks with the block-causal mask (no cache);
+        returns the last ``n`` rows."""
+        x = torch.cat(seq, dim=1)
+        L = x.shape[1]
+        rope, mask = rope[:, :L], mask[:L, :L]
+        for block in self.blocks:
+            x = block(x, cond, rope, mask)
+        return x[:, -n:]
 
     @torch.no_grad()
     def generate(
@@ -305,24 +320,33 @@ class VARTransformer(nn.Module):
         top_k: int = 1,
         top_p: float = 0.75,
         temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         label: int = 0,
         neg_label: int = 1,
         use_refiner: bool = True,
         refiner_temperature: float = 1.0,
         sca: ScaGateFn | None = None,
         token_hook: TokenHook | None = None,
+        kv_cache: bool = True,
     ) -> Generation:
         """KV-cached next-scale sampling with VARSR's image-based CFG.
 
         Both CFG branches run in one batch of 2B (shared LR prefix; class token and AdaLN condition ``label``
         vs ``neg_label``); at scale k the logits are ``(1 + t_k) l_cond - t_k l_neg`` with
         ``t_k = cfg * k / (K - 1)`` (``cfg == 0`` skips the negative branch). Tokens are drawn by
-        ``sample_logits`` (top_k=1: argmax) from ``generator``; ``token_hook(k, idx, logits)`` may replace
+        ``sample_logits`` (top_k=1: argmax) from ``generator`` (one, or one per image: then an image's tokens
+        and refiner noise do not depend on the rest of the batch); ``token_hook(k, idx, logits)`` may replace
         them (used to force reference tokens at near-ties). ``quantizer`` (``MultiScaleQuantizer``) turns
         tokens into the next input. ``sca(k, tokens)`` gates the scale-k input tokens (``None``: plain
         VARSR). With ``use_refiner`` the diffusion refiner adds the last-scale continuous residual, sampled
-        with guidance t_{K-1} from ``generator``. The KV cache lives only for this call.
+        with guidance t_{K-1} from ``generator``.
+
+        Performance: the KV cache is one preallocated buffer per layer, sized up to the second-to-last scale
+        (the last scale's keys are never attended to later, so they are not written) and released before the
+        refiner runs; at step 0 only the class-token row of the last block is computed (the only logits
+        used); no host-device synchronisation inside the scale loop. ``kv_cache=False`` is the
+        straightforward reference path (``generate_reference``): every scale recomputes the whole prefix with
+        the block-causal mask; it yields the same tokens and is only for checking and benchmarking.
         """
         schedule = self.schedule_for(lr, schedule)
         B, K = lr.shape[0], schedule.num_scales
@@ -334,19 +358,28 @@ class VARTransformer(nn.Module):
         ctx, cond, n_prefix = self._context(lr, labels)
         rows = self._levels(schedule)
         lvl = self.lvl_embed.weight
-        x = ctx + lvl[rows[0]]
+        x = ctx.add_(lvl[rows[0]])
         rope = self.rope_for(schedule, lr.device)
         ramp = guidance_ramp(cfg, K)
-        cache = KVCache(len(self.blocks))
+        steps = [n_prefix + 1] + list(schedule.tokens_per_scale[1:])  # tokens fed at every step
+        cache = KVCache(len(self.blocks), sum(steps) - steps[-1]) if kv_cache else None
+        mask = None if kv_cache else self.block_causal_mask(schedule, n_prefix, lr.device)
+        seq: list[Tensor] = []  # reference path: every input so far
         f_hat = lvl.new_zeros(B, self.cfg.cvae, *schedule.latent_hw)
         tokens: list[Tensor] = []
         cur = 0
         hidden = x
         for k, hw in enumerate(schedule.patch_nums):
             n = x.shape[1]
-            hidden = self._step(x, cond, rope[:, cur : cur + n], cache)
+            n_out = 1 if k == 0 else n  # step 0: only the class token's output is ever read
+            if cache is not None:
+                cache.store = k < K - 1  # nothing attends to the last scale's keys
+                hidden = self._step(x, cond, rope[:, cur : cur + n], cache, tail=n_out if k == 0 else None)
+            else:
+                seq.append(x)
+                hidden = self._recompute(seq, cond, rope, mask, n_out)
             cur += n
-            logits = self.head_logits(hidden[:, -1:] if k == 0 else hidden, cond)
+            logits = self.head_logits(hidden, cond)
             if guided:
                 logits = cfg_combine(logits[:B], logits[B:], ramp[k])
             idx = sample_logits(logits, top_k, top_p, temperature, generator)
@@ -362,6 +395,9 @@ class VARTransformer(nn.Module):
             x = self.word_embed(tok) + lvl[rows[k + 1]]
             if guided:
                 x = x.repeat(2, 1, 1)
+        if cache is not None:
+            cache.clear()  # the refiner and the decoder need the memory more
+        del cache, seq, x
         f_hat_tokens = f_hat
         # last block output at the positions that predicted scale K (the class token when K == 1)
         h_last = hidden[:, -schedule.tokens_per_scale[-1] :]
@@ -378,3 +414,7 @@ class VARTransformer(nn.Module):
             delta = delta[: B * z.shape[1]].reshape(B, z.shape[1], self.cfg.cvae)
             f_hat = f_hat + delta.transpose(1, 2).reshape(B, self.cfg.cvae, *schedule.latent_hw)
         return Generation(f_hat=f_hat, f_hat_tokens=f_hat_tokens, tokens=tokens, refiner_z=z[:B])
+
+    def generate_reference(self, lr: Tensor, quantizer: nn.Module, *args, **kwargs) -> Generation:
+        """``generate`` without the KV cache (full masked recompute per scale): a slow debugging reference."""
+        return self.generate(lr, quantizer, *args, kv_cache=False, **kwargs)
