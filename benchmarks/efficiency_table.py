@@ -23,9 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", help="experiment YAML whose methods are measured")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. bench.device=cuda")
-    parser.add_argument(
-        "--lr-size", type=int, default=128, help="LR side in pixels (default 128 -> 512 at x4)"
-    )
+    parser.add_argument("--lr-size", type=int, default=128, help="LR side in pixels (default 128 -> 512 at x4)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")

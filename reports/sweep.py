@@ -340,6 +340,28 @@ def lambda_frame(cells: list[SweepCell], key: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def identical_curves(accumulation: pd.DataFrame, mode: str = "free_running") -> list[list[str]]:
+    """Groups (2+) of models whose ``mode`` curves are identical, i.e. drawn on top of each other: for
+    free-running curves, models that generated the same tokens (e.g. undertrained ones that predict one code
+    per scale whatever the training setting)."""
+    groups: dict[tuple, list[str]] = {}
+    for model, curve in accumulation[accumulation["mode"] == mode].groupby("model", sort=False):
+        key = tuple(curve.sort_values("scale_index")["error"].round(12))
+        groups.setdefault(key, []).append(str(model))
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _identical_note(accumulation: pd.DataFrame) -> str:
+    groups = identical_curves(accumulation)
+    if not groups:
+        return ""
+    listing = "; ".join(" = ".join(g) for g in groups)
+    return (
+        f" Identical free-running curves (drawn on top of each other): {listing}. Those models generated the "
+        "same tokens for these images, so this analysis cannot tell them apart."
+    )
+
+
 # ---------------------------------------------------------------------------------------- on vs off tables
 TOGGLES = (  # swept key (suffix) -> component name, "is off" value test
     ("hcc.lambda", "HCC", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0),
@@ -724,8 +746,8 @@ def render_sweep_report(
                     "max_width": 560,
                     "table": _table_context(wide, {}, {}, 4) if not main.empty else None,
                     "caption": "Per-scale error of the accumulated latent: teacher-forced (dashed) vs "
-                    "free-running "
-                    "(solid); perturbation curves when recorded.",
+                    "free-running (solid); perturbation curves when recorded."
+                    + _identical_note(accumulation),
                 },
             )
         )

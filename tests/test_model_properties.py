@@ -360,7 +360,9 @@ def test_loading_accepts_official_buffers_and_fresh_sca(tiny: AlignVAR, tmp_path
     assert model.sca_untrained  # fine for fine-tuning; the benchmark method refuses it (below)
     with pytest.raises(ValueError, match="has no SCA weights .* would run an untrained gate"):
         AlignVARMethod(
-            AlignVARMethodConfig(checkpoint=str(tmp_path / "VARSR_tiny.pth"), vqvae=str(tmp_path / "VQVAE_tiny.pth")),
+            AlignVARMethodConfig(
+                checkpoint=str(tmp_path / "VARSR_tiny.pth"), vqvae=str(tmp_path / "VQVAE_tiny.pth"), sca="laplacian"
+            ),
             "alignvar",
         )
     for k, v in tiny.transformer.state_dict().items():

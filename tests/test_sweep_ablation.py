@@ -276,3 +276,45 @@ def test_sweep_latex_exports_are_balanced_and_escaped(tiny_sweep):
     assert r"sca.mask\_input" in ablation and r"psnr\_y$\uparrow$" in ablation and r"\textbf{" in ablation
     assert ablation.count(r"\\") - 1 == 2  # header + one row per cell
     assert r"SCA: sca.mask\_input=laplacian vs none" in tex["comparison"]
+
+
+def test_identical_free_running_curves_are_named():
+    from reports.sweep import _identical_note, identical_curves
+
+    def curve(model, mode, errors):
+        return pd.DataFrame({"model": model, "mode": mode, "scale_index": range(3), "error": errors})
+
+    acc = pd.concat(
+        [
+            curve("lambda=0", "free_running", [0.1, 0.2, 0.3]),
+            curve("lambda=1", "free_running", [0.1, 0.2, 0.3]),
+            curve("lambda=2", "free_running", [0.1, 0.2, 0.4]),
+            curve("lambda=2", "teacher_forced", [0.1, 0.2, 0.3]),
+        ]
+    )
+    assert identical_curves(acc) == [["lambda=0", "lambda=1"]]
+    assert "(drawn on top of each other): lambda=0 = lambda=1." in _identical_note(acc)
+    assert _identical_note(acc[acc["model"] != "lambda=1"]) == ""
+
+
+def test_probe_image_equals_the_separate_probes(tmp_path, astronaut):
+    """The stage's one-generation probe gives exactly the numbers of the three separate probes (randomly
+    initialised tiny model: plumbing only, nothing is reported)."""
+    from harness.analysis import probes
+    from harness.analysis.accumulation import results_to_frame
+    from methods.alignvar.model import AlignVAR
+
+    model = AlignVAR.from_pretrained(_tiny("laplacian", tmp_path / "m.safetensors")).eval()
+    hr = torch.nn.functional.interpolate(astronaut[None], size=(64, 64), mode="area")[0]
+    lr = torch.nn.functional.interpolate(hr[None], size=(16, 16), mode="area")[0]
+    probe = probes.probe_image(model, lr, hr, "m", query_sample=3, perturb_scales=(1, 2), sca_figure=True)
+    table, maps = probes.attention_for_image(model, lr, query_sample=3)
+    pd.testing.assert_frame_equal(probe.attention, table)
+    assert probe.heatmaps.keys() == maps.keys()
+    separate = probes.accumulation_for_image(model, lr, hr, "m", perturb_scales=(1, 2))
+    pd.testing.assert_frame_equal(results_to_frame(probe.curves), results_to_frame(separate))
+    assert probe.sca_figure is not None and len(probe.sca_figure.axes) == 2 * 3 + 1  # scales 2..4 + colorbar
+    with pytest.raises(
+        ValueError, match=r"perturb_scales \[4\] outside 0\.\.3 \(this image has 4 scales: 1x1, "
+    ):
+        probes.probe_image(model, lr, hr, "m", perturb_scales=(4,))

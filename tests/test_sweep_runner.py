@@ -141,9 +141,13 @@ def test_visible_gpus_and_local_slots(monkeypatch):
         ("gpu 3", {"CUDA_VISIBLE_DEVICES": "3"}),
     ]
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "5")  # the user's own setting wins
     threads = str(max(1, (os.cpu_count() or 1) // 3))
-    assert [s.env for s in local_slots(workers=3, gpus=[])] == [{"OMP_NUM_THREADS": threads}] * 3
+    expected = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": threads}
+    assert [s.env for s in local_slots(workers=3, gpus=[])] == [expected] * 3
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert local_slots(workers=1, gpus=[])[0].env == {}
     with pytest.raises(ValueError, match=r"^sweep.workers must be >= 1, got 0$"):
         local_slots(workers=0, gpus=[])
 

@@ -6,13 +6,15 @@ input as ``AlignVAR.upscale`` does (bicubic x4 of the LR, in [-1, 1]), runs the 
 (``AttentionRecorder``, a ``token_hook`` that corrupts tokens) and returns tables / figures. Used by
 ``run.py analyze`` and by the sweep's ``analyze`` stage (``harness.analysis.stage``).
 
-Per image:
+Per image, every probe looks at ``free_running`` (the model's own greedy/sampled generation, seeded as
+``upscale`` seeds it, refiner off):
 
-* ``attention_for_image``   distance table (``ATTENTION_COLUMNS``) + key-scale heatmaps of free-running
-                            generation (conditional CFG branch);
+* ``attention_for_image``    distance table (``ATTENTION_COLUMNS``) + key-scale heatmaps of that generation
+                             (conditional CFG branch);
 * ``accumulation_for_image`` per-scale latent error teacher-forced / free-running vs the HR tokenisation,
-                            plus perturbation curves (a fraction of one scale's tokens replaced at random);
-* ``sca_masks_for_image``   SCA structure maps and gates per scale as a figure.
+                             plus perturbation curves (a fraction of one scale's tokens replaced at random);
+* ``sca_masks_for_image``    SCA structure maps and gates per scale as a figure;
+* ``probe_image``            all three from one recorded generation (what the ``analyze`` stage runs).
 
 Aggregation over images (``attention_table``, ``accumulation_table``, ``mean_heatmaps``) is shared by both
 callers, so a sweep cell's ``analysis/`` folder holds exactly what ``run.py analyze`` would write.

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sca",
         choices=("laplacian", "random", "none"),
         default=None,
-        help="SCA mask input (alignvar only; default laplacian)",
+        help="SCA mask input (alignvar only; default: the mode stored in the checkpoint, none for official VARSR)",
     )
     parser.add_argument(
         "--color-fix",
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             tile_overlap=args.tile_overlap,
         )
         if args.method == "alignvar":
-            config = AlignVARMethodConfig(**options, sca=args.sca or "laplacian")
+            config = AlignVARMethodConfig(**options, sca=args.sca)
         else:
             config = VARSRMethodConfig(**options)
         method = AlignVARMethod(config, args.method)

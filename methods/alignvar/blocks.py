@@ -32,27 +32,36 @@ MAX_SCALE_MUL = float(torch.log(torch.tensor(100.0)))
 
 
 class KVCache:
-    """Preallocated per-layer key/value buffers for scale-by-scale decoding (VAR's ``kv_caching``).
+    """Preallocated key/value buffer for scale-by-scale decoding (VAR's ``kv_caching``), written in place.
 
-    Layer ``i`` owns two buffers (B, H, ``capacity``, D), allocated on its first ``update`` with the dtype and
-    device of the keys it receives (so autocast / bf16 just works); every step writes its new keys and values
-    in place at the layer's current length and attention reads a view of the filled part: no ``torch.cat``
-    and no re-allocation per scale. Keys are stored after L2-norm and RoPE, values raw (as the official code).
+    One tensor (layers, 2, B, ``capacity``, H, D) is allocated at the first ``update`` with the dtype and device
+    of the keys it receives (so autocast / bf16 just works). Every step writes its new keys and values at the
+    layer's current length and attention reads a view of the filled part: no ``torch.cat`` and no allocation
+    per scale. Keys are stored after L2-norm and RoPE, values raw (as the official code). The memory layout is
+    token-major (B, L, H, D), the layout the attention produces q/k/v in, so writing is a plain copy and SDPA
+    (which takes strided (B, H, L, D) views) returns its output already in (B, L, C) order. A single
+    allocation is also returned to the OS as a whole on ``clear`` (per-layer buffers of a few tens of MB can
+    stay in the C heap and inflate the process's later peak).
 
     ``store = False`` (set by the caller before the last scale, whose keys nothing attends to later) makes
     ``update`` return ``cat(cached, new)`` for this one attention call without writing, so ``capacity`` only
     has to cover the sequence up to the second-to-last scale (at d24 / 512 px with CFG: 1.32 GB fp32 instead
-    of 1.93 GB). The contract the attention relies on is ``update(layer, k, v) -> (all_k, all_v)``.
+    of 1.93 GB). The contract the attention relies on is ``update(layer, k, v) -> (all_k, all_v)``, all
+    (B, H, L, D) (views).
     """
 
     def __init__(self, num_layers: int, capacity: int) -> None:
         if capacity < 0:
             raise ValueError(f"KV cache capacity must be >= 0, got {capacity}")
-        self.capacity = int(capacity)
+        self.num_layers, self.capacity = num_layers, int(capacity)
         self.store = True
-        self.keys: list[torch.Tensor | None] = [None] * num_layers
-        self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.buffer: torch.Tensor | None = None
         self.lengths = [0] * num_layers
+
+    def _allocate(self, k: torch.Tensor) -> torch.Tensor:
+        B, H, _, D = k.shape
+        self.buffer = k.new_empty(self.num_layers, 2, B, self.capacity, H, D)
+        return self.buffer
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append k, v (B, H, n, D) of ``layer`` (or, with ``store`` off, attend-only) -> all keys/values."""
@@ -60,36 +69,41 @@ class KVCache:
         if not self.store:
             if start == 0:
                 return k, v
-            return (
-                torch.cat((self.keys[layer][:, :, :start], k), dim=2),
-                torch.cat((self.values[layer][:, :, :start], v), dim=2),
-            )
+            keys, values = self.layer(layer)
+            return torch.cat((keys, k), dim=2), torch.cat((values, v), dim=2)
         if start + n > self.capacity:
             raise ValueError(f"KV cache overflow at layer {layer}: {start} cached + {n} new > capacity {self.capacity}")
-        if self.keys[layer] is None:
-            B, H, _, D = k.shape
-            self.keys[layer] = k.new_empty(B, H, self.capacity, D)
-            self.values[layer] = v.new_empty(B, H, self.capacity, v.shape[-1])
-        keys, values = self.keys[layer], self.values[layer]
-        keys[:, :, start : start + n].copy_(k)
-        values[:, :, start : start + n].copy_(v)
+        buffer = self.buffer if self.buffer is not None else self._allocate(k)
+        want = (buffer.shape[2], buffer.shape[4], buffer.shape[5])
+        if (k.shape[0], k.shape[1], k.shape[3]) != want or k.dtype != buffer.dtype:
+            raise ValueError(
+                f"KV cache holds (B, H, D) = {want} {buffer.dtype}; layer {layer} sent {tuple(k.shape)} {k.dtype}"
+            )
+        buffer[layer, 0, :, start : start + n].copy_(k.transpose(1, 2))
+        buffer[layer, 1, :, start : start + n].copy_(v.transpose(1, 2))
         self.lengths[layer] = start + n
-        return keys[:, :, : start + n], values[:, :, : start + n]
+        return self.layer(layer)
 
     @property
     def length(self) -> int:
         """Tokens cached in layer 0 (all layers advance together)."""
         return self.lengths[0] if self.lengths else 0
 
+    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Layer i's filled keys and values as (B, H, length, D) views, or None before the first write."""
+        if self.buffer is None:
+            return None
+        n = self.lengths[i]
+        return self.buffer[i, 0, :, :n].transpose(1, 2), self.buffer[i, 1, :, :n].transpose(1, 2)
+
     def nbytes(self) -> int:
-        """Bytes held by the allocated buffers."""
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)
+        """Bytes held by the buffer."""
+        return 0 if self.buffer is None else self.buffer.numel() * self.buffer.element_size()
 
     def clear(self) -> None:
-        """Release every buffer (the cache can be reused from length 0 afterwards)."""
-        self.keys = [None] * len(self.keys)
-        self.values = [None] * len(self.values)
-        self.lengths = [0] * len(self.lengths)
+        """Release the buffer (the cache can be reused from length 0 afterwards)."""
+        self.buffer = None
+        self.lengths = [0] * self.num_layers
         self.store = True
 
 
@@ -145,22 +159,27 @@ class SelfAttention(nn.Module):
         """x (B, L, C) -> (B, L, C); with ``tail`` only the last ``tail`` queries are computed -> (B, tail, C).
 
         Keys and values always cover all L tokens (they go to the cache); ``tail`` saves the attention and
-        output projection of rows nobody reads (the prefix rows of the last block at inference step 0). On
-        CPU and GPU the mask-free call (KV-cached inference) runs SDPA's flash kernel: no (Lq, Lk) matrix.
+        output projection of rows nobody reads (the prefix rows of the last block at inference step 0).
+        q and k are normalised, scaled and rotated together in the token-major layout (B, L, 2, H, D) the
+        projection produces (no permuted copies); SDPA takes (B, H, L, D) views and its output is then already
+        (B, L, H, D)-contiguous. On CPU and GPU the mask-free call (KV-cached inference) runs SDPA's flash
+        kernel: no (Lq, Lk) matrix is materialised.
         """
         B, L, C = x.shape
+        H, D = self.heads, self.head_dim
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, self.heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, D)
-        rope_q = rope
+        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, H, D)
+        # q *= exp(min(scale_mul, ln 100)) after the L2 norm; k is multiplied by exactly 1 (bit-identical)
+        scale_mul = self.scale_mul_1H11.clamp_max(MAX_SCALE_MUL).exp().view(1, 1, 1, H, 1)
+        factor = torch.cat((scale_mul, torch.ones_like(scale_mul)), dim=2)
+        qk = F.normalize(qkv[:, :, :2], dim=-1)
+        qk = qk.mul(factor) if torch.is_grad_enabled() else qk.mul_(factor)
+        qk = apply_rope(qk, rope, seq_dim=1, inplace=True)  # (B, L, 2, H, D); a fresh tensor, rotated in place
+        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         if tail is not None:
-            q, rope_q, L = q[:, :, -tail:], rope[:, -tail:], tail
+            q, L = q[:, :, -tail:], tail
             if attn_mask is not None:
                 attn_mask = attn_mask[..., -tail:, :]
-        scale_mul = self.scale_mul_1H11.clamp_max(MAX_SCALE_MUL).exp()
-        q = F.normalize(q, dim=-1).mul(scale_mul)
-        k = F.normalize(k, dim=-1)
-        q, k = apply_rope(q, rope_q), apply_rope(k, rope)
         if cache is not None:
             k, v = cache.update(layer, k, v)
         rec = self.record_attention
@@ -178,7 +197,12 @@ class FFN(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        h = self.fc1(x)
+        if torch.is_grad_enabled():
+            h = self.act(h)
+        else:  # inference: GELU in place on the fresh (B, L, 4C) tensor (same kernel, no second buffer)
+            h = torch.ops.aten.gelu_(h, approximate=self.act.approximate)
+        return self.fc2(h)
 
 
 class AdaLNBlock(nn.Module):
@@ -201,6 +225,10 @@ class AdaLNBlock(nn.Module):
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
         self.drop_path = DropPath(drop_path)
 
+    def modulation(self, cond: torch.Tensor) -> torch.Tensor:
+        """AdaLN parameters (B, 1, 6, C) of a condition (B, C): gamma1, gamma2, scale1, scale2, shift1, shift2."""
+        return self.ada_lin(cond).view(-1, 1, 6, self.dim)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -210,15 +238,37 @@ class AdaLNBlock(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         tail: int | None = None,
+        mod: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (B, L, C) -> (B, L, C), or (B, tail, C) for the last ``tail`` rows only (see ``SelfAttention``)."""
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.ada_lin(cond).view(-1, 1, 6, self.dim).unbind(2)
-        h = self.ln_wo_grad(x).mul(scale1 + 1).add(shift1)
+        """x (B, L, C) -> (B, L, C), or (B, tail, C) for the last ``tail`` rows only (see ``SelfAttention``).
+
+        ``mod``: ``self.modulation(cond)`` computed once by the caller (inference reuses it at every scale
+        instead of re-reading the 6C x C ``ada_lin`` weights per step); ``None`` computes it here.
+        """
+        if mod is None:
+            mod = self.modulation(cond)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = mod.unbind(2)
+        # without autograd, update the fresh intermediates in place (same arithmetic: fewer buffers)
+        inplace = not torch.is_grad_enabled()
+        h = _modulate(self.ln_wo_grad(x), scale1, shift1, inplace)
         if tail is not None:
             x = x[:, -tail:]
-        x = x + self.drop_path(self.attn(h, rope, attn_mask, cache, layer, tail).mul(gamma1))
-        h = self.ln_wo_grad(x).mul(scale2 + 1).add(shift2)
-        return x + self.drop_path(self.ffn(h).mul(gamma2))
+        x = self._residual(x, self.attn(h, rope, attn_mask, cache, layer, tail), gamma1, inplace)
+        h = _modulate(self.ln_wo_grad(x), scale2, shift2, inplace)
+        return self._residual(x, self.ffn(h), gamma2, inplace)
+
+    def _residual(self, x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """``x + drop_path(branch * gamma)``; in place on ``branch`` (b + x == x + b exactly)."""
+        if inplace:
+            return self.drop_path(branch.mul_(gamma)).add_(x)
+        return x + self.drop_path(branch.mul(gamma))
+
+
+def _modulate(h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """AdaLN ``h * (1 + scale) + shift`` (in place on a fresh ``h`` when ``inplace``)."""
+    if inplace:
+        return h.mul_(scale + 1).add_(shift)
+    return h.mul(scale + 1).add(shift)
 
 
 class AdaLNBeforeHead(nn.Module):
@@ -228,9 +278,13 @@ class AdaLNBeforeHead(nn.Module):
         self.ln_wo_grad = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.ada_lin(cond).view(-1, 1, 2, self.dim).unbind(2)
-        return self.ln_wo_grad(x).mul(scale + 1).add(shift)
+    def modulation(self, cond: torch.Tensor) -> torch.Tensor:
+        """AdaLN parameters (B, 1, 2, C) of a condition (B, C): scale, shift."""
+        return self.ada_lin(cond).view(-1, 1, 2, self.dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mod: torch.Tensor | None = None) -> torch.Tensor:
+        scale, shift = (self.modulation(cond) if mod is None else mod).unbind(2)
+        return _modulate(self.ln_wo_grad(x), scale, shift, not torch.is_grad_enabled())
 
 
 class ConditioningStem(nn.Module):
@@ -254,9 +308,10 @@ class ConditioningStem(nn.Module):
         self.conv_out = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.silu(self.conv_in(x))
+        inplace = not torch.is_grad_enabled()  # SiLU in place on each fresh conv output at inference
+        x = F.silu(self.conv_in(x), inplace=inplace)
         for conv in self.blocks:
-            x = F.silu(conv(x))
+            x = F.silu(conv(x), inplace=inplace)
         return self.conv_out(x)
 
 

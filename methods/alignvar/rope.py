@@ -84,10 +84,24 @@ def rope_table(
     return _rope_table(int(head_dim), (int(prefix_hw[0]), int(prefix_hw[1])), patch_hws, grid_hw, float(theta))
 
 
-def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent pairs of ``x`` (B, H, L, D) by ``table`` (2, L, D/2); in float32, cast back."""
-    cos, sin = table[0], table[1]
-    xf = x.float().unflatten(-1, (-1, 2))
-    x0, x1 = xf[..., 0], xf[..., 1]
-    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
-    return out.to(x.dtype)
+def apply_rope(x: torch.Tensor, table: torch.Tensor, seq_dim: int = -2, inplace: bool = False) -> torch.Tensor:
+    """Rotate adjacent pairs of ``x`` (..., L at ``seq_dim``, ..., D) by ``table`` (2, L, D/2); in float32, cast back.
+
+    ``inplace``: ``x`` is a temporary of the caller and may be overwritten (only used without autograd and when
+    ``x`` is already float32; the result is the same either way).
+
+    ``seq_dim=-2`` is the (B, H, L, D) layout; the attention uses (B, L, 2, H, D) (q and k together,
+    ``seq_dim=1``). Computed as ``x * [c0 c0 c1 c1 ..] + swap_pairs(x) * [-s0 s0 -s1 s1 ..]``: four full-width
+    passes instead of seven strided half-width ones, and bit-identical to the pairwise complex-style formula
+    ``(x0 c - x1 s, x0 s + x1 c)`` (IEEE: a + (-b) = a - b, and addition commutes).
+    """
+    L, half = table.shape[1], table.shape[2]
+    shape = [1] * x.ndim
+    shape[seq_dim], shape[-1] = L, 2 * half
+    cos = table[0].unsqueeze(-1).expand(L, half, 2).reshape(shape)  # c0 c0 c1 c1 ... (no host sync on GPU)
+    sin = torch.stack([-table[1], table[1]], dim=-1).view(shape)
+    xf = x.float()
+    swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0) per pair; a fresh tensor
+    # without autograd a float32 x that the caller hands over (``inplace``) is rotated in its own memory
+    out = xf.mul_(cos) if inplace and xf is x and not torch.is_grad_enabled() else xf * cos
+    return out.add_(swapped.mul_(sin)).to(x.dtype)

@@ -37,8 +37,13 @@ def split_generators(generator: Generators, rows: int) -> list[tuple[slice, torc
     return [(slice(i * per, (i + 1) * per), g) for i, g in enumerate(gens)]
 
 
-def cfg_combine(logits_cond: torch.Tensor, logits_neg: torch.Tensor, t: float) -> torch.Tensor:
-    """VARSR's image-based guidance: ``(1 + t) * l_cond - t * l_neg`` (t = cfg * k / (K - 1) at scale k)."""
+def cfg_combine(logits_cond: torch.Tensor, logits_neg: torch.Tensor, t: float, inplace: bool = False) -> torch.Tensor:
+    """VARSR's image-based guidance: ``(1 + t) * l_cond - t * l_neg`` (t = cfg * k / (K - 1) at scale k).
+
+    ``inplace`` overwrites both inputs (same arithmetic, no temporaries; for logits nobody else holds).
+    """
+    if inplace:
+        return logits_cond.mul_(1 + t).sub_(logits_neg.mul_(t))
     return (1 + t) * logits_cond - t * logits_neg
 
 

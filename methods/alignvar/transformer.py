@@ -240,10 +240,16 @@ class VARTransformer(nn.Module):
         ctx += self.pos_start_for(prefix_hw)
         return ctx, cond, n
 
-    def head_logits(self, h: Tensor, cond: Tensor) -> Tensor:
-        """``head(head_nm(h, cond))`` in float32 (autocast off), as the official ``get_logits``."""
+    def head_logits(self, h: Tensor, cond: Tensor, mod: Tensor | None = None) -> Tensor:
+        """``head(head_nm(h, cond))`` in float32 (autocast off), as the official ``get_logits``; ``mod``:
+        precomputed ``head_mod(cond)``."""
         with torch.autocast(device_type=h.device.type, enabled=False):
-            return self.head(self.head_nm(h.float(), cond.float())).float()
+            return self.head(self.head_nm(h.float(), cond.float(), mod)).float()
+
+    def head_mod(self, cond: Tensor) -> Tensor:
+        """The head's AdaLN parameters in float32 (autocast off, like ``head_logits``)."""
+        with torch.autocast(device_type=cond.device.type, enabled=False):
+            return self.head_nm.modulation(cond.float())
 
     # ------------------------------------------------------------------------------------------- training
     def forward(
@@ -292,16 +298,18 @@ class VARTransformer(nn.Module):
         return (logits, hidden) if return_hidden else logits
 
     # ------------------------------------------------------------------------------------------- inference
-    def _step(self, x: Tensor, cond: Tensor, rope: Tensor, cache: KVCache, tail: int | None = None) -> Tensor:
+    def _step(
+        self, x: Tensor, cond: Tensor, mods: list[Tensor], rope: Tensor, cache: KVCache, tail: int | None = None
+    ) -> Tensor:
         """All blocks on the new tokens x (B', n, C) with the KV cache; ``tail``: rows the last block returns."""
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, cond, rope, None, cache, i, tail if i == last else None)
+            x = block(x, cond, rope, None, cache, i, tail if i == last else None, mods[i])
         return x
 
     def _recompute(self, seq: list[Tensor], cond: Tensor, rope: Tensor, mask: Tensor, n: int) -> Tensor:
-        """Reference step: the whole sequence so far through all blocks with the block-causal mask (no cache);
-        returns the last ``n`` rows."""
+        """Reference step: the whole sequence so far through all blocks with the block-causal mask (no cache,
+        AdaLN recomputed per block); returns the last ``n`` rows."""
         x = torch.cat(seq, dim=1)
         L = x.shape[1]
         rope, mask = rope[:, :L], mask[:L, :L]
@@ -365,6 +373,9 @@ class VARTransformer(nn.Module):
         cache = KVCache(len(self.blocks), sum(steps) - steps[-1]) if kv_cache else None
         mask = None if kv_cache else self.block_causal_mask(schedule, n_prefix, lr.device)
         seq: list[Tensor] = []  # reference path: every input so far
+        # AdaLN parameters depend on the class only: computed once, not re-read from the weights every scale
+        mods = [block.modulation(cond) for block in self.blocks] if kv_cache else []
+        head_mod = self.head_mod(cond)
         f_hat = lvl.new_zeros(B, self.cfg.cvae, *schedule.latent_hw)
         tokens: list[Tensor] = []
         cur = 0
@@ -374,14 +385,14 @@ class VARTransformer(nn.Module):
             n_out = 1 if k == 0 else n  # step 0: only the class token's output is ever read
             if cache is not None:
                 cache.store = k < K - 1  # nothing attends to the last scale's keys
-                hidden = self._step(x, cond, rope[:, cur : cur + n], cache, tail=n_out if k == 0 else None)
+                hidden = self._step(x, cond, mods, rope[:, cur : cur + n], cache, tail=n_out if k == 0 else None)
             else:
                 seq.append(x)
                 hidden = self._recompute(seq, cond, rope, mask, n_out)
             cur += n
-            logits = self.head_logits(hidden, cond)
+            logits = self.head_logits(hidden, cond, head_mod)
             if guided:
-                logits = cfg_combine(logits[:B], logits[B:], ramp[k])
+                logits = cfg_combine(logits[:B], logits[B:], ramp[k], inplace=True)
             idx = sample_logits(logits, top_k, top_p, temperature, generator)
             if token_hook is not None:
                 idx = token_hook(k, idx, logits)
@@ -397,7 +408,7 @@ class VARTransformer(nn.Module):
                 x = x.repeat(2, 1, 1)
         if cache is not None:
             cache.clear()  # the refiner and the decoder need the memory more
-        del cache, seq, x
+        del cache, seq, x, mods
         f_hat_tokens = f_hat
         # last block output at the positions that predicted scale K (the class token when K == 1)
         h_last = hidden[:, -schedule.tokens_per_scale[-1] :]

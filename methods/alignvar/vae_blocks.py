@@ -52,15 +52,19 @@ class ResnetBlock(nn.Module):
         self.norm2 = normalize(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
         self.nin_shortcut = (
-            nn.Conv2d(in_channels, out_channels, kernel_size=1)
-            if in_channels != out_channels
-            else nn.Identity()
+            nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else nn.Identity()
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.nin_shortcut(x) + h
+        if torch.is_grad_enabled():
+            h = self.conv1(F.silu(self.norm1(x)))
+            h = self.conv2(F.silu(self.norm2(h)))
+            return self.nin_shortcut(x) + h
+        # inference: SiLU and the residual add in place on fresh tensors (same arithmetic; at the 512-px level
+        # every avoided buffer is 168 MB of page-faulted memory)
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))
+        h = self.conv2(F.silu(self.norm2(h), inplace=True))
+        return h.add_(self.nin_shortcut(x))
 
 
 class AttnBlock(nn.Module):
@@ -80,7 +84,9 @@ class AttnBlock(nn.Module):
         # (B, 1, HW, C) single head; SDPA's default scale is C^-0.5, the official w_ratio.
         q, k, v = (t.transpose(1, 2).unsqueeze(1) for t in (q, k, v))
         h = F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2).reshape(B, C, H, W)
-        return x + self.proj_out(h)
+        if torch.is_grad_enabled():
+            return x + self.proj_out(h)
+        return self.proj_out(h).add_(x)
 
 
 class _Level(nn.Module):
@@ -183,4 +189,4 @@ class Decoder(nn.Module):
                     h = level.attn[i](h)
             if lvl != 0:
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h))).contiguous()
+        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled())).contiguous()
