@@ -163,8 +163,8 @@ def test_build_metric_labels_and_errors(image_pair):
     img, shifted = image_pair
     m = build_metric({"type": "psnr", "name": "psnr_y_crop4", "crop_border": 4})
     assert m.name == "psnr_y_crop4" and not m.lower_better and m.needs_reference and not m.set_level
-    with pytest.raises(ConfigError, match=r"metrics.type: unknown metric 'psnrr'; valid choices: clipiqa"):
-        build_metric("psnrr")
+    with pytest.raises(ConfigError, match=r"metrics.type: unknown metric 'psnrr'; valid choices: .*\bclipiqa, dists,"):
+        build_metric("psnrr")  # (other test modules may have registered stand-ins sorted before 'clipiqa')
     with pytest.raises(ConfigError, match=r"color_space: invalid value 'lab'; valid choices: ycbcr, yiq"):
         build_metric({"type": "psnr", "color_space": "lab"})
     with pytest.raises(ValueError, match="metric 'psnr_y_crop4' is full-reference: it needs the HR image"):
