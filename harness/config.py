@@ -62,9 +62,7 @@ def _convert(tp: Any, value: Any, path: str, source: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        raise ConfigError(
-            f"{source}: {path}: invalid value {value!r}; valid choices: {', '.join(map(str, args))}"
-        )
+        raise ConfigError(f"{source}: {path}: invalid value {value!r}; valid choices: {', '.join(map(str, args))}")
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -333,7 +331,9 @@ def experiment_from_dict(data: dict, source: str = "<config>") -> ExperimentConf
         [
             (f.name, f.type, f)
             for f in dataclasses.fields(ExperimentConfig)
-            if f.name not in parsed and f.name not in _COMPONENT_LISTS and f.name not in _COMPONENT_SINGLE
+            if f.name not in parsed
+            and f.name not in _COMPONENT_LISTS
+            and f.name not in _COMPONENT_SINGLE
             and f.name != "source"
         ],
     )

@@ -151,9 +151,7 @@ def measure_latency(
     lr = lr.to(device)
     keys = _keys(lr, keys)
     samples: list[float] = []
-    bar = tqdm(
-        total=warmup + repeats, desc=f"latency {type(method).__name__}", disable=not progress, leave=False
-    )
+    bar = tqdm(total=warmup + repeats, desc=f"latency {type(method).__name__}", disable=not progress, leave=False)
     with torch.inference_mode():
         for _ in range(warmup):
             method.upscale(lr, keys)
@@ -250,18 +248,14 @@ def memory_basis(device: torch.device | str) -> str:
     return "cuda max_memory_allocated" if torch.device(device).type == "cuda" else "cpu peak RSS increase"
 
 
-def peak_memory(
-    method: SRMethod, lr: torch.Tensor, *, keys: Sequence[str] | None = None, warmup: int = 1
-) -> int:
+def peak_memory(method: SRMethod, lr: torch.Tensor, *, keys: Sequence[str] | None = None, warmup: int = 1) -> int:
     """Peak memory (bytes) of one ``method.upscale(lr)`` call: CUDA torch peak, or CPU peak RSS increase."""
     _check_runnable(method, "peak memory")
     device = method.device
     lr = lr.to(device)
     keys = _keys(lr, keys)
     with torch.inference_mode():
-        for _ in range(
-            warmup
-        ):  # first-call caches (cuDNN/oneDNN plans, lazy buffers) are not the method's peak
+        for _ in range(warmup):  # first-call caches (cuDNN/oneDNN plans, lazy buffers) are not the method's peak
             method.upscale(lr, keys)
         if device.type == "cuda":
             _sync(device)

@@ -280,9 +280,7 @@ def compare_runs(
         for run, table in ((new, a), (ref, b)):
             dupes = table[IMAGE_COL][table[IMAGE_COL].duplicated()].unique()
             if len(dupes):
-                raise RegressionError(
-                    f"{run.run_dir}: {dataset}/{method}: duplicate image keys {_listing(set(dupes))}"
-                )
+                raise RegressionError(f"{run.run_dir}: {dataset}/{method}: duplicate image keys {_listing(set(dupes))}")
         keys_new, keys_ref = set(a[IMAGE_COL]), set(b[IMAGE_COL])
         if keys_new != keys_ref:
             raise _mismatch("image keys", keys_new, keys_ref, f" for {dataset}/{method}")

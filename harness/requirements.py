@@ -186,9 +186,7 @@ def missing_requirements(cfg: ExperimentConfig) -> list[Requirement]:
             continue
         if req.path in missing:  # e.g. VGG16 weights needed by lpips-vgg and dists
             first = missing[req.path]
-            missing[req.path] = Requirement(
-                f"{first.where}, {req.where}", first.what, req.path, req.kind, first.hint
-            )
+            missing[req.path] = Requirement(f"{first.where}, {req.where}", first.what, req.path, req.kind, first.hint)
         else:
             missing[req.path] = req
     return list(missing.values())

@@ -115,9 +115,7 @@ def per_image_table(rows: list[dict[str, Any]], metric_names: list[str]) -> pd.D
     return pd.DataFrame(rows, columns=[*ID_COLUMNS, *metric_names, LATENCY_COL])
 
 
-def set_level_row(
-    dataset: str, method: str, metric: str, value: float, n: int, lower_better: bool
-) -> pd.DataFrame:
+def set_level_row(dataset: str, method: str, metric: str, value: float, n: int, lower_better: bool) -> pd.DataFrame:
     """A summary row for a set-level metric (FID): one value, no spread, no CI."""
     nan = float("nan")
     row = {"dataset": dataset, "method": method, "metric": metric, "mean": float(value), "std": nan,
@@ -131,9 +129,7 @@ def order_summary(parts: list[pd.DataFrame], orders: dict[str, list[str]]) -> pd
     if not parts:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     summary = pd.concat(parts, ignore_index=True)
-    keys = pd.DataFrame(
-        {col: summary[col].map({n: i for i, n in enumerate(names)}) for col, names in orders.items()}
-    )
+    keys = pd.DataFrame({col: summary[col].map({n: i for i, n in enumerate(names)}) for col, names in orders.items()})
     return summary.loc[keys.sort_values(list(orders), kind="stable").index].reset_index(drop=True)
 
 
@@ -156,9 +152,7 @@ def summarize(
             if metric not in group or group[metric].isna().all():
                 continue
             stats = describe(group[metric].to_numpy(dtype=float), n_boot=n_boot, alpha=alpha, seed=seed)
-            rows.append(
-                {"dataset": dataset, "method": method, "metric": metric, **stats, "lower_better": bool(low)}
-            )
+            rows.append({"dataset": dataset, "method": method, "metric": metric, **stats, "lower_better": bool(low)})
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
 
@@ -228,9 +222,7 @@ def run_meta(
         "methods": methods,
         "metrics": {name: {**f._asdict(), "type": specs[name].type} for name, f in prepared.flags.items()},
         "failures": failures,
-        "skipped": [
-            {"dataset": d, IMAGE_COL: k, "error": e} for d, items in skipped.items() for k, e in items.items()
-        ],
+        "skipped": [{"dataset": d, IMAGE_COL: k, "error": e} for d, items in skipped.items() for k, e in items.items()],
         "notes": list(prepared.notes),
     }
 

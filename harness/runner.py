@@ -68,8 +68,7 @@ class BenchFailedError(RuntimeError):
         self.failures = failures
         lines = [f"{f['method']} on {f['dataset']}: {f['error']}" for f in failures]
         super().__init__(
-            f"{len(failures)} failure(s) in {run_dir} (tracebacks in {run_dir / 'errors'}):\n  "
-            + "\n  ".join(lines)
+            f"{len(failures)} failure(s) in {run_dir} (tracebacks in {run_dir / 'errors'}):\n  " + "\n  ".join(lines)
         )
 
 
@@ -103,9 +102,7 @@ class Prepared:
     def image_metrics(self, dataset: Any) -> list[str]:
         """Per-image metrics computable on ``dataset`` (set-level ones and, without HR, FR ones excluded)."""
         return [
-            k
-            for k, f in self.flags.items()
-            if not f.set_level and (dataset.has_reference or not f.needs_reference)
+            k for k, f in self.flags.items() if not f.set_level and (dataset.has_reference or not f.needs_reference)
         ]
 
 
@@ -129,9 +126,7 @@ class BenchHook:
 
     def on_method_start(self, ctx: BenchContext, method_name: str, method: Any) -> None: ...
 
-    def on_batch(
-        self, ctx: BenchContext, dataset: str, method: str, keys: list[str], seconds: float
-    ) -> None: ...
+    def on_batch(self, ctx: BenchContext, dataset: str, method: str, keys: list[str], seconds: float) -> None: ...
 
     def on_end(self, ctx: BenchContext, summary: pd.DataFrame) -> None: ...
 
@@ -237,8 +232,7 @@ def prepare(cfg: ExperimentConfig, device: torch.device) -> Prepared:
         for m_name, method in methods.items():
             if int(method.scale) != int(ds.scale):
                 problems.append(
-                    f"methods ({m_name}): scale x{method.scale} does not match dataset "
-                    f"{ds_name!r} (x{ds.scale})"
+                    f"methods ({m_name}): scale x{method.scale} does not match dataset {ds_name!r} (x{ds.scale})"
                 )
             check = getattr(method, "check", None)
             if callable(check):
@@ -337,9 +331,7 @@ def _run_cell(
             out = metric(sr, hr if flags[mt_name].needs_reference else None)
             values[mt_name] = torch.as_tensor(out).reshape(-1).double().cpu().tolist()
             if len(values[mt_name]) != len(batch):
-                raise ValueError(
-                    f"metric {mt_name!r} returned {len(values[mt_name])} values for {len(batch)}"
-                )
+                raise ValueError(f"metric {mt_name!r} returned {len(values[mt_name])} values for {len(batch)}")
         for j, sample in enumerate(batch):
             if cfg.bench.save_images:
                 save_image(sr[j].cpu(), R.sr_image_path(run_dir, ds_name, m_name, sample.key))
@@ -351,14 +343,10 @@ def _run_cell(
             hook.on_batch(ctx, ds_name, m_name, batch_keys, seconds)
 
     batch: list[Any] = []
-    with tqdm(
-        total=n, desc=f"{m_name} | {ds_name}", unit="img", disable=not progress, dynamic_ncols=True
-    ) as bar:
+    with tqdm(total=n, desc=f"{m_name} | {ds_name}", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for i in range(n):
             key = keys[i]
-            needs_ref = (
-                cfg.bench.save_images and key not in state.refs_saved and (need_all_refs or key in grid_keys)
-            )
+            needs_ref = cfg.bench.save_images and key not in state.refs_saved and (need_all_refs or key in grid_keys)
             if key in state.skipped or (key in unavailable and not needs_ref):
                 bar.update(1)
                 continue
@@ -369,8 +357,7 @@ def _run_cell(
                     raise CorruptInputError(f"loading {ds_name}/{key} failed: {_first_line(exc)}") from exc
                 if cfg.bench.on_corrupt == "fail":
                     raise CorruptInputError(
-                        f"{exc}\n(bench.on_corrupt is 'fail'; set bench.on_corrupt=skip "
-                        f"to skip unreadable images)"
+                        f"{exc}\n(bench.on_corrupt is 'fail'; set bench.on_corrupt=skip to skip unreadable images)"
                     ) from None
                 warnings.warn(f"skipping {ds_name}/{key}: {exc}", stacklevel=2)
                 state.skipped[key] = str(exc)
@@ -532,9 +519,7 @@ def _annotate_meta(meta: dict[str, Any], prepared: Prepared, states: dict[str, _
     skipped = []
     for ds_name, state in states.items():
         for m_name, items in state.method_skipped.items():
-            skipped += [
-                {"dataset": ds_name, "method": m_name, R.IMAGE_COL: k, "error": e} for k, e in items.items()
-            ]
+            skipped += [{"dataset": ds_name, "method": m_name, R.IMAGE_COL: k, "error": e} for k, e in items.items()]
             notes.append(
                 f"{m_name} on {ds_name}: {len(items)} image(s) without output skipped (strict: false), its "
                 f"statistics cover the other images only: {_preview(list(items))}"

@@ -256,9 +256,7 @@ def to_markdown(
 
     lines = [f"*{markdown_escape(caption)}*", ""] if caption else []
     lines.append(
-        "| "
-        + " | ".join(markdown_escape(c) + arrow_md[a] for c, a in zip(table.columns, table.arrows))
-        + " |"
+        "| " + " | ".join(markdown_escape(c) + arrow_md[a] for c, a in zip(table.columns, table.arrows)) + " |"
     )
     lines.append("|" + "|".join("--:" if n else ":--" for n in table.numeric) + "|")
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]

@@ -166,9 +166,7 @@ def lambda_curve(
 
 
 # -------------------------------------------------------------------------------------------------- attention
-def attention_distance_figure(
-    df: pd.DataFrame, *, hue: str = "model", width: str | float = "column"
-) -> Figure:
+def attention_distance_figure(df: pd.DataFrame, *, hue: str = "model", width: str | float = "column") -> Figure:
     """Mean attention distance and mass within r per query scale, one line per ``hue`` (e.g. SCA off/on).
 
     Values are averaged over heads, then over layers; error bars are the standard deviation over layers.
@@ -181,15 +179,11 @@ def attention_distance_figure(
     if hue not in df.columns:
         df = df.assign(**{hue: ""})
     per_layer = (
-        df.groupby([hue, "query_level", "query_scale", "layer"], sort=True)[
-            ["mean_distance", "mass_within_r"]
-        ]
+        df.groupby([hue, "query_level", "query_scale", "layer"], sort=True)[["mean_distance", "mass_within_r"]]
         .mean()
         .reset_index()
     )
-    stats = per_layer.groupby([hue, "query_level", "query_scale"], sort=True)[
-        ["mean_distance", "mass_within_r"]
-    ]
+    stats = per_layer.groupby([hue, "query_level", "query_scale"], sort=True)[["mean_distance", "mass_within_r"]]
     agg = stats.mean().join(stats.std(ddof=0).add_suffix("_sd")).reset_index()
     levels = sorted(agg["query_level"].unique())
     labels = [agg.loc[agg["query_level"] == lv, "query_scale"].iloc[0] for lv in levels]
@@ -247,11 +241,7 @@ def heatmap_panels(
         raise ValueError("heatmap_panels: no maps")
     arrays = {}
     for label, m in maps.items():
-        a = (
-            m.detach().double().cpu().numpy()
-            if isinstance(m, torch.Tensor)
-            else np.asarray(m, dtype=np.float64)
-        )
+        a = m.detach().double().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m, dtype=np.float64)
         if a.ndim != 2:
             raise ValueError(f"heatmap_panels: map {label!r} must be 2-D, got shape {a.shape}")
         arrays[label] = a
@@ -266,9 +256,7 @@ def heatmap_panels(
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
-            fig.colorbar(art, ax=ax, orientation="horizontal", shrink=0.9, pad=0.03).ax.tick_params(
-                labelsize=5
-            )
+            fig.colorbar(art, ax=ax, orientation="horizontal", shrink=0.9, pad=0.03).ax.tick_params(labelsize=5)
         if title:
             fig.suptitle(title)
     return fig
@@ -316,17 +304,11 @@ def accumulation_figure(
             ax.set_ylabel(metric)
             ax.set_title(title)
         handles = [Line2D([], [], color=colours[m], marker="o") for m in models]
-        handles += [
-            Line2D([], [], color="0.4", linestyle=MODE_STYLE[m]) for m in MODE_STYLE if m in set(df["mode"])
-        ]
+        handles += [Line2D([], [], color="0.4", linestyle=MODE_STYLE[m]) for m in MODE_STYLE if m in set(df["mode"])]
         labels = [str(m) for m in models] + [MODE_LABEL[m] for m in MODE_STYLE if m in set(df["mode"])]
         if injected:
-            handles += [
-                Line2D([], [], color="0.4", linestyle="", marker=markers[j % len(markers)]) for j in injected
-            ]
-            labels += [
-                f"perturbed at scale {ticks.set_index('scale_index')['scale'].get(j, j)}" for j in injected
-            ]
+            handles += [Line2D([], [], color="0.4", linestyle="", marker=markers[j % len(markers)]) for j in injected]
+            labels += [f"perturbed at scale {ticks.set_index('scale_index')['scale'].get(j, j)}" for j in injected]
         keep = [(h, lab) for h, lab in zip(handles, labels) if lab]
         _legend_below(fig, [h for h, _ in keep], [lab for _, lab in keep])
     return fig
@@ -373,9 +355,7 @@ def image_grid(
                 f = arr.shape[0] / ref_h
                 y, x, s = (round(v * f) for v in box)
                 s = max(1, s)
-                ax.add_patch(
-                    Rectangle((x - 0.5, y - 0.5), s, s, fill=False, edgecolor=box_colour, linewidth=0.8)
-                )
+                ax.add_patch(Rectangle((x - 0.5, y - 0.5), s, s, fill=False, edgecolor=box_colour, linewidth=0.8))
                 axes[1, col].imshow(arr[y : y + s, x : x + s], interpolation="nearest")
             for a in axes[:, col]:
                 a.set_xticks([])

@@ -134,9 +134,7 @@ def overview_section(run: RunResults) -> Section:
         ),
     ]
     config_text = (
-        (run.run_dir / "config.yaml").read_text(encoding="utf-8")
-        if (run.run_dir / "config.yaml").is_file()
-        else ""
+        (run.run_dir / "config.yaml").read_text(encoding="utf-8") if (run.run_dir / "config.yaml").is_file() else ""
     )
     return Section(
         "Overview",
@@ -180,9 +178,7 @@ def quality_table(run: RunResults, dataset: str) -> dict[str, Any]:
 
 def results_section(run: RunResults) -> Section:
     tables = [quality_table(run, d) for d in run.datasets]
-    return Section(
-        "Results", template="results.html.j2", context={"tables": [t for t in tables if t["rows"]]}
-    )
+    return Section("Results", template="results.html.j2", context={"tables": [t for t in tables if t["rows"]]})
 
 
 def per_image_section(run: RunResults) -> Section:
@@ -205,11 +201,7 @@ def comparison_grid(run: RunResults, dataset: str, crop_size: int, max_images: i
     table = run.images(dataset)
     methods = [m for m in run.methods if m in set(table["method"])] if not table.empty else []
     first_metric = next((m for m in run.metrics if m in table.columns), None)
-    keys = (
-        [k for k in dict.fromkeys(table["image"]) if run.reference(dataset, "lr", k).is_file()]
-        if methods
-        else []
-    )
+    keys = [k for k in dict.fromkeys(table["image"]) if run.reference(dataset, "lr", k).is_file()] if methods else []
     rows = []
     for key in keys[:max_images]:
         hr_path = run.reference(dataset, "hr", key)
@@ -289,9 +281,7 @@ def render_report(
 ) -> Path:
     """Render ``run_dir`` to ``output`` (default ``run_dir/report.html``) atomically; return the path."""
     run = load_run(run_dir)
-    html = render_html(
-        run, [*default_sections(run), *extra_sections], title=title, template_dirs=template_dirs
-    )
+    html = render_html(run, [*default_sections(run), *extra_sections], title=title, template_dirs=template_dirs)
     path = Path(output) if output is not None else run.run_dir / "report.html"
     write_text(path, html)
     return path

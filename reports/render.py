@@ -49,9 +49,7 @@ def nearest_upscale(img: np.ndarray, height: int, width: int) -> np.ndarray:
 def _best_window(score: np.ndarray, size: int) -> tuple[int, int]:
     """Top-left (y, x) of the ``size``-square window with the largest sum of ``score`` (integral image)."""
     integral = np.pad(score.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    sums = (
-        integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size] + integral[:-size, :-size]
-    )
+    sums = integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size] + integral[:-size, :-size]
     y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
     return int(y), int(x)
 
@@ -94,9 +92,7 @@ def thumbnail(img: np.ndarray, max_side: int, box: Box | None = None) -> Image.I
     factor = min(1.0, max_side / max(height, width))
     pil = Image.fromarray(img)
     if factor < 1.0:
-        pil = pil.resize(
-            (max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BOX
-        )
+        pil = pil.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BOX)
     if box is not None:
         ImageDraw.Draw(pil).rectangle(box.scaled(factor), outline=BOX_COLOUR, width=2)
     return pil
@@ -106,9 +102,7 @@ def zoomed_crop(img: np.ndarray, box: Box, display: int = 160) -> Image.Image:
     """The ``box`` region, enlarged by an integer factor (nearest) to about ``display`` pixels."""
     crop = img[box.y : box.y + box.size, box.x : box.x + box.size]
     zoom = max(1, display // box.size)
-    return Image.fromarray(crop).resize(
-        (crop.shape[1] * zoom, crop.shape[0] * zoom), Image.Resampling.NEAREST
-    )
+    return Image.fromarray(crop).resize((crop.shape[1] * zoom, crop.shape[0] * zoom), Image.Resampling.NEAREST)
 
 
 def to_data_uri(img: Image.Image, fmt: str = "PNG") -> str:

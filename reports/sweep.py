@@ -101,15 +101,9 @@ def _listed_cells(sweep_dir: Path) -> list[dict] | None:
     try:
         rows = json.loads(path.read_text(encoding="utf-8")).get("cells")
     except (OSError, ValueError, AttributeError) as exc:
-        raise ValueError(
-            f"{path}: unreadable ({exc}); delete it to report every folder under cells/"
-        ) from None
-    if not isinstance(rows, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("dir"), str) for r in rows
-    ):
-        raise ValueError(
-            f"{path}: 'cells' is not a list of {{dir: ...}} rows; delete it to report every folder"
-        )
+        raise ValueError(f"{path}: unreadable ({exc}); delete it to report every folder under cells/") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("dir"), str) for r in rows):
+        raise ValueError(f"{path}: 'cells' is not a list of {{dir: ...}} rows; delete it to report every folder")
     return rows
 
 
@@ -211,9 +205,7 @@ def constant_methods(cells: list[SweepCell]) -> list[str]:
         return sorted(part[["dataset", "metric", "mean"]].astype(str).itertuples(index=False, name=None))
 
     methods = list(dict.fromkeys(m for c in done for m in c.summary["method"]))
-    same = [
-        m for m in methods if values(done[0], m) and all(values(c, m) == values(done[0], m) for c in done)
-    ]
+    same = [m for m in methods if values(done[0], m) and all(values(c, m) == values(done[0], m) for c in done)]
     return same if len(same) < len(methods) else []
 
 
@@ -464,18 +456,12 @@ def comparison_frame(cells: list[SweepCell]) -> pd.DataFrame:
         for on in done:
             if key not in on.overrides or is_off(on.overrides[key]):
                 continue
-            off = next(
-                (c for c in offs if all(_same(c.overrides.get(k), on.overrides.get(k)) for k in others)), None
-            )
+            off = next((c for c in offs if all(_same(c.overrides.get(k), on.overrides.get(k)) for k in others)), None)
             if off is None:
                 continue
-            label = (
-                f"{name}: {short[key]}={_fmt_value(on.overrides[key])} vs {_fmt_value(off.overrides[key])}"
-            )
+            label = f"{name}: {short[key]}={_fmt_value(on.overrides[key])} vs {_fmt_value(off.overrides[key])}"
             if others:
-                label += (
-                    " (" + ", ".join(f"{short[k]}={_fmt_value(on.overrides.get(k))}" for k in others) + ")"
-                )
+                label += " (" + ", ".join(f"{short[k]}={_fmt_value(on.overrides.get(k))}" for k in others) + ")"
             rows += _compare(on, off, label, skip)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -496,9 +482,7 @@ def _analysis(cells: list[SweepCell], attr: str) -> pd.DataFrame | None:
         df = getattr(cell, attr)
         if df is not None and not df.empty:
             df = df.copy()
-            inner = (
-                df["model"].fillna("").astype(str) if "model" in df.columns else pd.Series("", index=df.index)
-            )
+            inner = df["model"].fillna("").astype(str) if "model" in df.columns else pd.Series("", index=df.index)
             tables.append((cell, df, inner))
     if not tables:
         return None
@@ -516,8 +500,7 @@ def _table_context(df: pd.DataFrame, bold_best: dict, ci: dict, precision: Any, 
     return {
         "columns": [{"name": c, "arrow": arrows[a]} for c, a in zip(table.columns, table.arrows)],
         "rows": [
-            [{"text": c.text, "pm": c.pm, "bold": c.bold, "numeric": c.numeric} for c in row]
-            for row in table.rows
+            [{"text": c.text, "pm": c.pm, "bold": c.bold, "numeric": c.numeric} for c in row] for row in table.rows
         ],
     }
 
@@ -629,9 +612,7 @@ def _sca_mask_sections(cells: list[SweepCell]) -> list[Any]:
     return sections
 
 
-def render_sweep_report(
-    sweep_dir: str | Path, output: str | Path | None = None, *, title: str | None = None
-) -> Path:
+def render_sweep_report(sweep_dir: str | Path, output: str | Path | None = None, *, title: str | None = None) -> Path:
     """Render the sweep page to ``output`` (default ``sweep_dir/report.html``) and the exports next to it
     (``<output folder>/exports/``); returns the page's path."""
     from reports.html import Section, template_env
@@ -666,9 +647,7 @@ def render_sweep_report(
         sections += _baseline_and_comparison_sections(cells, out)
         for key in numeric_keys([c for c in cells if c.summary is not None])[:3]:
             long = lambda_frame(cells, key)
-            lower = {
-                m: bool(v) for m, v in long.groupby("metric")["lower_better"].first().items() if v is not None
-            }
+            lower = {m: bool(v) for m, v in long.groupby("metric")["lower_better"].first().items() if v is not None}
             fig = figures.lambda_curve(
                 long,
                 "value",
@@ -704,8 +683,7 @@ def render_sweep_report(
         out.table(
             "attention_distance",
             wide,
-            "Mean attention distance per query scale (fraction of the image side; mean over layers "
-            "and heads).",
+            "Mean attention distance per query scale (fraction of the image side; mean over layers and heads).",
             {},
             {},
             3,
@@ -733,9 +711,7 @@ def render_sweep_report(
             wide = main.pivot_table(index=["model", "mode"], columns="scale_index", values="error", sort=True)
             labels = main.drop_duplicates("scale_index").set_index("scale_index")["scale"]
             wide = wide.rename(columns=lambda i: str(labels.get(i, i))).reset_index()
-            out.table(
-                "accumulation", wide, "Per-scale latent error of the accumulated reconstruction.", {}, {}, 4
-            )
+            out.table("accumulation", wide, "Per-scale latent error of the accumulated reconstruction.", {}, {}, 4)
         sections.append(
             Section(
                 "Error accumulation",
@@ -746,8 +722,7 @@ def render_sweep_report(
                     "max_width": 560,
                     "table": _table_context(wide, {}, {}, 4) if not main.empty else None,
                     "caption": "Per-scale error of the accumulated latent: teacher-forced (dashed) vs "
-                    "free-running (solid); perturbation curves when recorded."
-                    + _identical_note(accumulation),
+                    "free-running (solid); perturbation curves when recorded." + _identical_note(accumulation),
                 },
             )
         )
@@ -785,9 +760,7 @@ def render_sweep_report(
 
     env = template_env()
     rendered = [{"title": s.title, "anchor": s.anchor, "body": s.render(env)} for s in sections]
-    alerts = [
-        f"{c.name}: {c.status}{': ' + c.error if c.error else ''}" for c in cells if c.status == "failed"
-    ]
+    alerts = [f"{c.name}: {c.status}{': ' + c.error if c.error else ''}" for c in cells if c.status == "failed"]
     html = env.get_template("report.html.j2").render(
         title=title or f"{sweep_dir.name}: sweep report", alerts=alerts, sections=rendered, generated=""
     )

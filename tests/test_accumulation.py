@@ -70,9 +70,7 @@ def test_teacher_forced_vs_free_running_curves():
     )
     tf, fr = curves
     assert (tf.mode, fr.mode) == ("teacher_forced", "free_running")
-    assert torch.allclose(
-        tf.errors, torch.tensor([e * e for e in STEP_ERRORS], dtype=torch.float64), atol=1e-12
-    )
+    assert torch.allclose(tf.errors, torch.tensor([e * e for e in STEP_ERRORS], dtype=torch.float64), atol=1e-12)
     assert fr.errors[-1] == pytest.approx(sum(STEP_ERRORS) ** 2)
     df = results_to_frame(curves)
     assert list(df.columns) == list(ACCUMULATION_COLUMNS)
@@ -130,13 +128,9 @@ def test_per_scale_psnr_closed_form():
 
 def test_errors_name_the_problem():
     u = ground_truth()
-    with pytest.raises(
-        ValueError, match=r"per_scale_latent_error: 4 predicted scales but 5 ground-truth scales"
-    ):
+    with pytest.raises(ValueError, match=r"per_scale_latent_error: 4 predicted scales but 5 ground-truth scales"):
         per_scale_latent_error(u[:4], u)
-    with pytest.raises(
-        ValueError, match=r"scale 1: prediction \(2, 4, 3, 3\) vs ground truth \(2, 4, 2, 2\)"
-    ):
+    with pytest.raises(ValueError, match=r"scale 1: prediction \(2, 4, 3, 3\) vs ground truth \(2, 4, 2, 2\)"):
         per_scale_latent_error([u[0], u[2]], u[:2])
     with pytest.raises(ValueError, match="reduction must be 'mse', 'sse' or 'l2'"):
         per_scale_latent_error(u, u, "mae")
@@ -223,10 +217,7 @@ def test_analyze_accumulation_on_a_tiny_model(tmp_path, capsys):
     assert pert[:2].tolist() == [0.0, 0.0] and pert[2] > 0
     assert "accumulation: 1 image(s) of 'toy' with 'alignvar'" in capsys.readouterr().out
     # plot: the saved analysis of two "runs" side by side
-    assert (
-        analyze("plot", str(out), str(out), "--names", "HCC off", "HCC on", "--output", str(tmp_path / "f"))
-        == 0
-    )
+    assert analyze("plot", str(out), str(out), "--names", "HCC off", "HCC on", "--output", str(tmp_path / "f")) == 0
     assert (tmp_path / "f" / "accumulation.pdf").is_file()
 
 

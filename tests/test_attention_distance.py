@@ -65,9 +65,7 @@ def test_topleft_matches_the_rope_grid_of_the_model():
 
 
 def test_layout_errors():
-    with pytest.raises(
-        ValueError, match=r"first scale is the class token's slot and must be 1x1, got \(2, 2\)"
-    ):
+    with pytest.raises(ValueError, match=r"first scale is the class token's slot and must be 1x1, got \(2, 2\)"):
         token_layout([2, 4])
     with pytest.raises(ValueError, match="alignment must be 'center' or 'topleft'"):
         token_layout([1, 2], alignment="middle")
@@ -133,9 +131,7 @@ def test_distance_by_scale_table():
     lay = token_layout([1, 2], include_class=True)  # 5 tokens: class + 2x2
     labels = {lv: lay.label(lv) for lv in lay.grids}
     identity, uniform = torch.eye(5), torch.full((5, 5), 0.2)
-    probs = torch.stack(
-        [torch.stack([identity, uniform]), torch.stack([uniform, identity])]
-    )  # (2 layers, 2 heads)
+    probs = torch.stack([torch.stack([identity, uniform]), torch.stack([uniform, identity])])  # (2 layers, 2 heads)
     df = attention_distance_by_scale(
         probs, lay.levels, lay.coords, lay.coords, radius=0.4, layers=[3, 7], labels=labels
     )
@@ -161,11 +157,7 @@ def test_mass_by_key_scale_and_heatmaps():
     probs[:, 0] = 0.25  # 0.25 on the 1x1 token
     mass = attention_mass_by_key_scale(probs, lay.levels, lay.levels)
     assert mass.shape == (3, 3)
-    assert (
-        mass[:, 0].tolist() == [0.25] * 3
-        and mass[:, 1].tolist() == [0.0] * 3
-        and mass[:, 2].tolist() == [0.75] * 3
-    )
+    assert mass[:, 0].tolist() == [0.25] * 3 and mass[:, 1].tolist() == [0.0] * 3 and mass[:, 2].tolist() == [0.75] * 3
     qidx = torch.arange(L)
     heat = key_scale_attention_map(probs, qidx, lay, query_level=1, key_level=2)
     expected = torch.zeros(4, 4, dtype=torch.float64)
@@ -245,9 +237,7 @@ def test_recorder_captures_exact_probabilities_of_sampled_queries():
         assert torch.allclose(r.probs.sum(-1), torch.ones(2, len(r.query_index)), atol=1e-6)
         assert (r.probs[:, levels == 0][..., 21:] == 0).all()  # the class token cannot see later scales
     table = rec.distance_table(radius=0.3)
-    assert (
-        set(table.layer) == {0, 2} and set(table.query_level) == {-1, 0, 1, 2, 3} and len(table) == 2 * 2 * 5
-    )
+    assert set(table.layer) == {0, 2} and set(table.query_level) == {-1, 0, 1, 2, 3} and len(table) == 2 * 2 * 5
 
 
 def test_recorder_batch_mean_bool_mask_and_kv_cache_mode():
@@ -331,9 +321,7 @@ def test_attention_csv_roundtrip_and_schema_error(tmp_path):
     pd.testing.assert_frame_equal(back, df[list(back.columns)], check_dtype=False)
     bad = tmp_path / "bad.csv"
     df.drop(columns=["mass_within_r"]).to_csv(bad, index=False)
-    with pytest.raises(
-        ValueError, match=r"bad\.csv: not an attention table, missing columns \['mass_within_r'\]"
-    ):
+    with pytest.raises(ValueError, match=r"bad\.csv: not an attention table, missing columns \['mass_within_r'\]"):
         read_attention_csv(bad)
 
 
@@ -342,9 +330,7 @@ def test_analyze_attention_on_a_tiny_model(tmp_path, capsys):
 
     exp = tiny_experiment(tmp_path)
     out = tmp_path / "out"
-    assert (
-        analyze("attention", str(exp), "--max-images", "2", "--query-sample", "3", "--output", str(out)) == 0
-    )
+    assert analyze("attention", str(exp), "--max-images", "2", "--query-sample", "3", "--output", str(out)) == 0
     df = read_attention_csv(out / "attention.csv")
     assert set(df["model"]) == {"alignvar"}
     assert set(df["layer"]) == {0, 1} and set(df["head"]) == {0, 1}  # tiny: depth 2, 2 heads

@@ -34,9 +34,7 @@ def test_exact_size_and_range(name, scale):
     assert sr.min() >= 0 and sr.max() <= 1
 
 
-@pytest.mark.parametrize(
-    "name, options", [("bicubic", {}), ("bicubic", {"kernel": "torch"}), ("lanczos", {})]
-)
+@pytest.mark.parametrize("name, options", [("bicubic", {}), ("bicubic", {"kernel": "torch"}), ("lanczos", {})])
 def test_constant_image_stays_constant(name, options):
     lr = torch.full((1, 3, 9, 11), 0.4)
     sr = method(name, **options).upscale(lr, ["c"])

@@ -15,9 +15,7 @@ from methods.alignvar.colorfix import (
 
 
 def _rand(seed: int, shape=(2, 3, 24, 20), lo=0.0, hi=1.0) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(
-        shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
-    )
+    return lo + (hi - lo) * torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def test_adain_transfers_channel_mean_and_std():

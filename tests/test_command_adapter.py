@@ -88,9 +88,7 @@ def test_failing_command_reports_exit_code_and_stderr_tail(tmp_path):
     with pytest.raises(CommandError) as err:
         method.upscale(_lr(1), ["k"])
     batch = tmp_path / "batch_000001"
-    shown = shlex.join(
-        [sys.executable, "-c", code, str(batch / "input" / "k.png"), str(batch / "output" / "k.png")]
-    )
+    shown = shlex.join([sys.executable, "-c", code, str(batch / "input" / "k.png"), str(batch / "output" / "k.png")])
     assert str(err.value) == (
         f"command for image 'k' failed with exit code 3: {shown}\n"
         "last 3 lines of stderr:\n  line 27\n  line 28\n  line 29"
@@ -103,17 +101,14 @@ def test_no_output_and_wrong_size_are_errors(tmp_path):
     with pytest.raises(CommandError) as err:
         method.upscale(_lr(1), ["k"])
     expected = tmp_path / "batch_000001" / "output" / "k.png"
-    assert (
-        str(err.value) == f"command for image 'k' succeeded but wrote no output for 'k' (expected {expected})"
-    )
+    assert str(err.value) == f"command for image 'k' succeeded but wrote no output for 'k' (expected {expected})"
 
     copy = "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])"
     method = _method(command=f"{PY} -c {shlex.quote(copy)} {{input}} {{output}}", work_dir=str(tmp_path))
     with pytest.raises(CommandError) as err:
         method.upscale(_lr(1, 6, 5), ["k"])
     assert (
-        str(err.value)
-        == f"{tmp_path / 'batch_000001' / 'output' / 'k.png'}: size 5x6 but expected 20x24 (LR 5x6 x4)"
+        str(err.value) == f"{tmp_path / 'batch_000001' / 'output' / 'k.png'}: size 5x6 but expected 20x24 (LR 5x6 x4)"
     )
 
 
@@ -139,9 +134,7 @@ def test_timeout_kills_the_process_group(tmp_path):
         method.upscale(_lr(1), ["k"])
     assert time.monotonic() - start < 30  # killed, not waited for
     message = str(err.value)
-    assert message.startswith(
-        f"command for image 'k' timed out after 1 s and was killed: {sys.executable} -c "
-    )
+    assert message.startswith(f"command for image 'k' timed out after 1 s and was killed: {sys.executable} -c ")
     assert message.endswith("\nlast 1 lines of stderr:\n  started")
     grandchild = int(pid_file.read_text())
     for _ in range(50):  # SIGKILL is asynchronous; the orphan is reaped by init (or left a zombie)

@@ -182,17 +182,11 @@ def test_image_modes(tmp_path):
     gray = rgb[:, :, 0]
     Image.fromarray(gray, "L").save(tmp_path / "l.png")
     t = load_image(tmp_path / "l.png")
-    assert (
-        t.shape == (3, 5, 7)
-        and torch.equal(t[0], t[2])
-        and torch.equal(t[1] * 255, torch.from_numpy(gray).float())
-    )
+    assert t.shape == (3, 5, 7) and torch.equal(t[0], t[2]) and torch.equal(t[1] * 255, torch.from_numpy(gray).float())
 
     rgba = np.concatenate([rgb, np.full((5, 7, 1), 7, np.uint8)], axis=2)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    assert torch.equal(
-        load_image(tmp_path / "rgba.png") * 255, torch.from_numpy(rgb).permute(2, 0, 1).float()
-    )
+    assert torch.equal(load_image(tmp_path / "rgba.png") * 255, torch.from_numpy(rgb).permute(2, 0, 1).float())
 
     Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4).save(tmp_path / "p.png")
     t = load_image(tmp_path / "p.png")
@@ -304,6 +298,4 @@ def test_hr_tile_resizes_short_side_then_centre_crops():
     assert tile[0, 50, 10].item() == 0.0 and tile[0, 50, 50].item() == 1.0 and tile[0, 50, 90].item() == 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert torch.equal(
-            bundled_mod.hr_tile(torch.full((3, 64, 80), 0.5), 64), torch.full((3, 64, 64), 128 / 255)
-        )
+        assert torch.equal(bundled_mod.hr_tile(torch.full((3, 64, 80), 0.5), 64), torch.full((3, 64, 64), 128 / 255))

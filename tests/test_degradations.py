@@ -101,9 +101,7 @@ def test_anisotropic_kernel_is_point_symmetric_and_rotates():
 
 
 def test_generalized_and_plateau_closed_forms():
-    assert torch.allclose(
-        generalized_gaussian_kernel(21, 2.0, 1.3, 0.7, beta=1.0), gaussian_kernel(21, 2.0, 1.3, 0.7)
-    )
+    assert torch.allclose(generalized_gaussian_kernel(21, 2.0, 1.3, 0.7, beta=1.0), gaussian_kernel(21, 2.0, 1.3, 0.7))
     p = plateau_kernel(5, 1.0, beta=1.0)  # 1 / (1 + r^2) normalised
     ax = torch.arange(5, dtype=torch.float64) - 2
     raw = 1 / (1 + ax[:, None] ** 2 + ax[None, :] ** 2)
@@ -124,9 +122,7 @@ def test_sinc_is_a_low_pass_with_the_requested_cutoff():
     assert abs(response(0.8 * math.pi)) < 0.1  # stop band
     # the r = 0 value is the limit of wc J1(wc r) / (2 pi r): k(0) / k(1) = wc / (2 J1(wc))
     wc = torch.tensor(math.pi / 3, dtype=torch.float64)
-    assert float(k[10, 10] / k[10, 11]) == pytest.approx(
-        float(wc / (2 * torch.special.bessel_j1(wc))), rel=1e-9
-    )
+    assert float(k[10, 10] / k[10, 11]) == pytest.approx(float(wc / (2 * torch.special.bessel_j1(wc))), rel=1e-9)
 
 
 def test_pad_kernel_and_pulse():
@@ -239,9 +235,7 @@ def test_resize_sizes_and_modes():
         assert ops.resize(x, mode, size=(15, 20)).shape == (1, 3, 15, 20)
         assert ops.resize(x, mode, scale=0.5).shape == (1, 3, 15, 20)
         assert torch.equal(ops.resize(x, mode, size=(30, 40)), x)
-    with pytest.raises(
-        ValueError, match="unknown resize mode 'nearest'; valid choices: area, bilinear, bicubic"
-    ):
+    with pytest.raises(ValueError, match="unknown resize mode 'nearest'; valid choices: area, bilinear, bicubic"):
         ops.resize(x, "nearest", scale=2)
 
 

@@ -82,9 +82,7 @@ def output_folder(tmp_path):
         save_image(torch.zeros(3, 16, 16), folder / f"{key}.png")
     csv = tmp_path / "timings.csv"
     csv.write_text("image,seconds\na.png,2.0\nb.png,4.0\nc.png,9.0\n")
-    return build(
-        "methods", "output_folder", {"path": str(folder), "timings_csv": str(csv), "inference_steps": 1}
-    )
+    return build("methods", "output_folder", {"path": str(folder), "timings_csv": str(csv), "inference_steps": 1})
 
 
 def test_count_parameters_closed_form():
@@ -158,11 +156,7 @@ def test_efficiency_table_columns_and_rows(output_folder):
     assert tiny["Inference steps"] == 1 and tiny["Device"] == "cpu" and tiny["LR size"] == "16x16"
     assert tiny["Time source"] == "measured (median of 2)" and tiny["Inference time (s)"] > 0
     assert tiny["Memory basis"] == "cpu peak RSS increase" and tiny["Peak memory (MiB)"] >= 0
-    assert (
-        folder["Method"] == "osediff"
-        and pd_isna(folder["Params (M)"])
-        and pd_isna(folder["Peak memory (MiB)"])
-    )
+    assert folder["Method"] == "osediff" and pd_isna(folder["Params (M)"]) and pd_isna(folder["Peak memory (MiB)"])
     assert folder["Inference time (s)"] == 4.0 and folder["Time source"] == "reported (median of 3 images)"
     assert folder["Device"] == "reported" and folder["Inference steps"] == 1
 

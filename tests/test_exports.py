@@ -71,9 +71,7 @@ def test_latex_exact_output():
 
 
 def test_latex_escapes_every_special_character_and_stays_balanced():
-    assert latex_escape(SPECIAL) == (
-        r"a\&b\_c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k"
-    )
+    assert latex_escape(SPECIAL) == (r"a\&b\_c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k")
     df = pd.DataFrame({SPECIAL: [SPECIAL, "plain"], "x_y%": [1.0, 2.0]})
     tex = to_latex(df, caption=SPECIAL, bold_best={"x_y%": "lower"})
     assert latex_problems(tex) == []
@@ -93,9 +91,7 @@ def test_latex_checker_finds_problems():
     good = to_latex(small_table()[["method", "LPIPS"]])
     assert latex_is_balanced(good)
     assert any("unclosed" in p for p in latex_problems(good.replace(r"\centering", r"\centering{")))
-    assert any(
-        "does not match" in p for p in latex_problems(good.replace(r"\end{tabular}", r"\end{tabularx}"))
-    )
+    assert any("does not match" in p for p in latex_problems(good.replace(r"\end{tabular}", r"\end{tabularx}")))
     assert any("unescaped %" in p for p in latex_problems(good.replace("VARSR", "VAR 50%")))
     assert any("unescaped _" in p for p in latex_problems(good.replace("VARSR", "VAR_SR")))
     assert any("3 cells for 2 columns" in p for p in latex_problems(good.replace("VARSR", "VAR & SR")))
@@ -230,8 +226,7 @@ def make_sweep(root: Path, analysis: bool = True) -> Path:
         pd.DataFrame(rows).to_csv(cell / ("bench" if i == 1 else ".") / "summary.csv", index=False)
         if analysis:
             probs = torch.softmax(
-                torch.randn(2, 2, len(layout), len(layout), generator=torch.Generator().manual_seed(i))
-                * (1 + lam),
+                torch.randn(2, 2, len(layout), len(layout), generator=torch.Generator().manual_seed(i)) * (1 + lam),
                 -1,
             )
             table = attention_distance_by_scale(

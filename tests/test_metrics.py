@@ -90,8 +90,7 @@ DREALSR_KEYS = ["Canon_10_x1", "DSC_1137_x1", "sony_80_x1"]
 def test_drealsr_osediff_logged_psnr_ssim(drealsr_dir):
     pattern = re.compile(r"results_osediff/(\S+)\.png \| PSNR: ([\d.]+); SSIM: ([\d.]+)")
     logged = {
-        m[1]: (float(m[2]), float(m[3]))
-        for m in pattern.finditer((drealsr_dir / "osediff_metrics.log").read_text())
+        m[1]: (float(m[2]), float(m[3])) for m in pattern.finditer((drealsr_dir / "osediff_metrics.log").read_text())
     }
     assert len(logged) == 93
     sr = torch.stack([load_image(drealsr_dir / "results_osediff" / f"{k}.png") for k in DREALSR_KEYS])
@@ -111,9 +110,7 @@ def image_pair():
 def test_psnr_of_constant_offset(image_pair):
     img, shifted = image_pair
     rgb = build_metric("psnr_rgb")(shifted, img)
-    assert torch.allclose(
-        rgb, torch.full((2,), -10 * math.log10(0.05**2 + 1e-8), dtype=torch.float64), atol=1e-3
-    )
+    assert torch.allclose(rgb, torch.full((2,), -10 * math.log10(0.05**2 + 1e-8), dtype=torch.float64), atol=1e-3)
     # BT.601 luma: Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255 moves by 0.05 * 219 / 255
     y = build_metric("psnr")(shifted, img)
     assert torch.allclose(
@@ -230,9 +227,7 @@ def test_weights_dir_is_searched_first_and_clip_checksum_enforced(empty_torch_ho
         build_metric("maniqa")
     with pytest.raises(MissingWeightsError, match="MANIQA_PIPAL-ae6d356b.pth"):
         build_metric({"type": "maniqa", "variant": "pipal"})
-    with pytest.raises(
-        MissingWeightsError, match="niqe_modelparameters.mat.*\n.*\n.*\n.*niqe_pris_params.npz"
-    ):
+    with pytest.raises(MissingWeightsError, match="niqe_modelparameters.mat.*\n.*\n.*\n.*niqe_pris_params.npz"):
         build_metric("niqe")
 
 
@@ -260,8 +255,6 @@ def test_weights_load_offline_from_weights_dir_and_only_as_tensors(tmp_path, mon
 
     (tmp_path / "evil").mkdir()
     torch.save({"x": _CodeInPickle()}, tmp_path / "evil" / fname)
-    with pytest.raises(
-        RuntimeError, match=r"refusing to load .*musiq_koniq_ckpt-e95806b9.pth: it is not a plain"
-    ):
+    with pytest.raises(RuntimeError, match=r"refusing to load .*musiq_koniq_ckpt-e95806b9.pth: it is not a plain"):
         build_metric({"type": "musiq", "weights_dir": str(tmp_path / "evil")})
     assert not getattr(builtins, "_alignvar_pwned", False)

@@ -69,9 +69,7 @@ def test_extra_files_warn_listing_them(folder):
     method = _method(folder)
     with pytest.warns(UserWarning) as record:
         assert method.check(["b"]) == []
-    assert [str(w.message) for w in record] == [
-        f"{folder}: 2 files match no LR image and are ignored: a.png, c.png"
-    ]
+    assert [str(w.message) for w in record] == [f"{folder}: 2 files match no LR image and are ignored: a.png, c.png"]
 
 
 def test_many_names_are_truncated(tmp_path):

@@ -167,9 +167,7 @@ def test_mismatched_methods_and_missing_metric(tmp_path, ref_run):
         compare_runs(new, ref_run)
     new2 = tmp_path / "new2"
     make_run(new2, base_table().drop(columns=["lpips"]))
-    with pytest.raises(
-        RegressionError, match=re.escape("metrics ['lpips'] of the reference run are missing")
-    ):
+    with pytest.raises(RegressionError, match=re.escape("metrics ['lpips'] of the reference run are missing")):
         compare_runs(new2, ref_run)
 
 

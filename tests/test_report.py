@@ -22,6 +22,7 @@ from PIL import Image
 
 from harness import registry
 from harness.config import experiment_from_dict
+from harness.data.datasets import Sample
 from harness.data.imageio import ImageError
 from harness.registry import register
 from harness.runner import BenchFailedError, run_bench
@@ -30,15 +31,6 @@ from reports import render
 from reports.html import Section, format_value, render_report
 
 EVIL = "<script>alert(1)</script>"
-
-
-@dataclass
-class _Sample:
-    key: str
-    lr: torch.Tensor
-    hr: torch.Tensor | None
-    lr_path: Path | None = None
-    hr_path: Path | None = None
 
 
 @dataclass
@@ -68,7 +60,7 @@ class PhotoTiles:
         y = 40 + 70 * i
         hr = self.img[:, y : y + self.side, 200 : 200 + self.side].contiguous()
         lr = (F.avg_pool2d(hr[None], 4)[0] * 255).round() / 255
-        return _Sample(self.keys[i], lr, hr)
+        return Sample(self.keys[i], lr, hr)
 
 
 class Nearest(SRMethod):
@@ -168,9 +160,7 @@ def test_quality_table_headers_rows_and_bold_best(page, run_dir):
         assert bold == [best]
         cell = rows[[r.find("td").get_text() for r in rows].index(best)].find_all("td")[col]
         assert cell.find("b").get_text() == format_value(values[best])
-        low, high = summary[(summary["metric"] == metric) & (summary["method"] == best)][
-            ["ci_low", "ci_high"]
-        ].iloc[0]
+        low, high = summary[(summary["metric"] == metric) & (summary["method"] == best)][["ci_low", "ci_high"]].iloc[0]
         assert cell.find("small").get_text() == f"[{format_value(low)}, {format_value(high)}]"
     # bilinear beats nearest on these photos: a sanity check of the closed-form stand-ins
     assert bold == [EVIL]

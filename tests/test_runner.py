@@ -19,6 +19,7 @@ import yaml
 
 from harness import registry
 from harness.config import experiment_from_dict
+from harness.data.datasets import Sample
 from harness.data.imageio import ImageError, load_image
 from harness.registry import register
 from harness.results import RunNotFoundError, load_run, safe_name
@@ -35,15 +36,6 @@ from methods.base import SRMethod
 
 
 # ----------------------------------------------------------------------------------------------- stand-ins
-@dataclass
-class _Sample:
-    key: str
-    lr: torch.Tensor
-    hr: torch.Tensor | None
-    lr_path: Path | None = None
-    hr_path: Path | None = None
-
-
 @dataclass
 class TinyConfig:
     n: int = 2
@@ -67,7 +59,7 @@ class TinyDataset:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def __getitem__(self, i: int) -> _Sample:
+    def __getitem__(self, i: int) -> Sample:
         key = self.keys[i]
         if key in self.corrupt:
             raise ImageError(f"/data/tiny/{key}.png: cannot decode image (OSError: truncated)")
@@ -75,7 +67,7 @@ class TinyDataset:
         gen = torch.Generator().manual_seed(i)
         hr = (torch.rand(3, side, side, generator=gen) * 255).round() / 255
         lr = quantize_8bit(torch.nn.functional.avg_pool2d(hr[None], self.scale)[0])
-        return _Sample(key, lr, hr if self.has_reference else None)
+        return Sample(key, lr, hr if self.has_reference else None)
 
 
 class BoxUpscale(SRMethod):
@@ -136,9 +128,7 @@ class FolderMAE:
 
     def compute_sets(self, sr_dir, hr_dir):
         files = sorted(Path(sr_dir).glob("*.png"))
-        diffs = [
-            (load_image(f).double() - load_image(Path(hr_dir) / f.name).double()).abs().mean() for f in files
-        ]
+        diffs = [(load_image(f).double() - load_image(Path(hr_dir) / f.name).double()).abs().mean() for f in files]
         return float(np.mean(diffs))
 
 
@@ -253,9 +243,7 @@ def test_full_bench_outputs_and_values(tmp_path):
         sample = ds[i]
         saved = load_image(run_dir / "images/tiny/box" / f"{row['image']}.png")
         assert torch.equal(saved, sample.lr.repeat_interleave(4, -1).repeat_interleave(4, -2))
-        assert row["mae"] == pytest.approx(
-            float((saved.double() - sample.hr.double()).abs().mean()), abs=1e-12
-        )
+        assert row["mae"] == pytest.approx(float((saved.double() - sample.hr.double()).abs().mean()), abs=1e-12)
         assert row["level"] == pytest.approx(float(saved.double().mean()), abs=1e-12)
         assert row["latency_s"] > 0
 
@@ -311,9 +299,7 @@ def test_failing_method_is_recorded_and_others_finish(tmp_path):
     table = pd.read_csv(run_dir / "metrics/tiny.csv")
     assert sorted(set(table["method"])) == ["first", "last"] and len(table) == 4
     error = (run_dir / "errors/tiny__boom.txt").read_text()
-    assert (
-        "Traceback (most recent call last)" in error and "RuntimeError: boom: simulated method crash" in error
-    )
+    assert "Traceback (most recent call last)" in error and "RuntimeError: boom: simulated method crash" in error
     meta = json.loads((run_dir / "summary.json").read_text())
     assert meta["status"] == "failed"
     assert meta["failures"] == [{"dataset": "tiny", "method": "boom", "traceback": "errors/tiny__boom.txt",
@@ -346,9 +332,7 @@ def test_corrupt_images(tmp_path, mode):
         methods=[{"type": "_t_runner_box", "name": "a"}, {"type": "_t_runner_box", "name": "b"}],
     )
     if mode == "fail":
-        with pytest.raises(
-            CorruptInputError, match=r"(?s)/data/tiny/img1.png: cannot decode image .*on_corrupt=skip"
-        ):
+        with pytest.raises(CorruptInputError, match=r"(?s)/data/tiny/img1.png: cannot decode image .*on_corrupt=skip"):
             run(cfg)
         assert not (tmp_path / "runs/exp/summary.json").exists()
         return

@@ -74,9 +74,7 @@ def test_small_and_large_sizes():
 
 @pytest.mark.parametrize("size", [(500, 512), (512, 500), (0, 512)])
 def test_for_size_rejects_non_multiples(size):
-    with pytest.raises(
-        ValueError, match=rf"image size {size[0]}x{size[1]} is not supported: .* multiple of 16"
-    ):
+    with pytest.raises(ValueError, match=rf"image size {size[0]}x{size[1]} is not supported: .* multiple of 16"):
         ScaleSchedule.for_size(*size)
 
 

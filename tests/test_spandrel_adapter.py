@@ -187,9 +187,7 @@ def test_wrong_preset_is_an_exact_error(realesrgan_files, swinir_file):
         f"{pth}: method 'swinir' expects a SwinIR checkpoint, but spandrel detected ESRGAN; use the method "
         "type matching the file, or 'spandrel' for any supported architecture"
     )
-    with pytest.raises(
-        CheckpointError, match=r"method 'realesrgan' expects a RRDBNet checkpoint, but spandrel"
-    ):
+    with pytest.raises(CheckpointError, match=r"method 'realesrgan' expects a RRDBNet checkpoint, but spandrel"):
         build("methods", "realesrgan", {"checkpoint": str(swinir_file)})
     # the generic method takes either
     assert build("methods", "spandrel", {"checkpoint": str(swinir_file)}).architecture == "SwinIR"
@@ -200,12 +198,9 @@ def test_missing_checkpoint_names_path_and_download(tmp_path):
     with pytest.raises(CheckpointError) as err:
         build("methods", "realesrgan", {"checkpoint": str(path)})
     assert str(err.value) == (
-        f"{path}: checkpoint not found; download {PRESETS['realesrgan'].weights} "
-        "and set 'checkpoint' to its path"
+        f"{path}: checkpoint not found; download {PRESETS['realesrgan'].weights} and set 'checkpoint' to its path"
     )
-    with pytest.raises(
-        CheckpointError, match=r"not found; download any checkpoint of an architecture spandrel"
-    ):
+    with pytest.raises(CheckpointError, match=r"not found; download any checkpoint of an architecture spandrel"):
         build("methods", "spandrel", {"checkpoint": str(path)})
 
 
@@ -218,9 +213,7 @@ def test_unsafe_and_unsupported_files_are_refused(tmp_path):
     torch.save({"params": {"w": torch.zeros(1)}, "opt": _NotATensor()}, pickled)
     with pytest.raises(CheckpointError) as err:
         build("methods", "spandrel", {"checkpoint": str(pickled)})
-    assert str(err.value).startswith(
-        f"{pickled}: cannot be loaded safely with torch.load(weights_only=True): "
-    )
+    assert str(err.value).startswith(f"{pickled}: cannot be loaded safely with torch.load(weights_only=True): ")
     assert str(err.value).endswith("if you trust the file, convert it to .safetensors first")
 
     with warnings.catch_warnings():
@@ -237,9 +230,7 @@ def test_unsafe_and_unsupported_files_are_refused(tmp_path):
 
     unknown = tmp_path / "unknown.safetensors"
     save_file({"foo.weight": torch.zeros(2, 2)}, str(unknown))
-    with pytest.raises(
-        CheckpointError, match=r"does not recognise this architecture \(first keys: foo.weight\)"
-    ):
+    with pytest.raises(CheckpointError, match=r"does not recognise this architecture \(first keys: foo.weight\)"):
         build("methods", "spandrel", {"checkpoint": str(unknown)})
 
     onnx = tmp_path / "model.onnx"
@@ -278,9 +269,7 @@ def test_tiled_equals_untiled_for_rrdbnet(realesrgan_files):
     tiled = tiled_method.upscale(lr, ["a"])
     assert tiled.shape == whole.shape == (1, 3, 400, 360)
     assert (tiled - whole).abs().max().item() < 1e-6
-    seamy = build("methods", "realesrgan", {"checkpoint": str(pth), "tile": 88, "tile_overlap": 4}).upscale(
-        lr, ["a"]
-    )
+    seamy = build("methods", "realesrgan", {"checkpoint": str(pth), "tile": 88, "tile_overlap": 4}).upscale(lr, ["a"])
     assert (seamy - whole).abs().max().item() > 1e-4  # the comparison above can fail
 
 
@@ -326,6 +315,5 @@ def test_tiled_upscale_rejects_wrong_output_size():
     with pytest.raises(ValueError) as err:
         tiled_upscale(lambda x: F.interpolate(x, scale_factor=2), _lr(20, 20), 4, 8, 2)
     assert str(err.value) == (
-        "upscale function returned shape (1, 3, 16, 16) for input (1, 3, 8, 8); "
-        "expected (B=1, C, 32, 32) at scale 4"
+        "upscale function returned shape (1, 3, 16, 16) for input (1, 3, 8, 8); expected (B=1, C, 32, 32) at scale 4"
     )

@@ -46,9 +46,7 @@ def test_alignvar_method_uses_the_sca_mode_it_was_trained_with(tmp_path):
     laplacian = build("methods", "alignvar", {"checkpoint": str(random_ckpt), "sca": "laplacian"})
     assert laplacian.model.sca.mask_input == "laplacian"
     # a model trained without SCA cannot be evaluated with an (untrained) gate
-    with pytest.raises(
-        ValueError, match=r"has no SCA weights .* so sca: laplacian would run an untrained gate"
-    ):
+    with pytest.raises(ValueError, match=r"has no SCA weights .* so sca: laplacian would run an untrained gate"):
         build("methods", "alignvar", {"checkpoint": str(off_ckpt), "sca": "laplacian"})
 
 
@@ -184,9 +182,7 @@ def tiny_sweep(tmp_path_factory):
     stale = result.sweep_dir / "cells" / "sca.mask_input=old-0badc0de"
     stale.mkdir()
     (stale / "state.json").write_text(
-        json.dumps(
-            {"status": "done", "name": "old", "index": 0, "overrides": {"model.sca.mask_input": "stale_v"}}
-        )
+        json.dumps({"status": "done", "name": "old", "index": 0, "overrides": {"model.sca.mask_input": "stale_v"}})
     )
     pd.read_csv(next(result.sweep_dir.glob("cells/*/summary.csv"))).to_csv(stale / "summary.csv", index=False)
     return result, render_sweep_report(result.sweep_dir)
@@ -314,7 +310,5 @@ def test_probe_image_equals_the_separate_probes(tmp_path, astronaut):
     separate = probes.accumulation_for_image(model, lr, hr, "m", perturb_scales=(1, 2))
     pd.testing.assert_frame_equal(results_to_frame(probe.curves), results_to_frame(separate))
     assert probe.sca_figure is not None and len(probe.sca_figure.axes) == 2 * 3 + 1  # scales 2..4 + colorbar
-    with pytest.raises(
-        ValueError, match=r"perturb_scales \[4\] outside 0\.\.3 \(this image has 4 scales: 1x1, "
-    ):
+    with pytest.raises(ValueError, match=r"perturb_scales \[4\] outside 0\.\.3 \(this image has 4 scales: 1x1, "):
         probes.probe_image(model, lr, hr, "m", perturb_scales=(4,))

@@ -94,10 +94,7 @@ def test_zip_pairs_lists_and_multiplies_with_grid():
 def test_zip_length_mismatch_names_keys_and_lengths():
     with pytest.raises(ConfigError) as err:
         expand(spec_of({"sweep": {"zip": {"seed": [0, 1, 2], "report.crop_size": [32, 64]}}}))
-    assert (
-        str(err.value)
-        == "exp.yaml: sweep.zip: lists must have equal lengths; got seed (3), report.crop_size (2)"
-    )
+    assert str(err.value) == "exp.yaml: sweep.zip: lists must have equal lengths; got seed (3), report.crop_size (2)"
 
 
 def test_invalid_value_in_one_cell_fails_up_front_naming_cell_and_key():
@@ -114,9 +111,7 @@ def test_invalid_value_in_one_cell_fails_up_front_naming_cell_and_key():
         match=r"^exp.yaml \[sweep cell bench.batch_size=0\]: bench: bench.batch_size must be >= 1, got 0$",
     ):
         expand(spec_of({"sweep": {"grid": {"bench.batch_size": [1, 0]}}}))
-    with pytest.raises(
-        ConfigError, match=r"\[sweep cell bench.batchsize=1\]: bench.batchsize: unknown key; valid"
-    ):
+    with pytest.raises(ConfigError, match=r"\[sweep cell bench.batchsize=1\]: bench.batchsize: unknown key; valid"):
         expand(spec_of({"sweep": {"grid": {"bench.batchsize": [1]}}}))
 
 
@@ -125,25 +120,15 @@ def test_sweep_block_errors():
         expand(spec_of({"sweep": {"grid": {"seed": []}}}))
     with pytest.raises(ConfigError, match=r"^exp.yaml: sweep: key 'seed' is in both 'grid' and 'zip'"):
         expand(spec_of({"sweep": {"grid": {"seed": [0]}, "zip": {"seed": [1]}}}))
-    with pytest.raises(
-        ConfigError, match=r"^exp.yaml: sweep.grid.output_root: 'output_root' cannot be swept"
-    ):
+    with pytest.raises(ConfigError, match=r"^exp.yaml: sweep.grid.output_root: 'output_root' cannot be swept"):
         expand(spec_of({"sweep": {"grid": {"output_root": ["a", "b"]}}}))
     with pytest.raises(ConfigError, match=r"^exp.yaml: sweep: missing; add a 'sweep:' block"):
         spec_of({})
-    with pytest.raises(
-        ConfigError, match=r"^exp.yaml: sweep.backend: invalid value 'slurm'; valid choices: local"
-    ):
+    with pytest.raises(ConfigError, match=r"^exp.yaml: sweep.backend: invalid value 'slurm'; valid choices: local"):
         spec_of({"sweep": {"backend": "slurm"}})
     # 1 and 1.0 are the same value for a float field: two cells with one config
-    with pytest.raises(
-        ConfigError, match=r"cells 'hcc.lambda=1' and 'hcc.lambda=1.0' resolve to the same config"
-    ):
-        expand(
-            spec_of(
-                {"model": {"type": "_sweep_test_model"}, "sweep": {"grid": {"model.hcc.lambda": [1, 1.0]}}}
-            )
-        )
+    with pytest.raises(ConfigError, match=r"cells 'hcc.lambda=1' and 'hcc.lambda=1.0' resolve to the same config"):
+        expand(spec_of({"model": {"type": "_sweep_test_model"}, "sweep": {"grid": {"model.hcc.lambda": [1, 1.0]}}}))
 
 
 def test_no_swept_keys_is_one_base_cell():
@@ -175,10 +160,7 @@ def test_identity_hash_is_stable_and_sensitive():
     # The definition itself is pinned: changing it would silently invalidate every finished sweep cell.
     config = {"name": "ignored", "output_root": "ignored", "seed": 1, "bench": {"batch_size": 2}}
     payload = '{"config":{"bench":{"batch_size":2},"seed":1},"stages":["train","bench"]}'
-    assert (
-        canonical_json({"config": {"seed": 1, "bench": {"batch_size": 2}}, "stages": ["train", "bench"]})
-        == payload
-    )
+    assert canonical_json({"config": {"seed": 1, "bench": {"batch_size": 2}}, "stages": ["train", "bench"]}) == payload
     assert cell_identity(config, ["train", "bench"]) == hashlib.sha256(payload.encode()).hexdigest()
 
     base = {"model": {"type": "_sweep_test_model"}, "sweep": {"grid": {"model.hcc.lambda": [0.5, 1.0]}}}
@@ -189,9 +171,7 @@ def test_identity_hash_is_stable_and_sensitive():
     assert [c.id for c in renamed] == [c.id for c in a]  # names and output paths are not part of the identity
     spelled = {"model": {"type": "_sweep_test_model", "hcc": {"lambda": 1}}, "sweep": {"grid": {"seed": [0]}}}
     plain = {"model": "_sweep_test_model", "sweep": {"grid": {"seed": [0]}}}
-    assert (
-        expand(spec_of(spelled))[0].id == expand(spec_of(plain))[0].id
-    )  # 1 == 1.0 == the default; shorthand
+    assert expand(spec_of(spelled))[0].id == expand(spec_of(plain))[0].id  # 1 == 1.0 == the default; shorthand
     stages = expand(spec_of({**base, "sweep": {**base["sweep"], "stages": ["bench"]}}))
     assert stages[0].id != a[0].id  # stages are part of what a cell computes
     # the code version is recorded but only hashed with --strict-code-version

@@ -107,9 +107,7 @@ def test_sigkill_mid_sweep_then_restart_runs_each_cell_to_completion_once(tmp_pa
     summary = check_finished_exactly_once(tmp_path, done_before)
     victim_row = next(r for r in summary["cells"] if r["dir"].endswith(victim))
     assert victim_row["attempts"] == 2 and count(tmp_path, "start")[victim] == 2
-    assert read_state(tmp_path / "runs" / "faults" / "cells" / victim)["note"].startswith(
-        "attempt 1 was interr"
-    )
+    assert read_state(tmp_path / "runs" / "faults" / "cells" / victim)["note"].startswith("attempt 1 was interr")
 
 
 def test_sigkill_of_a_multiworker_runner_stops_its_workers_and_restart_completes(tmp_path):

@@ -120,9 +120,7 @@ def test_2x3_grid_completes_with_six_cells_summary_and_logs(tmp_path):
     assert run_sweep(narrower, cell_fn=fn, isolation="inline", progress=False).ok and len(fn.calls) == 6
     summary = json.loads((tmp_path / "runs" / "toy" / "sweep.json").read_text())
     assert [c["name"] for c in summary["cells"]] == [f"bench.batch_size=2,seed={s}" for s in (0, 1, 2)]
-    assert [d.split("-")[0] for d in summary["other_dirs"]] == [
-        f"cells/bench.batch_size=1,seed={s}" for s in (0, 1, 2)
-    ]
+    assert [d.split("-")[0] for d in summary["other_dirs"]] == [f"cells/bench.batch_size=1,seed={s}" for s in (0, 1, 2)]
 
 
 def test_visible_gpus_and_local_slots(monkeypatch):
@@ -130,10 +128,7 @@ def test_visible_gpus_and_local_slots(monkeypatch):
 
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "0,1"}) == ["0", "1"]
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "3, GPU-5f2a"}) == ["3", "GPU-5f2a"]
-    assert (
-        visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
-        and visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
-    )
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == [] and visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,-1,3"}) == ["2"]  # CUDA ignores ids after an invalid one
     slots = local_slots(workers=8, gpus=["2", "3"])  # one slot per GPU, workers ignored
     assert [(s.label, s.env) for s in slots] == [
@@ -222,9 +217,7 @@ def test_process_workers_pin_one_gpu_per_cell(tmp_path):
     result = run_sweep(spec, cell_fn=toy_env_cell, gpus=["0", "1"], progress=False)  # 2 GPUs -> 2 slots
     assert result.ok
     runs = [r["result"] for r in result.rows]
-    assert {r["gpu"] for r in runs} == {"0", "1"} and len(
-        {r["pid"] for r in runs}
-    ) == 4  # a fresh process each
+    assert {r["gpu"] for r in runs} == {"0", "1"} and len({r["pid"] for r in runs}) == 4  # a fresh process each
     assert os.getpid() not in {r["pid"] for r in runs}
     for i, a in enumerate(runs):  # cells that overlapped in time ran on different GPUs
         for b in runs[i + 1 :]:
@@ -243,18 +236,12 @@ def test_worker_killed_by_signal_fails_only_its_cell(tmp_path):
 
 
 def test_cell_fn_must_be_importable_for_workers_and_checked_before_work(tmp_path):
-    with pytest.raises(
-        ValueError, match=r"cannot be imported by a worker process \(defined in __main__, a f"
-    ):
+    with pytest.raises(ValueError, match=r"cannot be imported by a worker process \(defined in __main__, a f"):
         run_sweep(make_spec(tmp_path), cell_fn=lambda cell, d: {}, progress=False)
-    with pytest.raises(
-        ValueError, match=r"^cell function 'no_such_module_x:f': cannot import 'no_such_module_x'"
-    ):
+    with pytest.raises(ValueError, match=r"^cell function 'no_such_module_x:f': cannot import 'no_such_module_x'"):
         run_sweep(make_spec(tmp_path), cell_fn="no_such_module_x:f", progress=False)
     assert not (tmp_path / "runs").exists()
-    with pytest.raises(
-        ConfigError, match=r"^toy.yaml: sweep.backend_options.gpus: the local backend takes no"
-    ):
+    with pytest.raises(ConfigError, match=r"^toy.yaml: sweep.backend_options.gpus: the local backend takes no"):
         run_sweep(make_spec(tmp_path, {"grid": GRID, "backend_options": {"gpus": 2}}), progress=False)
 
 
@@ -266,9 +253,7 @@ def test_non_jsonable_result_fails_the_cell(tmp_path):
         progress=False,
     )
     assert result.rows[0]["status"] == "failed"
-    assert result.rows[0]["error"].startswith(
-        "TypeError: cell function returned a result that is not JSON-able"
-    )
+    assert result.rows[0]["error"].startswith("TypeError: cell function returned a result that is not JSON-able")
 
 
 @pytest.mark.parametrize("cluster", ["local", "debug"])
@@ -305,8 +290,7 @@ def test_cli_dry_run_run_and_exit_codes(tmp_path, capsys, monkeypatch):
     exp.write_text(exp.read_text() + "  zip:\n    bench.batch_size: [1, 2]\n    report.title: [a]\n")
     assert main(["sweep", str(exp), "--dry-run"]) == 2
     assert capsys.readouterr().err == (
-        f"config error: {exp}: sweep.zip: lists must have equal lengths; got bench.batch_size (2), "
-        "report.title (1)\n"
+        f"config error: {exp}: sweep.zip: lists must have equal lengths; got bench.batch_size (2), report.title (1)\n"
     )
 
 

@@ -103,10 +103,7 @@ def make_standins(cfg: ExperimentConfig) -> dict[str, Path]:
 
 # ----------------------------------------------------------------------------------------------- helpers
 def _rows(table) -> list[list[str]]:
-    return [
-        [td.get_text(" ", strip=True) for td in tr.find_all("td")]
-        for tr in table.find("tbody").find_all("tr")
-    ]
+    return [[td.get_text(" ", strip=True) for td in tr.find_all("td")] for tr in table.find("tbody").find_all("tr")]
 
 
 def _n_params(module: torch.nn.Module) -> int:
@@ -207,9 +204,7 @@ def test_standin_efficiency_json_and_reported_latencies(standin_run):
     stable = entries["StableSR"]
     assert stable["time_source"] == "reported" and stable["params"]["total"] is None
     assert stable["latency"]["median"] == pytest.approx(statistics.median(timings), abs=1e-12)
-    assert stable["latency"]["iqr"] == pytest.approx(
-        timings.quantile(0.75) - timings.quantile(0.25), abs=1e-12
-    )
+    assert stable["latency"]["iqr"] == pytest.approx(timings.quantile(0.75) - timings.quantile(0.25), abs=1e-12)
     # the per-image latency of a precomputed method is what it reports for that image
     table = pd.read_csv(run_dir / "metrics" / "bundled-bicubic.csv")
     reported = pd.read_csv(written["DiffBIR"] / "timings.csv").set_index("image")["seconds"]
@@ -227,9 +222,7 @@ def test_non_strict_output_folder_is_evaluated_on_the_images_it_has(standin_run)
     assert meta["method_skipped"] == [{"dataset": "bundled-realesrgan", "method": "PASD", "image": "coffee",
                                        "error": "no precomputed output (strict: false)"}]  # fmt: skip
     assert meta["skipped"] == [] and meta["status"] == "ok"
-    assert any(
-        n.startswith("PASD on bundled-realesrgan: 1 image(s) without output skipped") for n in meta["notes"]
-    )
+    assert any(n.startswith("PASD on bundled-realesrgan: 1 image(s) without output skipped") for n in meta["notes"])
     table = pd.read_csv(run_dir / "metrics" / "bundled-realesrgan.csv")
     assert sorted(table[table["method"] == "PASD"]["image"]) == ["astronaut", "chelsea"]
     assert sorted(table[table["method"] == "StableSR"]["image"]) == ["astronaut", "chelsea", "coffee"]
@@ -277,10 +270,7 @@ def test_table1_lists_every_missing_path_before_any_work(tmp_path, monkeypatch, 
         assert line in lines
     listed = [line for line in lines if line.startswith("  - ")]
     assert len(listed) == 20 and not any("BSRGAN.pth" in line for line in listed)
-    assert (
-        sum("datasets[" in line for line in listed) == 3
-        and sum("output folder" in line for line in listed) == 4
-    )
+    assert sum("datasets[" in line for line in listed) == 3 and sum("output folder" in line for line in listed) == 4
     assert sum("metrics[" in line for line in listed) == 8  # lpips-vgg 1 + shared VGG16 + dists 1 + 5 others
     assert lines[-1].startswith("relative paths are resolved from the working directory")
 
@@ -297,9 +287,7 @@ def test_requirements_skip_trained_placeholder_and_resolve_paired_subfolders(tmp
     assert [(r.what, r.path, r.kind) for r in reqs] == [("LR folder", tmp_path / "LR", "dir"),
                                                         ("HR folder", Path("/abs/HR"), "dir")]  # fmt: skip
     (tmp_path / "LR").mkdir()
-    assert [r.line() for r in missing_requirements(cfg)] == [
-        "datasets[0] (paired): HR folder not found: /abs/HR"
-    ]
+    assert [r.line() for r in missing_requirements(cfg)] == ["datasets[0] (paired): HR folder not found: /abs/HR"]
 
 
 # ----------------------------------------------------------------------------------------------- configs
@@ -325,9 +313,7 @@ def test_efficiency_cli_flags_set_the_config(tmp_path):
     from harness.cli.bench import apply_efficiency_flags
 
     cfg = load_experiment(TABLE2)
-    args = argparse.Namespace(
-        efficiency=False, efficiency_lr_size=64, efficiency_repeats=None, efficiency_warmup=None
-    )
+    args = argparse.Namespace(efficiency=False, efficiency_lr_size=64, efficiency_repeats=None, efficiency_warmup=None)
     apply_efficiency_flags(cfg, args)  # a value implies --efficiency; the experiment's other values are kept
     assert (cfg.bench.efficiency.lr_size, cfg.bench.efficiency.repeats) == (64, 10)
     cfg = load_experiment(TABLE1)
@@ -335,9 +321,7 @@ def test_efficiency_cli_flags_set_the_config(tmp_path):
     assert cfg.bench.efficiency is None
     apply_efficiency_flags(cfg, argparse.Namespace(efficiency=True))
     assert cfg.bench.efficiency.lr_size == 128 and cfg.bench.efficiency.repeats == 5
-    bad = argparse.Namespace(
-        efficiency=True, efficiency_lr_size=None, efficiency_repeats=0, efficiency_warmup=None
-    )
+    bad = argparse.Namespace(efficiency=True, efficiency_lr_size=None, efficiency_repeats=0, efficiency_warmup=None)
     with pytest.raises(ConfigError) as err:
         apply_efficiency_flags(cfg, bad)
     assert str(err.value) == (
@@ -370,9 +354,7 @@ def test_efficiency_section_formats_reported_and_failed_entries():
         ("1000.0", "1", "\u2013", "\u2013", False),
     ]
     assert ctx["rows"][2]["error"] == "OutOfMemoryError: CUDA out of memory"
-    assert ctx["caption"].startswith(
-        "Batch 1, LR 128\u00d7128 \u2192 512\u00d7512 (seeded random input), median"
-    )
+    assert ctx["caption"].startswith("Batch 1, LR 128\u00d7128 \u2192 512\u00d7512 (seeded random input), median")
 
 
 if __name__ == "__main__":  # python tests/test_tables.py [EXPERIMENT.yaml] [key=value ...]

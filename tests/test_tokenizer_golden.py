@@ -81,11 +81,7 @@ def test_checkpoint_loads_with_official_layout(vae, vqvae_pth, golden_dir):
     sd = read_state_dict(vqvae_pth)  # auto-descends ['trainer']['vae_local']
     assert len(sd) == 324
     assert list(vae.state_dict()) == list(sd), "module key order should follow the official state dict"
-    assert (
-        vae.config["ch"] == 32
-        and vae.config["ch_mult"] == (1, 1, 2, 2, 4)
-        and vae.config["vocab_size"] == 4096
-    )
+    assert vae.config["ch"] == 32 and vae.config["ch_mult"] == (1, 1, 2, 2, 4) and vae.config["vocab_size"] == 4096
     assert not vae.training
     for key in (
         "quantize.embedding.weight",
@@ -124,9 +120,7 @@ def test_quantizer_tokens_match_golden(tokens, golden):
         ref = golden[f"idx_scale_{k}"].astype(np.int64)
         assert ours.shape == ref.shape == (e - b,)
         bad = np.nonzero(ours != ref)[0]
-        assert np.all(gap[b + bad] < NEAR_TIE), (
-            f"scale {k}: token mismatch at {bad[:10]} (gaps {gap[b + bad][:10]})"
-        )
+        assert np.all(gap[b + bad] < NEAR_TIE), f"scale {k}: token mismatch at {bad[:10]} (gaps {gap[b + bad][:10]})"
     ours_gap = torch.cat([g[0] for g in tokens.gaps])
     torch.testing.assert_close(ours_gap, t(gap), atol=1e-4, rtol=1e-3)
 
@@ -196,9 +190,7 @@ def test_non_square_tokenisation_is_consistent(vae):
     out = vae.quantize.f_to_idx(f, s)
     assert [tuple(i.shape) for i in out.idx] == [(2, h * w) for h, w in s.patch_nums]
     assert all(i.dtype == torch.int64 for i in out.idx)
-    torch.testing.assert_close(
-        out.residual, (f - out.f_hat[-2]).flatten(2).transpose(1, 2), atol=1e-6, rtol=0
-    )
+    torch.testing.assert_close(out.residual, (f - out.f_hat[-2]).flatten(2).transpose(1, 2), atol=1e-6, rtol=0)
     F = vae.quantize.cumulative_targets(out.idx, s)
     for a, b in zip(F, out.f_hat):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

@@ -44,9 +44,7 @@ def crop_origin(crop: torch.Tensor) -> tuple[int, int, bool]:
     flipped = bool(cols[0] > cols[-1])
     c = crop.shape[-1]
     left = int(cols.min())
-    assert torch.equal(
-        cols, torch.arange(left, left + c).flip(0) if flipped else torch.arange(left, left + c)
-    )
+    assert torch.equal(cols, torch.arange(left, left + c).flip(0) if flipped else torch.arange(left, left + c))
     assert torch.equal(rows, torch.arange(int(rows[0]), int(rows[0]) + crop.shape[-2]))
     assert torch.equal(crop[0], crop[0, :1].expand_as(crop[0]))  # R depends on the column only
     return int(rows[0]), left, flipped
@@ -102,9 +100,7 @@ def test_source_errors_are_clear(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="empty: no image files found"):
         resolve_sources([SourceConfig(path=str(tmp_path / "empty"))])
-    with pytest.raises(
-        ValueError, match="exactly one of path, glob, bundled: true; got \\['path', 'glob'\\]"
-    ):
+    with pytest.raises(ValueError, match="exactly one of path, glob, bundled: true; got \\['path', 'glob'\\]"):
         SourceConfig(path="a", glob="b/*.png")
 
 
@@ -212,9 +208,7 @@ def test_loader_matches_batch_at_and_resumes_mid_epoch(hr_tree):
 
 def test_too_few_images_for_a_batch(hr_tree):
     data = TrainData(_cfg(hr_tree / "ffhq", batch_size=4))
-    with pytest.raises(
-        DatasetError, match="3 training images over 1 rank\\(s\\) give 3 per rank, fewer than"
-    ):
+    with pytest.raises(DatasetError, match="3 training images over 1 rank\\(s\\) give 3 per rank, fewer than"):
         data.batch_at(0)
 
 
@@ -234,9 +228,7 @@ def test_paired_crops_are_aligned(pair_dirs):
     cfg = from_dict(
         TrainDataConfig,
         {
-            "paired": [
-                {"lr_dir": str(pair_dirs / "LR"), "hr_dir": str(pair_dirs / "HR"), "filename_tmpl": "{}x4"}
-            ],
+            "paired": [{"lr_dir": str(pair_dirs / "LR"), "hr_dir": str(pair_dirs / "HR"), "filename_tmpl": "{}x4"}],
             "crop_size": 96,
             "batch_size": 2,
         },
@@ -264,9 +256,7 @@ def test_paired_errors_name_the_files(pair_dirs, tmp_path):
     save_png(torch.rand(3, 40, 40), bad / "HR" / "a.png")
     save_png(torch.rand(3, 20, 20), bad / "LR" / "a.png")
     ds = PairedTrainDataset.from_folders([paired_source(bad, "{}")], scale=4, crop_size=16)
-    with pytest.raises(
-        DatasetError, match=r"HR .*a.png \(40x40\) does not match LR .*a.png \(20x20\) x4 = 80x80"
-    ):
+    with pytest.raises(DatasetError, match=r"HR .*a.png \(40x40\) does not match LR .*a.png \(20x20\) x4 = 80x80"):
         ds[0]
 
 
@@ -279,9 +269,7 @@ def test_config_from_yaml_mapping_and_errors(hr_tree):
     cfg = _cfg(hr_tree, degradation={"name": "stablesr_mild", "options": {"jpeg_range2": [90, 100]}})
     assert cfg.sources[0].path == str(hr_tree) and cfg.degradation.options == {"jpeg_range2": [90, 100]}
     assert TrainData(cfg).degradation.cfg.jpeg_range2 == (90.0, 100.0)
-    with pytest.raises(
-        ConfigError, match="exp.yaml: data: degradation.name: unknown degradation 'foo'; valid"
-    ):
+    with pytest.raises(ConfigError, match="exp.yaml: data: degradation.name: unknown degradation 'foo'; valid"):
         _cfg(hr_tree, degradation={"name": "foo"})
     with pytest.raises(ConfigError, match="degradation.options.jpeg_rang: unknown key"):
         _cfg(hr_tree, degradation={"name": "stablesr_mild", "options": {"jpeg_rang": [1, 2]}})

@@ -42,9 +42,7 @@ def _pairs(pred: Sequence[torch.Tensor], gt: Sequence[torch.Tensor], what: str):
         raise ValueError(f"{what}: no scales given")
     for k, (p, g) in enumerate(zip(pred, gt)):
         if p.shape != g.shape:
-            raise ValueError(
-                f"{what}: scale {k}: prediction {tuple(p.shape)} vs ground truth {tuple(g.shape)}"
-            )
+            raise ValueError(f"{what}: scale {k}: prediction {tuple(p.shape)} vs ground truth {tuple(g.shape)}")
         yield k, p.detach().double(), g.detach().double()
 
 
@@ -65,9 +63,7 @@ def per_scale_latent_error(
     u_pred: Sequence[torch.Tensor], u_gt: Sequence[torch.Tensor], reduction: Reduction = "mse"
 ) -> torch.Tensor:
     """(K,) float64 error of predicted vs ground-truth accumulated latents u_k (B, C, H_k, W_k) per scale."""
-    return torch.stack(
-        [scale_error(p, g, reduction) for _, p, g in _pairs(u_pred, u_gt, "per_scale_latent_error")]
-    )
+    return torch.stack([scale_error(p, g, reduction) for _, p, g in _pairs(u_pred, u_gt, "per_scale_latent_error")])
 
 
 def per_scale_psnr(
@@ -203,8 +199,7 @@ def read_accumulation_csv(path: str | Path) -> pd.DataFrame:
     missing = [c for c in ACCUMULATION_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
-            f"{path}: not an accumulation table, missing columns {missing}; "
-            f"expected {list(ACCUMULATION_COLUMNS)}"
+            f"{path}: not an accumulation table, missing columns {missing}; expected {list(ACCUMULATION_COLUMNS)}"
         )
     bad = sorted(set(df["mode"]) - set(MODES))
     if bad:

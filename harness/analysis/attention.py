@@ -141,9 +141,7 @@ def token_layout(
     coords, levels = [], []
     if prefix_hw is not None:
         grids[LEVEL_PREFIX] = _as_hw(prefix_hw, "prefix_hw")
-    for level, hw in ([(LEVEL_PREFIX, grids[LEVEL_PREFIX])] if prefix_hw is not None else []) + list(
-        enumerate(hws)
-    ):
+    for level, hw in ([(LEVEL_PREFIX, grids[LEVEL_PREFIX])] if prefix_hw is not None else []) + list(enumerate(hws)):
         grids[level] = hw
         coords.append(_grid_coords(hw, alignment))
         levels.append(torch.full((hw[0] * hw[1],), level, dtype=torch.int64))
@@ -183,16 +181,12 @@ def per_query_distance(probs: torch.Tensor, q_coords: torch.Tensor, k_coords: to
     return (probs.double() * dist).sum(-1)
 
 
-def mean_attention_distance(
-    probs: torch.Tensor, q_coords: torch.Tensor, k_coords: torch.Tensor
-) -> torch.Tensor:
+def mean_attention_distance(probs: torch.Tensor, q_coords: torch.Tensor, k_coords: torch.Tensor) -> torch.Tensor:
     """(...,): sum_k p_qk ||c_q - c_k||, averaged over the Q queries. ``probs`` (..., Q, K) rows sum to 1."""
     return per_query_distance(probs, q_coords, k_coords).mean(-1)
 
 
-def mass_within_radius(
-    probs: torch.Tensor, q_coords: torch.Tensor, k_coords: torch.Tensor, r: float
-) -> torch.Tensor:
+def mass_within_radius(probs: torch.Tensor, q_coords: torch.Tensor, k_coords: torch.Tensor, r: float) -> torch.Tensor:
     """(...,): attention mass on keys with ||c_q - c_k|| <= r (1e-9 slack), averaged over queries."""
     dist = _check(probs, q_coords, k_coords)
     near = (dist <= r + 1e-9).double()
@@ -248,9 +242,7 @@ def attention_distance_by_scale(
     return pd.DataFrame(rows, columns=list(ATTENTION_COLUMNS))
 
 
-def attention_mass_by_key_scale(
-    probs: torch.Tensor, q_levels: torch.Tensor, k_levels: torch.Tensor
-) -> torch.Tensor:
+def attention_mass_by_key_scale(probs: torch.Tensor, q_levels: torch.Tensor, k_levels: torch.Tensor) -> torch.Tensor:
     """(..., n_query_levels, n_key_levels): mean attention mass a query of each level puts on each key level.
 
     Levels are sorted ascending (``torch.unique``) on both axes; rows sum to 1 when ``probs`` rows do.
@@ -276,9 +268,7 @@ def key_scale_attention_map(
         raise ValueError(f"no sampled query at level {query_level} ({layout.label(query_level)})")
     k_slice = layout.level_slice(key_level)
     if k_slice.stop > probs.shape[-1]:
-        raise ValueError(
-            f"key level {key_level} ({layout.label(key_level)}) is beyond the {probs.shape[-1]} keys"
-        )
+        raise ValueError(f"key level {key_level} ({layout.label(key_level)}) is beyond the {probs.shape[-1]} keys")
     return probs[q_sel, k_slice].mean(0).reshape(layout.grids[key_level])
 
 
@@ -408,8 +398,7 @@ class AttentionRecorder:
         """softmax(q k^T * scale + mask) of the sampled rows (float32, CPU), added to the running mean."""
         if q.dim() != 4 or k.dim() != 4 or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
             raise ValueError(
-                f"record: expected q (B, H, Lq, d) and k (B, H, Lk, d), got {tuple(q.shape)} and "
-                f"{tuple(k.shape)}"
+                f"record: expected q (B, H, Lq, d) and k (B, H, Lk, d), got {tuple(q.shape)} and {tuple(k.shape)}"
             )
         n_q, n_k, d = q.shape[-2], k.shape[-2], q.shape[-1]
         q_start = n_k - n_q if q_start is None else int(q_start)
@@ -428,9 +417,7 @@ class AttentionRecorder:
             if m.dtype == torch.bool:
                 m = torch.zeros(m.shape, dtype=torch.float32).masked_fill(~m, float("-inf"))
             if m.shape[-1] != n_k or m.shape[-2] not in (1, n_q):
-                raise ValueError(
-                    f"record: mask shape {tuple(m.shape)} is not broadcastable to (..., {n_q}, {n_k})"
-                )
+                raise ValueError(f"record: mask shape {tuple(m.shape)} is not broadcastable to (..., {n_q}, {n_k})")
             if m.shape[-2] == n_q:
                 m = m[..., local, :]
             if m.dim() == 4 and m.shape[0] > 1:
@@ -463,9 +450,7 @@ class AttentionRecorder:
         frames = []
         for rec in self.records:
             if int(rec.query_index.max()) >= len(layout) or rec.num_keys > len(layout):
-                raise ValueError(
-                    f"layer {rec.layer}: {rec.num_keys} keys do not fit the {len(layout)}-token layout"
-                )
+                raise ValueError(f"layer {rec.layer}: {rec.num_keys} keys do not fit the {len(layout)}-token layout")
             labels = {lv: layout.label(lv) for lv in layout.grids}
             frames.append(
                 attention_distance_by_scale(
@@ -480,9 +465,7 @@ class AttentionRecorder:
             )
         if not frames:
             return pd.DataFrame(columns=list(ATTENTION_COLUMNS))
-        return pd.concat(frames, ignore_index=True).sort_values(
-            ["layer", "head", "query_level"], ignore_index=True
-        )
+        return pd.concat(frames, ignore_index=True).sort_values(["layer", "head", "query_level"], ignore_index=True)
 
 
 # -------------------------------------------------------------------------------------------- comparison, I/O
@@ -505,23 +488,16 @@ def compare_models(
     radii = {float(r) for df in (records_a, records_b) for r in df["radius"].unique()}
     if len(radii) > 1:
         raise ValueError(f"compare_models: the tables use different radii {sorted(radii)}")
-    agg = [
-        df.groupby(list(by), sort=True)[["mean_distance", "mass_within_r"]].mean()
-        for df in (records_a, records_b)
-    ]
+    agg = [df.groupby(list(by), sort=True)[["mean_distance", "mass_within_r"]].mean() for df in (records_a, records_b)]
     if not agg[0].index.equals(agg[1].index):
 
         def listing(keys: set) -> str:
-            return (
-                ", ".join(sorted("/".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in keys))
-                or "-"
-            )
+            return ", ".join(sorted("/".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in keys)) or "-"
 
         only_a = listing(set(agg[0].index) - set(agg[1].index))
         only_b = listing(set(agg[1].index) - set(agg[0].index))
         raise ValueError(
-            f"compare_models: different scales; only in {names[0]!r}: {only_a}; "
-            f"only in {names[1]!r}: {only_b}"
+            f"compare_models: different scales; only in {names[0]!r}: {only_a}; only in {names[1]!r}: {only_b}"
         )
     out = pd.DataFrame(index=agg[0].index)
     for col in ("mean_distance", "mass_within_r"):

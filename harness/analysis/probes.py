@@ -146,9 +146,7 @@ def key_scale_maps(recorder: Any, layout: Any) -> dict[str, torch.Tensor]:
     maps = {}
     for level in sorted(layout.grids):
         if layout.level_slice(level).stop <= rec.num_keys:
-            maps[layout.label(level)] = key_scale_attention_map(
-                rec.probs, rec.query_index, layout, last, level
-            )
+            maps[layout.label(level)] = key_scale_attention_map(rec.probs, rec.query_index, layout, last, level)
     return {f"layer {rec.layer}: {k}": v for k, v in maps.items()}
 
 
@@ -263,9 +261,7 @@ def _accumulation_curves(
             f"{schedule.num_scales} scales: {', '.join(labels)})"
         )
     lat = accumulated_latents(model, lr_m11, hr_m11, schedule, free_tokens)
-    results = accumulation_curves(
-        lat["gt"], lat["teacher_forced"], lat["free_running"], model=name, scales=labels
-    )
+    results = accumulation_curves(lat["gt"], lat["teacher_forced"], lat["free_running"], model=name, scales=labels)
     run = corrupting_run_fn(model, lr_m11, schedule, int(model.config.seed))
     for j in scales:  # the unperturbed reference is the free-running run above (same seed, same tokens)
         errors = perturbation_curve(run, j, perturb_fraction, reference=lat["free_running"])
@@ -369,9 +365,5 @@ def probe_image(
     curves = []
     if hr_m11 is not None:
         curves = _accumulation_curves(model, inputs, name, perturb_scales, perturb_fraction, gen.tokens)
-    figure = (
-        _sca_figure(model, lr_m11, schedule, gen.tokens) if sca_figure and model.sca is not None else None
-    )
-    return ImageProbe(
-        recorder.distance_table(layout, radius=radius), key_scale_maps(recorder, layout), curves, figure
-    )
+    figure = _sca_figure(model, lr_m11, schedule, gen.tokens) if sca_figure and model.sca is not None else None
+    return ImageProbe(recorder.distance_table(layout, radius=radius), key_scale_maps(recorder, layout), curves, figure)

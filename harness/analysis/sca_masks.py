@@ -27,18 +27,12 @@ def _to_map(x: ArrayLike, sample: int, what: str) -> np.ndarray:
     elif a.ndim == 3:
         a = a[0] if a.shape[0] == 1 else a[sample]
     if a.ndim != 2:
-        raise ValueError(
-            f"{what}: expected (h, w), (1, h, w), (B, h, w) or (B, 1, h, w), got shape {a.shape}"
-        )
+        raise ValueError(f"{what}: expected (h, w), (1, h, w), (B, h, w) or (B, 1, h, w), got shape {a.shape}")
     return a
 
 
 def _to_image(image: ArrayLike, sample: int) -> np.ndarray:
-    a = (
-        image.detach().float().cpu().numpy()
-        if isinstance(image, torch.Tensor)
-        else np.asarray(image, np.float32)
-    )
+    a = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, np.float32)
     if a.ndim == 4:
         a = a[sample]
     if a.ndim != 3 or a.shape[0] not in (1, 3):
@@ -63,9 +57,7 @@ def sca_mask_panels(
     (default 'h x w'). Gates are drawn on [0, 1] (the sigmoid range) when they lie in it.
     """
     if len(structure_maps) != len(gates):
-        raise ValueError(
-            f"{len(structure_maps)} structure maps but {len(gates)} gates: need one of each per scale"
-        )
+        raise ValueError(f"{len(structure_maps)} structure maps but {len(gates)} gates: need one of each per scale")
     if not gates:
         raise ValueError("no scales given")
     s_maps = [_to_map(s, sample, f"structure_maps[{k}]") for k, s in enumerate(structure_maps)]
@@ -78,9 +70,7 @@ def sca_mask_panels(
     labels = list(labels) if labels is not None else [f"{g.shape[0]}x{g.shape[1]}" for g in g_maps]
     img = _to_image(image, sample) if image is not None else None
     g_all = np.concatenate([g.ravel() for g in g_maps])
-    g_lim = (
-        (0.0, 1.0) if (g_all.min() >= 0 and g_all.max() <= 1) else (float(g_all.min()), float(g_all.max()))
-    )
+    g_lim = (0.0, 1.0) if (g_all.min() >= 0 and g_all.max() <= 1) else (float(g_all.min()), float(g_all.max()))
 
     n = len(gates)
     fig = Figure(figsize=(width, width / n * 2.3 + 0.3), layout="constrained")
@@ -91,9 +81,7 @@ def sca_mask_panels(
         ax_s.imshow(s_maps[k], cmap="magma", interpolation="nearest", extent=(0, 1, 1, 0))
         ax_s.set_title(labels[k], fontsize=7)
         if img is not None:
-            ax_g.imshow(
-                img.mean(-1), cmap="gray", vmin=0, vmax=1, extent=(0, 1, 1, 0), interpolation="bilinear"
-            )
+            ax_g.imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1, extent=(0, 1, 1, 0), interpolation="bilinear")
         gate_artist = ax_g.imshow(
             g_maps[k],
             cmap="viridis",

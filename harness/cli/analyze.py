@@ -72,9 +72,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, str, Any, Path, str]:
         if not specs:
             raise ValueError(f"{args.config}: {kind}: empty; the analysis needs one")
         if want is not None and want not in [s.name for s in specs]:
-            raise ValueError(
-                f"{args.config}: no {kind[:-1]} named {want!r}; valid: {', '.join(s.name for s in specs)}"
-            )
+            raise ValueError(f"{args.config}: no {kind[:-1]} named {want!r}; valid: {', '.join(s.name for s in specs)}")
     m_spec = next(s for s in cfg.methods if args.method in (None, s.name))
     d_spec = next(s for s in cfg.datasets if args.dataset in (None, s.name))
     from harness.analysis.probes import var_model
@@ -145,9 +143,7 @@ def _run_plot(args: argparse.Namespace) -> int:
     names = args.names or [p.name if p.name != "analysis" else p.parent.name for p in args.runs]
     if len(names) != len(args.runs):
         raise ValueError(f"{len(names)} --names for {len(args.runs)} runs")
-    folders = [
-        p if p.name == "analysis" or not (p / "analysis").is_dir() else p / "analysis" for p in args.runs
-    ]
+    folders = [p if p.name == "analysis" or not (p / "analysis").is_dir() else p / "analysis" for p in args.runs]
     written = []
     for fname, reader, plot in (
         ("attention.csv", read_attention_csv, figures.attention_distance_figure),
@@ -157,9 +153,7 @@ def _run_plot(args: argparse.Namespace) -> int:
         if not tables:
             continue
         stem = fname.removesuffix(".csv")
-        written += exports.save_figure(
-            plot(pd.concat(tables, ignore_index=True)), args.output / stem, "column"
-        )
+        written += exports.save_figure(plot(pd.concat(tables, ignore_index=True)), args.output / stem, "column")
         if stem == "attention" and len(tables) == 2:
             cmp = compare_models(tables[0], tables[1], names=tuple(names[:2])).drop(columns="query_level")
             from harness.atomic import write_text
@@ -167,9 +161,7 @@ def _run_plot(args: argparse.Namespace) -> int:
             for suffix, text in (
                 (
                     ".tex",
-                    exports.to_latex(
-                        cmp, "Attention distance per query scale.", "tab:attention", precision=3
-                    ),
+                    exports.to_latex(cmp, "Attention distance per query scale.", "tab:attention", precision=3),
                 ),
                 (".md", exports.to_markdown(cmp, "Attention distance per query scale.", precision=3)),
             ):

@@ -28,9 +28,7 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="experiment YAML file")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. bench.batch_size=4"
-    )
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. bench.batch_size=4")
     parser.add_argument("--output-root", metavar="DIR", help="write runs under DIR instead of output_root")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: bench.device)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing finished run")
@@ -46,9 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also measure params, steps, latency and peak memory per method (efficiency.json)",
     )
-    group.add_argument(
-        "--efficiency-lr-size", type=int, metavar="N", help="LR side of the timed input (default 128)"
-    )
+    group.add_argument("--efficiency-lr-size", type=int, metavar="N", help="LR side of the timed input (default 128)")
     group.add_argument("--efficiency-repeats", type=int, metavar="N", help="timed calls (default 5)")
     group.add_argument("--efficiency-warmup", type=int, metavar="N", help="untimed calls first (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -23,9 +23,7 @@ OPTIONAL_METRICS = ("niqe",)  # dropped with a note when they cannot be built of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. bench.max_images=2"
-    )
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. bench.max_images=2")
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="demo experiment (default: %(default)s)")
     parser.add_argument("--output-root", metavar="DIR", help="write the run under DIR instead of runs/")
     parser.add_argument("--device", help="auto | cpu | cuda (default: bench.device)")

@@ -24,9 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("new_run", type=Path, help="the bench run to check (a run directory)")
     parser.add_argument("--against", type=Path, required=True, metavar="REFERENCE", help="the reference run")
     parser.add_argument("--tolerances", type=Path, default=None, help="YAML of per-metric tolerances")
-    parser.add_argument(
-        "--output", type=Path, default=None, help="HTML diff page (default: NEW_RUN/regression.html)"
-    )
+    parser.add_argument("--output", type=Path, default=None, help="HTML diff page (default: NEW_RUN/regression.html)")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--include-latency", action="store_true", help="also compare latency_s")

@@ -17,9 +17,7 @@ example:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a bench run directory (contains summary.json)")
-    parser.add_argument(
-        "--output", "-o", metavar="FILE", help="HTML file to write (default: RUN_DIR/report.html)"
-    )
+    parser.add_argument("--output", "-o", metavar="FILE", help="HTML file to write (default: RUN_DIR/report.html)")
 
 
 def run(args: argparse.Namespace) -> int:

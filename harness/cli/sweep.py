@@ -38,18 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
     parser.add_argument("--force", action="store_true", help="re-run every cell, finished or not")
     parser.add_argument("--force-failed", action="store_true", help="re-run cells that failed earlier")
-    parser.add_argument(
-        "--workers", type=int, default=None, help="local CPU workers (default: sweep.workers)"
-    )
-    parser.add_argument(
-        "--backend", choices=["local", "submitit"], default=None, help="default: sweep.backend"
-    )
+    parser.add_argument("--workers", type=int, default=None, help="local CPU workers (default: sweep.workers)")
+    parser.add_argument("--backend", choices=["local", "submitit"], default=None, help="default: sweep.backend")
     parser.add_argument("--no-report", action="store_true", help="do not render the sweep report at the end")
     parser.add_argument(
         "--strict-code-version",
         action="store_true",
-        help="include the git commit and uncommitted changes in each cell's identity (re-run cells "
-        "after code changes)",
+        help="include the git commit and uncommitted changes in each cell's identity (re-run cells after code changes)",
     )
     parser.add_argument(
         "--inline", action="store_true", help="run cells one by one in this process (no GPU pinning; for pdb)"

@@ -37,8 +37,8 @@ class Sample:
     key: str  # file stem, unique in the dataset
     lr: torch.Tensor  # (3, h, w) float32 in [0, 1]
     hr: torch.Tensor | None  # (3, h*scale, w*scale), or None for datasets without ground truth
-    lr_path: Path | None
-    hr_path: Path | None
+    lr_path: Path | None = None
+    hr_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -161,9 +161,7 @@ def paired_dataset(cfg: PairedConfig) -> SRDataset:
     return SRDataset(name, cfg.scale, items, mod_crop=cfg.mod_crop)
 
 
-register("datasets", "paired", config=PairedConfig, description="LR/HR folders paired by file stem")(
-    paired_dataset
-)
+register("datasets", "paired", config=PairedConfig, description="LR/HR folders paired by file stem")(paired_dataset)
 
 
 # --------------------------------------------------------------------------------------------- single
@@ -186,9 +184,7 @@ def single_dataset(cfg: SingleConfig) -> SRDataset:
     return SRDataset(lr_dir.name, cfg.scale, items)
 
 
-register("datasets", "single", config=SingleConfig, description="LR folder only (no ground truth)")(
-    single_dataset
-)
+register("datasets", "single", config=SingleConfig, description="LR folder only (no ground truth)")(single_dataset)
 
 
 # --------------------------------------------------------------------------------------------- bundled
@@ -215,9 +211,7 @@ class BundledConfig:
 
 
 def bundled_dataset(cfg: BundledConfig) -> SRDataset:
-    cache_root = (
-        Path(cfg.cache_dir).expanduser() if cfg.cache_dir else bundled.default_cache_root() / "bundled"
-    )
+    cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else bundled.default_cache_root() / "bundled"
     images = bundled.resolve_images(cfg.images, cfg.count)
     files = bundled.ensure_bundled(
         images, cfg.hr_size, cfg.scale, cfg.degradation, cfg.degradation_options, cfg.seed, cache_root

@@ -35,9 +35,7 @@ def pil_to_tensor(img: Image.Image, source: str = "<image>") -> torch.Tensor:
         arr = np.clip(arr / peak, 0.0, 1.0).astype(np.float32)
         return torch.from_numpy(np.repeat(arr[None], 3, axis=0).copy())
     if mode == "F":
-        raise ImageError(
-            f"{source}: 32-bit float images (PIL mode 'F') are not supported; save as 8/16-bit PNG"
-        )
+        raise ImageError(f"{source}: 32-bit float images (PIL mode 'F') are not supported; save as 8/16-bit PNG")
     if mode not in ("RGB",):
         if mode in ("1", "L", "LA", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "RGBa", "La"):
             img = img.convert("RGB")
@@ -103,7 +101,5 @@ def save_image(img: torch.Tensor, path: str | Path) -> Path:
     if not path.suffix:
         path = path.with_suffix(".png")
     with atomic_path(path) as tmp:
-        Image.fromarray(tensor_to_uint8(img)).save(
-            tmp, format=Image.registered_extensions()[path.suffix.lower()]
-        )
+        Image.fromarray(tensor_to_uint8(img)).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
     return path

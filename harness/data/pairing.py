@@ -59,8 +59,7 @@ def detect_layout(root: Path) -> tuple[Path, Path]:
     tried = ", ".join(f"{lr}/{hr}" for lr, hr in KNOWN_LAYOUTS)
     found = sorted(p.name for p in root.iterdir() if p.is_dir()) or ["(no subfolders)"]
     raise DatasetError(
-        f"{root}: no known LR/HR subfolders (tried {tried}; found {', '.join(found)}); "
-        f"set lr_dir and hr_dir explicitly"
+        f"{root}: no known LR/HR subfolders (tried {tried}; found {', '.join(found)}); set lr_dir and hr_dir explicitly"
     )
 
 

@@ -65,9 +65,7 @@ class SourceConfig:
     def __post_init__(self) -> None:
         given = [k for k in ("path", "glob", "bundled") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError(
-                f"a source needs exactly one of path, glob, bundled: true; got {given or 'none'}"
-            )
+            raise ValueError(f"a source needs exactly one of path, glob, bundled: true; got {given or 'none'}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 
@@ -108,9 +106,7 @@ class TrainDataConfig:
         if self.scale < 1 or self.crop_size < self.scale or self.crop_size % self.scale:
             raise ValueError(f"crop_size={self.crop_size} must be a positive multiple of scale={self.scale}")
         if self.batch_size < 1 or self.num_workers < 0:
-            raise ValueError(
-                f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}"
-            )
+            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}")
         if not self.paired and not self.sources:
             raise ValueError("give at least one entry in sources (HR images) or paired (LR/HR folders)")
         if not self.paired:
@@ -124,9 +120,7 @@ def build_degradation(spec: DegradationSpec, scale: int, validate_only: bool = F
 
     options = dict(spec.options)
     if options.setdefault("scale", scale) != scale:
-        raise ValueError(
-            f"degradation.options.scale={options['scale']} disagrees with scale={scale}; set scale only"
-        )
+        raise ValueError(f"degradation.options.scale={options['scale']} disagrees with scale={scale}; set scale only")
     try:
         entry = registry.get("degradations", spec.name)
     except registry.RegistryError as exc:
@@ -158,9 +152,7 @@ def _list_source(src: SourceConfig) -> list[Path]:
         return files
     path = Path(src.path).expanduser()
     if path.is_dir():
-        found = [
-            p for p in path.rglob("*") if p.is_file() and is_image_file(p) and not p.name.startswith(".")
-        ]
+        found = [p for p in path.rglob("*") if p.is_file() and is_image_file(p) and not p.name.startswith(".")]
         if not found:
             raise DatasetError(f"{path}: no image files found (searched recursively for *.png, *.jpg, ...)")
         return _sorted_images(found, path)
@@ -194,9 +186,7 @@ def mix_seed(*parts: int | str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-def shard_indices(
-    n: int, seed: int, epoch: int, rank: int, world_size: int, shuffle: bool = True
-) -> list[int]:
+def shard_indices(n: int, seed: int, epoch: int, rank: int, world_size: int, shuffle: bool = True) -> list[int]:
     """This rank's image indices for ``epoch`` (DistributedSampler semantics).
 
     A permutation seeded by (seed, epoch), padded to a multiple of ``world_size`` by repeating its head, then
@@ -254,9 +244,7 @@ class HRFolderDataset(torch.utils.data.Dataset):
         if min(h, w) < c:  # resize the short side up to the crop size (bicubic, a = -0.5 as PIL)
             f = c / min(h, w)
             h, w = max(c, round(h * f)), max(c, round(w * f))
-            img = F.interpolate(img[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)[
-                0
-            ]
+            img = F.interpolate(img[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)[0]
             img = img.clamp(0.0, 1.0)
         top, left = _crop_origin(gen, h, w, c, c)
         crop = img[:, top : top + c, left : left + c]
@@ -313,9 +301,7 @@ class PairedTrainDataset(torch.utils.data.Dataset):
         lc = c // s
         h, w = lr.shape[-2:]
         if min(h, w) < lc:
-            raise DatasetError(
-                f"{lr_path}: LR {w}x{h} is smaller than the LR crop {lc} (crop_size={c}/scale={s})"
-            )
+            raise DatasetError(f"{lr_path}: LR {w}x{h} is smaller than the LR crop {lc} (crop_size={c}/scale={s})")
         if crop is not None:
             hr = hr[:, : crop[0], : crop[1]]
         top, left = _crop_origin(gen, h, w, lc, lc)
@@ -388,9 +374,7 @@ class TrainData:
 
     def batch_indices(self, epoch: int, position: int, rank: int = 0, world_size: int = 1) -> list[int]:
         bs = self.cfg.batch_size
-        return shard_indices(len(self.dataset), self.seed, epoch, rank, world_size)[
-            position * bs : (position + 1) * bs
-        ]
+        return shard_indices(len(self.dataset), self.seed, epoch, rank, world_size)[position * bs : (position + 1) * bs]
 
     def finish(self, raw: Any, step: int, rank: int, device: torch.device | str) -> TrainBatch:
         """Collated dataset output -> :class:`TrainBatch` on ``device`` (degradation seeded by step, rank)."""
@@ -408,14 +392,10 @@ class TrainData:
             lr_up = upsample_bicubic(lr, tuple(hr.shape[-2:]))
         return TrainBatch(hr=hr, lr=lr, lr_up=lr_up, target=target)
 
-    def batch_at(
-        self, step: int, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"
-    ) -> TrainBatch:
+    def batch_at(self, step: int, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> TrainBatch:
         """The batch of global ``step`` for ``rank``, loaded in this process (what ``loader`` yields)."""
         epoch, position = divmod(step, self.batches_per_epoch(world_size))
-        raw = stack_collate(
-            [self.dataset[(i, epoch)] for i in self.batch_indices(epoch, position, rank, world_size)]
-        )
+        raw = stack_collate([self.dataset[(i, epoch)] for i in self.batch_indices(epoch, position, rank, world_size)])
         return self.finish(raw, step, rank, device)
 
     def loader(

@@ -171,8 +171,7 @@ def create(metric: str, pyiqa_name: str, files: list[Resolved], device: torch.de
         except Exception as exc:
             names = ", ".join(str(f.path) for f in files) or "no weight files"
             raise RuntimeError(
-                f"metric {metric!r}: pyiqa could not create {pyiqa_name!r} from {names}: "
-                f"{type(exc).__name__}: {exc}"
+                f"metric {metric!r}: pyiqa could not create {pyiqa_name!r} from {names}: {type(exc).__name__}: {exc}"
             ) from exc
     model.eval()
     return model

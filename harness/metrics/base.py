@@ -58,9 +58,7 @@ class Metric:
             scores = self.score(sr, hr)
         scores = scores.detach().reshape(-1).double().cpu()
         if scores.numel() != sr.shape[0]:
-            raise RuntimeError(
-                f"metric {self.name!r} returned {scores.numel()} scores for {sr.shape[0]} images"
-            )
+            raise RuntimeError(f"metric {self.name!r} returned {scores.numel()} scores for {sr.shape[0]} images")
         return scores
 
     def score(self, sr: torch.Tensor, hr: torch.Tensor | None) -> torch.Tensor:
@@ -87,7 +85,5 @@ class Metric:
         img = img.to(self.device, torch.float32)
         lo, hi = float(img.min()), float(img.max())
         if lo < -1e-4 or hi > 1 + 1e-4 or lo != lo or hi != hi:
-            raise ValueError(
-                f"metric {self.name!r}: {role} values must be in [0, 1], got [{lo:.4g}, {hi:.4g}]"
-            )
+            raise ValueError(f"metric {self.name!r}: {role} values must be in [0, 1], got [{lo:.4g}, {hi:.4g}]")
         return img.clamp(0.0, 1.0)

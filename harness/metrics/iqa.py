@@ -224,9 +224,7 @@ _MANIQA = MetricInfo(lower_better=False, needs_reference=False)
 @_register("maniqa", _MANIQA, ManiqaConfig, "MANIQA (KonIQ; variant: pipal for OSEDiff tables; slow on CPU)")
 def make_maniqa(cfg: ManiqaConfig, device: str | None = None) -> PyiqaMetric:
     name = "maniqa"
-    return _learned(
-        name, "maniqa" if cfg.variant == "koniq" else f"maniqa-{cfg.variant}", _MANIQA, cfg, device
-    )
+    return _learned(name, "maniqa" if cfg.variant == "koniq" else f"maniqa-{cfg.variant}", _MANIQA, cfg, device)
 
 
 @dataclass

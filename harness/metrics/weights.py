@@ -148,9 +148,7 @@ def resolve(metric: str, pyiqa_name: str, weights_dir: Path | None, given: dict[
             if not cand.is_file():
                 continue
             if spec.sha256 is not None and sha256_of(cand) != spec.sha256:
-                notes.append(
-                    f"{cand} exists but its SHA256 is not {spec.sha256} (a different or corrupt file)"
-                )
+                notes.append(f"{cand} exists but its SHA256 is not {spec.sha256} (a different or corrupt file)")
                 continue
             hit = cand
             break
@@ -202,9 +200,7 @@ def niqe_params_mat(path: Path, cache_root: Path) -> Path:
             params = scipy.io.loadmat(str(path))
         except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
             raise ValueError(f"niqe_params: {path}: not a readable .mat file ({exc})") from None
-        _check_niqe(
-            path, params.get("mu_prisparam"), params.get("cov_prisparam"), "mu_prisparam/cov_prisparam"
-        )
+        _check_niqe(path, params.get("mu_prisparam"), params.get("cov_prisparam"), "mu_prisparam/cov_prisparam")
         return path
     if path.suffix.lower() != ".npz":
         raise ValueError(f"niqe_params: {path}: expected a .npz (BasicSR) or .mat (pyiqa) file")

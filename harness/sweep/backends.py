@@ -94,9 +94,7 @@ class SubmititBackend:
         sys_path = [p for p in sys.path if p]
         with self.executor.batch():
             submitted = [
-                self.executor.submit(
-                    run_cell_job, str(job.cell_dir), fn_path, sys_path, opts.force, opts.force_failed
-                )
+                self.executor.submit(run_cell_job, str(job.cell_dir), fn_path, sys_path, opts.force, opts.force_failed)
                 for job in jobs
             ]
         by_id = {id(sub): job for sub, job in zip(submitted, jobs)}
@@ -136,7 +134,5 @@ def make_backend(
     if name == "submitit":
         return SubmititBackend(options, sweep_dir, sweep_name, source)
     if name == "ray":
-        raise ConfigError(
-            f"{source}: sweep.backend: 'ray' is not available in this build; use local or submitit"
-        )
+        raise ConfigError(f"{source}: sweep.backend: 'ray' is not available in this build; use local or submitit")
     raise ConfigError(f"{source}: sweep.backend: unknown backend {name!r}; valid choices: local, submitit")

@@ -201,9 +201,7 @@ def execute_cell(
             "log": LOG_FILE,
         }
         if prev_status == "running":
-            state["note"] = (
-                f"attempt {attempts - 1} was interrupted (pid {prev.get('pid')} on {prev.get('host')} died)"
-            )
+            state["note"] = f"attempt {attempts - 1} was interrupted (pid {prev.get('pid')} on {prev.get('host')} died)"
         write_state(cell_dir, state)
         header = (
             f"\n===== cell {cell.dir_name} attempt {attempts} | {state['started_at']} | "

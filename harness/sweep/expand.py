@@ -60,9 +60,7 @@ class SweepSpec:
     def from_config(cls, cfg: ExperimentConfig) -> SweepSpec:
         """From a validated experiment (its ``to_dict()`` is the raw base)."""
         if cfg.sweep is None:
-            raise ConfigError(
-                f"{cfg.source}: sweep: missing; add a 'sweep:' block with 'grid:' and/or 'zip:'"
-            )
+            raise ConfigError(f"{cfg.source}: sweep: missing; add a 'sweep:' block with 'grid:' and/or 'zip:'")
         base = cfg.to_dict()
         base.pop("sweep", None)
         return cls(cfg.name, cfg.output_root, cfg.sweep, base, cfg.source)
@@ -170,9 +168,7 @@ def combinations(sweep: SweepConfig, source: str = "<config>") -> list[dict[str,
             if not all(parts):
                 raise ConfigError(f"{where}: empty key component")
             if parts[0] in _RESERVED_KEYS:
-                raise ConfigError(
-                    f"{where}: '{parts[0]}' cannot be swept (it names the sweep and its folders)"
-                )
+                raise ConfigError(f"{where}: '{parts[0]}' cannot be swept (it names the sweep and its folders)")
     both = [k for k in sweep.grid if k in sweep.zip]
     if both:
         raise ConfigError(f"{source}: sweep: key {both[0]!r} is in both 'grid' and 'zip'; put it in one")
@@ -188,9 +184,7 @@ def combinations(sweep: SweepConfig, source: str = "<config>") -> list[dict[str,
     return [{**g, **z} for g in grid_rows for z in zip_rows]
 
 
-def expand(
-    spec: SweepSpec, *, code_version: dict | None = None, strict_code_version: bool = False
-) -> list[Cell]:
+def expand(spec: SweepSpec, *, code_version: dict | None = None, strict_code_version: bool = False) -> list[Cell]:
     """Validate and return every cell of the sweep (raises ConfigError naming the first bad cell and key)."""
     code_version = dict(code_version or {})
     rows = combinations(spec.sweep, spec.source)

@@ -69,9 +69,7 @@ class SweepResult:
         return [row for row in self.rows if row["status"] == "failed"]
 
 
-def plan(
-    cfg: ExperimentConfig | SweepSpec, *, strict_code_version: bool = False
-) -> tuple[SweepSpec, list[Cell]]:
+def plan(cfg: ExperimentConfig | SweepSpec, *, strict_code_version: bool = False) -> tuple[SweepSpec, list[Cell]]:
     """Expand and validate every cell (no files written)."""
     spec = cfg if isinstance(cfg, SweepSpec) else SweepSpec.from_config(cfg)
     return spec, expand(spec, code_version=code_version(), strict_code_version=strict_code_version)
@@ -355,9 +353,7 @@ def _action(status: str, force: bool, force_failed: bool) -> str:
     return "run"
 
 
-def format_table(
-    spec: SweepSpec, rows: list[dict], *, force: bool = False, force_failed: bool = False
-) -> str:
+def format_table(spec: SweepSpec, rows: list[dict], *, force: bool = False, force_failed: bool = False) -> str:
     """The dry-run listing: one line per cell with its state and what a run would do."""
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "running", "pending")}
     width = max([len(r["dir"]) - len("cells/") for r in rows] + [4])
@@ -369,9 +365,7 @@ def format_table(
     for r in rows:
         action = _action(r["status"], force, force_failed)
         note = r["error"] if r["status"] == "failed" else r["note"]
-        lines.append(
-            f"{r['index']:>3}  {r['status']:<8} {action:<7} {r['dir'][6:]:<{width}}  {note or ''}".rstrip()
-        )
+        lines.append(f"{r['index']:>3}  {r['status']:<8} {action:<7} {r['dir'][6:]:<{width}}  {note or ''}".rstrip())
     return "\n".join(lines)
 
 
@@ -385,12 +379,8 @@ def format_summary(spec: SweepSpec, result: SweepResult) -> str:
         + f" ({ran} run now) -> {result.summary_path}"
     ]
     for row in result.failed:
-        lines.append(
-            f"  FAILED {row['dir']}: {row['error']}  (log: {result.sweep_dir / row['dir'] / LOG_FILE})"
-        )
+        lines.append(f"  FAILED {row['dir']}: {row['error']}  (log: {result.sweep_dir / row['dir'] / LOG_FILE})")
     skipped_failed = [o for o in result.outcomes if o.skipped and o.status == "failed"]
     if skipped_failed:
-        lines.append(
-            f"  {len(skipped_failed)} cell(s) failed in an earlier run; re-run them with --force-failed"
-        )
+        lines.append(f"  {len(skipped_failed)} cell(s) failed in an earlier run; re-run them with --force-failed")
     return "\n".join(lines)

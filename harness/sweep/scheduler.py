@@ -125,9 +125,7 @@ class LocalScheduler:
 
             fn = resolve_cell_fn(opts.cell_fn)
             for job in jobs:
-                yield execute_cell(
-                    job.cell, job.cell_dir, fn, force=opts.force, force_failed=opts.force_failed
-                )
+                yield execute_cell(job.cell, job.cell_dir, fn, force=opts.force, force_failed=opts.force_failed)
             return
         yield from self._run_processes(jobs, opts)
 
@@ -163,9 +161,7 @@ class LocalScheduler:
         env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"}
         job.cell_dir.mkdir(parents=True, exist_ok=True)
         with open(job.cell_dir / LOG_FILE, "a", encoding="utf-8") as log:
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
-            )
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
             with self._procs_lock:
                 self._procs[proc.pid] = proc
             try:
@@ -184,9 +180,7 @@ class LocalScheduler:
             return Outcome(name, state.get("status", "failed"), skipped=True, error=state.get("error"))
         state = read_state(job.cell_dir) or {}
         if rc in (EXIT_DONE, EXIT_FAILED) and state.get("status") in ("done", "failed"):
-            return Outcome(
-                name, state["status"], duration_s=state.get("duration_s"), error=state.get("error")
-            )
+            return Outcome(name, state["status"], duration_s=state.get("duration_s"), error=state.get("error"))
         if self._interrupted:  # we stopped it: leave 'running' (re-run next time), not 'failed'
             return Outcome(name, "failed", error="interrupted")
         if rc < 0:

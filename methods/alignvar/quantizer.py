@@ -161,9 +161,7 @@ class MultiScaleQuantizer(nn.Module):
             idx_list.append(idx_k)
             fhat_list.append(f_hat)
             gaps.append(gap.view(B, ph * pw))
-        return TokenizerOutput(
-            idx=idx_list, f_hat=fhat_list, residual=residual, gaps=gaps if return_gaps else None
-        )
+        return TokenizerOutput(idx=idx_list, f_hat=fhat_list, residual=residual, gaps=gaps if return_gaps else None)
 
     # ------------------------------------------------------------------------------------------- decoding
     def embed_scale(self, k: int, h_BChw: Tensor, schedule: ScaleSchedule) -> Tensor:
@@ -174,9 +172,7 @@ class MultiScaleQuantizer(nn.Module):
         """
         if k == schedule.num_scales - 1:
             if tuple(h_BChw.shape[-2:]) != tuple(schedule.latent_hw):
-                raise ValueError(
-                    f"last-scale map {tuple(h_BChw.shape)} is not at the latent grid {schedule.latent_hw}"
-                )
+                raise ValueError(f"last-scale map {tuple(h_BChw.shape)} is not at the latent grid {schedule.latent_hw}")
             return h_BChw
         up = bicubic_up(h_BChw, schedule.latent_hw)
         return self.quant_resi.for_scale(k, schedule)(up)

@@ -64,8 +64,7 @@ class VQVAE(nn.Module):
         h, w = img.shape[-2:]
         if h % self.downsample or w % self.downsample:
             raise ValueError(
-                f"image size {h}x{w} is not a multiple of the VQ-VAE downsampling {self.downsample}; "
-                f"pad or crop"
+                f"image size {h}x{w} is not a multiple of the VQ-VAE downsampling {self.downsample}; pad or crop"
             )
 
     def encode(self, img: Tensor) -> Tensor:

@@ -85,9 +85,7 @@ class CommandConfig:
             try:
                 shlex.split(self.command)
             except ValueError as exc:
-                raise ValueError(
-                    f"command cannot be split into arguments ({exc}): {self.command!r}"
-                ) from None
+                raise ValueError(f"command cannot be split into arguments ({exc}): {self.command!r}") from None
 
     @property
     def mode(self) -> str:
@@ -154,9 +152,7 @@ def run_command(
         _kill_group(proc)
         _, stderr = proc.communicate()
         tail = _stderr_tail(stderr, stderr_lines)
-        raise CommandTimeoutError(
-            f"{what} timed out after {timeout_s:g} s and was killed: {shown}\n{tail}"
-        ) from None
+        raise CommandTimeoutError(f"{what} timed out after {timeout_s:g} s and was killed: {shown}\n{tail}") from None
     finally:
         if proc.poll() is None:  # KeyboardInterrupt or another error while waiting
             _kill_group(proc)

@@ -57,9 +57,7 @@ class Interpolation(SRMethod):
     @torch.inference_mode()
     def upscale(self, lr: torch.Tensor, keys: Sequence[str] = ()) -> torch.Tensor:
         if lr.dim() != 4 or lr.shape[1] != 3:
-            raise ValueError(
-                f"{type(self).__name__}: expected LR of shape (B, 3, h, w), got {tuple(lr.shape)}"
-            )
+            raise ValueError(f"{type(self).__name__}: expected LR of shape (B, 3, h, w), got {tuple(lr.shape)}")
         h, w = lr.shape[-2:]
         out = self.resize(lr.float(), (h * self.scale, w * self.scale))
         return out.clamp_(0.0, 1.0)

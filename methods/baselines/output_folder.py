@@ -92,13 +92,9 @@ def read_timings(path: str | Path) -> dict[str, float]:
             try:
                 seconds = float(value)
             except (TypeError, ValueError):
-                raise OutputFolderError(
-                    f"{path}: line {row_number}: seconds {value!r} is not a number"
-                ) from None
+                raise OutputFolderError(f"{path}: line {row_number}: seconds {value!r} is not a number") from None
             if not math.isfinite(seconds) or seconds < 0:
-                raise OutputFolderError(
-                    f"{path}: line {row_number}: seconds {value!r} must be finite and >= 0"
-                )
+                raise OutputFolderError(f"{path}: line {row_number}: seconds {value!r} must be finite and >= 0")
             stem = Path(row["image"]).stem
             if stem in timings:
                 raise OutputFolderError(f"{path}: line {row_number}: image {row['image']!r} appears twice")
@@ -220,8 +216,6 @@ class OutputFolderMethod(SRMethod):
         return dict(self._timings or {})
 
 
-@register(
-    "methods", "output_folder", description="Precomputed SR images from a folder", config=OutputFolderConfig
-)
+@register("methods", "output_folder", description="Precomputed SR images from a folder", config=OutputFolderConfig)
 def build_output_folder(config: OutputFolderConfig) -> OutputFolderMethod:
     return OutputFolderMethod(config)

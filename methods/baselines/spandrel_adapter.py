@@ -80,8 +80,7 @@ PRESETS = {
         "swinir",
         ("SwinIR",),
         "SwinIR",
-        "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/"
-        "003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth",
+        "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth",
     ),
 }
 
@@ -94,9 +93,7 @@ def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as zf:
-        return any(
-            name.split("/", 2)[1:2] == ["code"] or name.endswith("/constants.pkl") for name in zf.namelist()
-        )
+        return any(name.split("/", 2)[1:2] == ["code"] or name.endswith("/constants.pkl") for name in zf.namelist())
 
 
 def load_state_dict(path: str | Path, *, where_to_get: str | None = None) -> dict[str, Any]:
@@ -104,9 +101,7 @@ def load_state_dict(path: str | Path, *, where_to_get: str | None = None) -> dic
     path = Path(path)
     if not path.is_file():
         hint = where_to_get or f"any checkpoint of an architecture spandrel supports ({SPANDREL_ARCHS_URL})"
-        raise CheckpointError(
-            f"{path}: checkpoint not found; download {hint} and set 'checkpoint' to its path"
-        )
+        raise CheckpointError(f"{path}: checkpoint not found; download {hint} and set 'checkpoint' to its path")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -114,9 +109,7 @@ def load_state_dict(path: str | Path, *, where_to_get: str | None = None) -> dic
         try:
             return dict(load_file(str(path), device="cpu"))
         except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
-            raise CheckpointError(
-                f"{path}: cannot read safetensors file ({type(exc).__name__}: {exc})"
-            ) from None
+            raise CheckpointError(f"{path}: cannot read safetensors file ({type(exc).__name__}: {exc})") from None
     if suffix not in PICKLE_SUFFIXES:
         raise CheckpointError(
             f"{path}: unsupported checkpoint extension {suffix!r}; use .safetensors or one of "
@@ -136,9 +129,7 @@ def load_state_dict(path: str | Path, *, where_to_get: str | None = None) -> dic
             "if you trust the file, convert it to .safetensors first"
         ) from None
     if not isinstance(state, dict):
-        raise CheckpointError(
-            f"{path}: expected a state dict (a mapping of tensors), got {type(state).__name__}"
-        )
+        raise CheckpointError(f"{path}: expected a state dict (a mapping of tensors), got {type(state).__name__}")
     return state
 
 
@@ -210,9 +201,7 @@ class SpandrelMethod(SRMethod):
             warnings.warn(f"{name} tiles internally; ignoring tile={tile}", stacklevel=3)
             return None
         if tiling == spandrel.ModelTiling.DISCOURAGED:
-            warnings.warn(
-                f"spandrel discourages tiling for {name} (expect seams); tiling anyway", stacklevel=3
-            )
+            warnings.warn(f"spandrel discourages tiling for {name} (expect seams); tiling anyway", stacklevel=3)
         req = self.descriptor.size_requirements
         effective = max(req.minimum, tile - tile % req.multiple_of)
         if effective <= self.config.tile_overlap:

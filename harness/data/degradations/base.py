@@ -26,9 +26,7 @@ class Degradation:
 
     def __call__(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if hr.dim() != 4 or hr.shape[1] != 3:
-            raise ValueError(
-                f"{type(self).__name__}: expected HR of shape (B, 3, H, W), got {tuple(hr.shape)}"
-            )
+            raise ValueError(f"{type(self).__name__}: expected HR of shape (B, 3, H, W), got {tuple(hr.shape)}")
         h, w = hr.shape[-2:]
         if h % self.scale or w % self.scale:
             raise ValueError(

@@ -81,9 +81,7 @@ def resize_matrix(in_len: int, out_len: int, kernel: str = "cubic", antialias: b
     return mat
 
 
-def imresize(
-    img: torch.Tensor, size: tuple[int, int], kernel: str = "cubic", antialias: bool = True
-) -> torch.Tensor:
+def imresize(img: torch.Tensor, size: tuple[int, int], kernel: str = "cubic", antialias: bool = True) -> torch.Tensor:
     """MATLAB-style ``imresize`` of (..., H, W) to ``size`` = (h, w); float in, float out (no clamping).
 
     Computed in float64 and cast back to the input dtype. Rows are resized before columns, as MATLAB does for

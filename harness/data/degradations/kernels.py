@@ -90,9 +90,7 @@ def _normalise(kernel: torch.Tensor) -> torch.Tensor:
     return kernel / kernel.sum()
 
 
-def gaussian_kernel(
-    size: int, sigma_x: float, sigma_y: float | None = None, theta: float = 0.0
-) -> torch.Tensor:
+def gaussian_kernel(size: int, sigma_x: float, sigma_y: float | None = None, theta: float = 0.0) -> torch.Tensor:
     """Bivariate Gaussian ``exp(-q/2)`` (isotropic when ``sigma_y`` is None), sums to 1, float64."""
     q = _quadratic_form(size, sigma_x, sigma_x if sigma_y is None else sigma_y, theta)
     return _normalise(torch.exp(-0.5 * q))
@@ -179,9 +177,7 @@ def draw_mixed_kernel(sampler: Sampler, spec: KernelSpec, size: int) -> torch.Te
         sigma_y = sampler.uniform(*spec.blur_sigma)
         theta = sampler.uniform(*spec.rotation_range)
     if kind.startswith("generalized"):
-        return generalized_gaussian_kernel(
-            size, sigma_x, sigma_y, theta, _draw_beta(sampler, spec.betag_range)
-        )
+        return generalized_gaussian_kernel(size, sigma_x, sigma_y, theta, _draw_beta(sampler, spec.betag_range))
     if kind.startswith("plateau"):
         return plateau_kernel(size, sigma_x, sigma_y, theta, _draw_beta(sampler, spec.betap_range))
     return gaussian_kernel(size, sigma_x, sigma_y, theta)

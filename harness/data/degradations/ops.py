@@ -197,9 +197,7 @@ def opencv_gaussian_1d(size: int, sigma: float = 0.0) -> torch.Tensor:
     return (taps / taps.sum()).float()
 
 
-def usm_sharpen(
-    img: torch.Tensor, weight: float = 0.5, radius: int = 50, threshold: float = 10.0
-) -> torch.Tensor:
+def usm_sharpen(img: torch.Tensor, weight: float = 0.5, radius: int = 50, threshold: float = 10.0) -> torch.Tensor:
     """Unsharp masking as used to sharpen Real-ESRGAN's GT: ``img + weight * (img - blur)`` where edges are.
 
     blur = Gaussian of size ``2 * radius + 1`` (OpenCV sigma rule); the sharpened image is blended in through

@@ -93,14 +93,10 @@ def _draw_stage(s: Sampler, cfg: RealESRGANConfig, stage: int) -> StageDraw:
     kernel = draw_blur_kernel(s, cfg.kernel_spec(stage))
     direction = s.choice(("up", "down", "keep"), getattr(cfg, f"resize_prob{sfx}"))
     lo, hi = getattr(cfg, f"resize_range{sfx}")
-    scale = {"up": lambda: s.uniform(1.0, hi), "down": lambda: s.uniform(lo, 1.0), "keep": lambda: 1.0}[
-        direction
-    ]()
+    scale = {"up": lambda: s.uniform(1.0, hi), "down": lambda: s.uniform(lo, 1.0), "keep": lambda: 1.0}[direction]()
     mode = s.choice(cfg.resize_modes)
     gaussian = s.bernoulli(getattr(cfg, f"gaussian_noise_prob{sfx}"))
-    sigma = (
-        s.uniform(*getattr(cfg, f"noise_range{sfx}")) / 255.0
-    )  # both drawn, so batch_shared can pick either
+    sigma = s.uniform(*getattr(cfg, f"noise_range{sfx}")) / 255.0  # both drawn, so batch_shared can pick either
     poisson_scale = s.uniform(*getattr(cfg, f"poisson_scale_range{sfx}"))
     gray = s.bernoulli(getattr(cfg, f"gray_noise_prob{sfx}"))
     q_lo, q_hi = getattr(cfg, f"jpeg_range{sfx}")
@@ -168,9 +164,7 @@ class RealESRGANDegradation(Degradation):
     def degrade_batch(self, hr: torch.Tensor, generator: torch.Generator) -> DegradedBatch:
         """HR in [0, 1] -> :class:`DegradedBatch` (LR, training target, LR resized back or None)."""
         if hr.dim() != 4 or hr.shape[1] != 3:
-            raise ValueError(
-                f"{type(self).__name__}: expected HR of shape (B, 3, H, W), got {tuple(hr.shape)}"
-            )
+            raise ValueError(f"{type(self).__name__}: expected HR of shape (B, 3, H, W), got {tuple(hr.shape)}")
         h, w = hr.shape[-2:]
         if h % self.scale or w % self.scale:
             raise ValueError(
@@ -202,9 +196,7 @@ class RealESRGANDegradation(Degradation):
             noise = ops.poisson_noise(img, [d.poisson_scale for d in stages], gray, generator)
         return (img + noise).clamp(0.0, 1.0)
 
-    def _degrade_group(
-        self, gt: torch.Tensor, draws: list[SampleDraw], generator: torch.Generator
-    ) -> torch.Tensor:
+    def _degrade_group(self, gt: torch.Tensor, draws: list[SampleDraw], generator: torch.Generator) -> torch.Tensor:
         h, w = gt.shape[-2:]
         s = self.scale
         lr_size = (h // s, w // s)

@@ -157,9 +157,7 @@ def _validate(cfg: RealESRGANConfig) -> None:
         names, probs = getattr(cfg, f"kernel_list{sfx}"), getattr(cfg, f"kernel_prob{sfx}")
         bad = [n for n in names if n not in KERNEL_TYPES]
         if bad:
-            raise ValueError(
-                f"kernel_list{sfx}: unknown kernel {bad[0]!r}; valid choices: {', '.join(KERNEL_TYPES)}"
-            )
+            raise ValueError(f"kernel_list{sfx}: unknown kernel {bad[0]!r}; valid choices: {', '.join(KERNEL_TYPES)}")
         if len(names) != len(probs) or not names:
             raise ValueError(
                 f"kernel_prob{sfx}: {len(probs)} probabilities for {len(names)} kernels in kernel_list{sfx}"
@@ -167,9 +165,7 @@ def _validate(cfg: RealESRGANConfig) -> None:
         if abs(sum(probs) - 1.0) > 1e-3:
             raise ValueError(f"kernel_prob{sfx}: probabilities must sum to 1, got {sum(probs):.4f}")
         if min(getattr(cfg, f"blur_sigma{sfx}")) <= 0:
-            raise ValueError(
-                f"blur_sigma{sfx}: sigmas must be > 0, got {list(getattr(cfg, f'blur_sigma{sfx}'))}"
-            )
+            raise ValueError(f"blur_sigma{sfx}: sigmas must be > 0, got {list(getattr(cfg, f'blur_sigma{sfx}'))}")
         pad = getattr(cfg, f"blur_kernel_size{sfx}")
         if pad % 2 == 0 or pad < cfg.kernel_range[1]:
             raise ValueError(
