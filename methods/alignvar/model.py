@@ -286,7 +286,7 @@ class AlignVAR(nn.Module):
         self.vqvae.decoder.compile(dynamic=True)
         self._compiled = True
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def upscale(self, lr: Tensor, seed: int | None = None, **sampling) -> Tensor:
         """x4 super-resolution: (B, 3, h, w) in [0, 1] -> (B, 3, 4h, 4w) in [0, 1] (module docstring).
 

@@ -349,12 +349,15 @@ class VARTransformer(nn.Module):
         VARSR). With ``use_refiner`` the diffusion refiner adds the last-scale continuous residual, sampled
         with guidance t_{K-1} from ``generator``.
 
-        Performance: the KV cache is one preallocated buffer per layer, sized up to the second-to-last scale
-        (the last scale's keys are never attended to later, so they are not written) and released before the
-        refiner runs; at step 0 only the class-token row of the last block is computed (the only logits
-        used); no host-device synchronisation inside the scale loop. ``kv_cache=False`` is the
-        straightforward reference path (``generate_reference``): every scale recomputes the whole prefix with
-        the block-causal mask; it yields the same tokens and is only for checking and benchmarking.
+        Performance (docs/PERFORMANCE.md): the KV cache is one preallocated buffer written in place, sized up to
+        the second-to-last scale (the last scale's keys are never attended to later, so they are not written)
+        and released before the refiner runs; the AdaLN parameters of every block (a function of the class
+        only) are computed once, not re-read from the weights at every scale; at step 0 only the class-token
+        row of the last block is computed (the only logits used); without autograd the blocks update their
+        temporaries in place; no host-device synchronisation inside the scale loop. All of this is
+        bit-identical to the plain computation. ``kv_cache=False`` is the straightforward reference path
+        (``generate_reference``): every scale recomputes the whole prefix with the block-causal mask; it
+        yields the same tokens and is only for checking and benchmarking.
         """
         schedule = self.schedule_for(lr, schedule)
         B, K = lr.shape[0], schedule.num_scales
