@@ -7,8 +7,11 @@
   has no affine parameters, eps 1e-6; FFN = fc1 -> GELU(tanh) -> fc2.
 * ``AdaLNBeforeHead``: ``LN(x)(1+scale)+shift`` with ``ada_lin = Sequential(SiLU, Linear(C, 2C))`` (scale,
   shift).
-* ``KVCache``: preallocated per-layer buffers of the keys (after L2-norm and RoPE) and raw values, written in
+* ``KVCache``: one preallocated buffer of every layer's keys (after L2-norm and RoPE) and raw values, written in
   place scale by scale.
+
+Without autograd (inference) the blocks update their fresh temporaries in place (LN modulation, residual adds,
+GELU, q/k scaling and RoPE): the same arithmetic with fewer buffers (docs/PERFORMANCE.md).
 
 Attention capture: ``SelfAttention`` follows the protocol of ``harness.analysis.attention`` (attributes
 ``record_attention`` and ``layer_idx``; q, k, mask and scale 1 are handed to the recorder as they enter SDPA).

@@ -400,6 +400,7 @@ class VARTransformer(nn.Module):
             if token_hook is not None:
                 idx = token_hook(k, idx, logits)
             tokens.append(idx)
+            del logits  # not held into the next (larger) step
             f_hat, nxt = quantizer.next_ar_input(k, f_hat, quantizer.lookup(idx, hw), schedule)
             if nxt is None:
                 break
