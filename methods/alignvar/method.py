@@ -49,6 +49,7 @@ class VARSRMethodConfig:
     color_fix: Literal["adain", "wavelet", "none"] = "adain"
     tile: int | None = None  # output tile size (multiple of 16)
     tile_overlap: int = 64
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the transformer on GPU
 
     def __post_init__(self) -> None:
         if self.arch != "auto" and self.arch not in ARCHS:
@@ -111,6 +112,7 @@ class AlignVARMethod(SRMethod):
             color_fix=config.color_fix,
             tile=config.tile,
             tile_overlap=config.tile_overlap,
+            precision=config.precision,
         )
         self.model = AlignVAR.from_pretrained(ckpt, vqvae, model_cfg)
         if self.model.sca_untrained:
