@@ -72,11 +72,12 @@ class PeakRSS:
 
 
 # ----------------------------------------------------------------------------------------------- model
-def build_model(arch: str, sca: str = "laplacian", device: str = "cpu", release_encoder: bool = True, **config):
+def build_model(arch: str, sca: str = "laplacian", device: str = "cpu", inference_only: bool = True, **config):
     """An ``AlignVAR`` of a named arch with constructor (random) weights, eval mode, on ``device``.
 
-    The SCA gate gets a non-trivial init (bias 0, weights N(0, 0.5)) so that it does real work; the VQ-VAE
-    encoder is released (inference never encodes) unless ``release_encoder`` is False.
+    The SCA gate gets a non-trivial init (bias 0, weights N(0, 0.5)) so that it does real work. With
+    ``inference_only`` the weights inference never reads are released (``AlignVAR.release_training_weights``:
+    the VQ-VAE encoder and the AdaLN projections; the bench methods do the same), as a user's run would.
     """
     import torch
 
@@ -90,8 +91,37 @@ def build_model(arch: str, sca: str = "laplacian", device: str = "cpu", release_
         with torch.no_grad():
             model.sca.mlp[2].bias.zero_()
             model.sca.mlp[2].weight.normal_(0, 0.5)
-    if release_encoder:
-        model.release_encoder()
+    if inference_only:
+        model.release_training_weights()
+    return model.to(device).eval()
+
+
+def random_checkpoint(arch: str, sca: str, folder: Path) -> Path:
+    """``folder/<arch>-<sca>-random.safetensors``: a ``build_model`` (full) saved as our checkpoint, written once
+    by a fresh interpreter (so the caller's memory is untouched) and reused afterwards."""
+    path = Path(folder) / f"{arch}-{sca}-random.safetensors"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1]); import _common as C; "
+            "C.build_model(sys.argv[2], sys.argv[3], inference_only=False).save(sys.argv[4])"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code, str(Path(__file__).parent), arch, sca, str(path)], check=True, env=_env()
+        )
+    return path
+
+
+def load_model(path: Path, device: str = "cpu", **config):
+    """What ``run.py infer`` / the bench methods do: ``AlignVAR.from_pretrained`` (weights assigned from the file,
+    not copied) and ``release_training_weights``; ``config`` overrides the stored ``AlignVARConfig`` fields."""
+    import dataclasses
+
+    from methods.alignvar.model import AlignVAR
+
+    model = AlignVAR.from_pretrained(path)
+    model.config = dataclasses.replace(model.config, **config)
+    model.release_training_weights()
     return model.to(device).eval()
 
 
@@ -123,14 +153,17 @@ def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[float, Any]:
 def run_worker(script: Path, spec: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
     """Run ``script --worker JSON`` in a fresh interpreter (clean peak memory) and return its result dict."""
     cmd = [sys.executable, str(script), "--worker", json.dumps(spec)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG) :])
     raise RuntimeError(
         f"benchmark worker {spec} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     )
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
 
 def emit(result: dict[str, Any]) -> None:

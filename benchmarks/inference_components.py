@@ -6,11 +6,16 @@ Usage::
     python benchmarks/inference_components.py --archs d24 --batches 1 --warmup 0 --repeats 1
     python benchmarks/inference_components.py --archs d16,d24 --device cuda --precision bf16 --batches 1,8
 
+    python benchmarks/inference_components.py --archs d24 --batches 1 --warmup 0 --repeats 1 --checkpoints /tmp/ck
+
 Every (arch, batch) runs in a fresh interpreter so that one configuration's allocations cannot inflate the
 next one's peak memory. The worker builds the model with random (constructor) weights (timing does not
-depend on weight values; nothing here is a quality number), releases the VQ-VAE encoder (inference never
-encodes), runs ``warmup`` untimed and ``repeats`` timed ``AlignVAR.upscale`` calls on a seeded random LR of
-``size / 4`` pixels, and reports medians.
+depend on weight values; nothing here is a quality number) and releases what inference never reads (the
+VQ-VAE encoder and the AdaLN projections, ``AlignVAR.release_training_weights``, as the bench methods and
+``run.py infer`` do). With ``--checkpoints DIR`` it instead loads a checkpoint of those random weights (saved
+once into DIR) the way ``run.py infer`` does, so the figures include reading the weights from disk: the
+whole user-facing path, end to end. It then runs ``warmup`` untimed and ``repeats`` timed ``AlignVAR.upscale``
+calls on a seeded random LR of ``size / 4`` pixels, and reports medians.
 
 Components are timed with forward hooks (no change to the model code): ``stem`` = ``con_embedding``;
 ``scale k`` = from the first block's call of step k to the next step (sampling and next-input building
@@ -124,13 +129,18 @@ def worker(spec: dict) -> dict:
         torch.set_num_threads(int(spec["threads"]))
     device = spec["device"]
     import_rss = C.rss_bytes()
+    peaks = C.PeakRSS() if device == "cpu" else None
     t0 = time.perf_counter()
-    model = C.build_model(spec["arch"], spec["sca"], device, precision=spec["precision"], compile=spec["compile"])
+    options = dict(precision=spec["precision"], compile=spec["compile"])
+    if spec.get("checkpoint"):
+        model = C.load_model(Path(spec["checkpoint"]), device, **options)
+    else:
+        model = C.build_model(spec["arch"], spec["sca"], device, **options)
     build_s = time.perf_counter() - t0
+    load_peak = peaks.mark() if peaks is not None else None
     weights_rss = C.rss_bytes()
     params = model.parameter_counts()
     lr = C.random_lr(spec["batch"], spec["size"] // 4, device)
-    peaks = C.PeakRSS() if device == "cpu" else None
     if device != "cpu":
         torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():
@@ -148,6 +158,7 @@ def worker(spec: dict) -> dict:
         **spec,
         "env": C.environment(),
         "build_s": build_s,
+        "load_peak_rss": load_peak,
         "params": params,
         "rss_start": base_rss,
         "rss_after_import": import_rss,
@@ -158,7 +169,7 @@ def worker(spec: dict) -> dict:
         },
     }
     if device == "cpu":
-        result["peak_rss"] = peaks.overall if peaks.can_reset else None
+        result["peak_rss"] = peaks.overall if peaks.can_reset else None  # the load's peak included
     else:
         result["peak_cuda"] = max(v["peak"] for v in result["phases"].values())
     return result
@@ -194,7 +205,9 @@ def summarise(results: list[dict]) -> str:
             "other": med.get("other"),
             "peak GiB": mem / C.GIB if mem else None,
         }
+        row["load s" if r.get("checkpoint") else "build s"] = r["build_s"]
         if r["device"] == "cpu":
+            row["load peak GiB"] = r["load_peak_rss"] / C.GIB if r.get("load_peak_rss") else None
             row["import GiB"] = (r["rss_after_import"] or 0) / C.GIB
             row["weights GiB"] = ((r["rss_after_build"] or 0) - (r["rss_after_import"] or 0)) / C.GIB
             row["peak-import GiB"] = (mem - r["rss_after_import"]) / C.GIB if mem and r["rss_after_import"] else None
@@ -225,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=None,
+        help="load the model from a checkpoint of its random weights, saved once into this folder (the whole "
+        "run.py infer path: the figures include reading the weights); default: build in memory",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write all raw results as JSON")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -234,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     print(f"load average before: {C.load_average()}", flush=True)
     for arch in args.archs.split(","):
+        checkpoint = C.random_checkpoint(arch, args.sca, args.checkpoints) if args.checkpoints else None
         batches = args.batches or DEFAULT_BATCHES.get(arch, "1")
         for batch in [int(b) for b in batches.split(",")]:
             spec = dict(
@@ -247,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 warmup=args.warmup,
                 repeats=args.repeats,
                 threads=args.threads,
+                checkpoint=str(checkpoint) if checkpoint else None,
             )
             t0 = time.perf_counter()
             res = C.run_worker(Path(__file__), spec)

@@ -132,7 +132,7 @@ def hcc_overhead(arch: str, size: int, batch: int, repeats: int, device: str) ->
     from harness.training.optim import OptimConfig, build_optimizer
     from methods.alignvar.hcc import alignvar_losses
 
-    model = C.build_model(arch, "laplacian", device, release_encoder=False).train()
+    model = C.build_model(arch, "laplacian", device, inference_only=False).train()
     opt = build_optimizer(model, OptimConfig(lr=1e-6, weight_decay=0.0))
     g = torch.Generator().manual_seed(0)
     hr = (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device)

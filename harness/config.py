@@ -7,7 +7,9 @@ Everything is validated before any work starts. A wrong key, a wrong type or an 
 
 Component blocks (datasets, methods, metrics, model, train) are ``{type: NAME, name: LABEL, **options}``; their
 options are validated against the config dataclass the component registered (``harness.registry``).
-A dataclass field may carry ``metadata={"key": "lambda"}`` to be spelt differently in YAML.
+A dataclass field may carry ``metadata={"key": "lambda"}`` to be spelt differently in YAML. A ``__post_init__``
+check that names one field first (``ValueError("radius: must be >= 0, got -1")``) is reported at that field's
+key path (``analysis.radius: must be >= 0, got -1``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from harness import registry
+from harness.analysis.options import AnalysisOptions
 
 
 class ConfigError(ValueError):
@@ -143,6 +146,9 @@ def from_dict(cls: type, data: dict, *, path: str = "", source: str = "<config>"
     try:
         obj = cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ checks
+        key, sep, message = str(exc).partition(": ")
+        if sep and key in fields:  # "KEY: message": a check on one field, reported at its key path
+            raise ConfigError(f"{source}: {f'{path}.{key}' if path else key}: {message}") from exc
         raise ConfigError(f"{source}: {path or '<root>'}: {exc}") from exc
     return obj
 
@@ -281,6 +287,7 @@ class ExperimentConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     model: ComponentSpec | None = None  # the model a `train` stage trains (kind "models")
     train: ComponentSpec | None = None  # the trainer (kind "trainers")
+    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)  # the analyze stage / `run.py analyze`
     sweep: SweepConfig | None = None
     source: str = "<config>"  # where it was loaded from (not a YAML key)
 

@@ -105,16 +105,8 @@ def count_parameters(method: SRMethod) -> dict[str, int | None]:
     modules = method.modules()
     if "total" in modules:
         raise ValueError("a method component may not be called 'total'")
-    seen: set[int] = set()
-    total = 0
-    counts: dict[str, int | None] = {}
-    for name, module in modules.items():
-        counts[name] = sum(p.numel() for p in module.parameters())
-        for p in module.parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                total += p.numel()
-    return {"total": total, **counts}
+    counts = {name: sum(p.numel() for p in module.parameters()) for name, module in modules.items()}
+    return {"total": method.parameter_total(), **counts}
 
 
 def _keys(lr: torch.Tensor, keys: Sequence[str] | None) -> list[str]:

@@ -96,8 +96,13 @@ def _spandrel(type_name: str, opt: Any):
 
 @declare_paths("methods", "output_folder")
 def _output_folder(_: str, opt: Any):
-    yield "output folder", opt.path, "dir", "the method's SR images, made with its own code"
-    if _set(opt.timings_csv):
+    """The folder (for a ``{dataset}`` template: the part before it; the per-dataset folders are checked
+    when the method is bound to each dataset) and a fixed timings CSV."""
+    if _set(opt.path):
+        root = str(opt.path).split("{", 1)[0].rstrip("/\\")
+        if root:
+            yield "output folder", root, "dir", "the method's SR images, made with its own code"
+    if _set(opt.timings_csv) and "{" not in str(opt.timings_csv):
         yield "timings CSV", opt.timings_csv, "file", "columns image,seconds"
 
 

@@ -33,8 +33,26 @@ class SRMethod:
         """Named torch modules (for ``to`` and per-component parameter counts); empty for non-networks."""
         return {}
 
+    def for_dataset(self, name: str) -> SRMethod:
+        """The method to check and run on dataset ``name`` (its name in the experiment and in the results).
+
+        For the runner to call once per dataset, before ``check``/``upscale``; the default returns ``self``.
+        Methods whose inputs differ per dataset (``output_folder`` with ``{dataset}`` in its path) return a
+        view bound to that dataset, which shares the device and is not closed separately.
+        """
+        return self
+
     def parameter_counts(self) -> dict[str, int]:
         return {name: sum(p.numel() for p in m.parameters()) for name, m in self.modules().items()}
+
+    def parameter_total(self) -> int:
+        """Parameters of the method's networks, each tensor once (``modules()`` may overlap). Methods that free
+        weights inference never reads override this to report the model they run (e.g. AlignVAR)."""
+        seen: dict[int, int] = {}
+        for module in self.modules().values():
+            for p in module.parameters():
+                seen[id(p)] = p.numel()
+        return sum(seen.values())
 
     @torch.inference_mode()
     def upscale(self, lr: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:

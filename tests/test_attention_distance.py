@@ -73,6 +73,33 @@ def test_layout_errors():
         token_layout([1, 0])
 
 
+def test_attention_module_reexports_its_parts():
+    """``harness.analysis.attention`` gathers the public names of its four modules, as the same objects."""
+    import inspect
+
+    from harness.analysis import attention_capture, attention_geometry, attention_stats, attention_tables
+
+    homes = {
+        attention_geometry: "HW LEVEL_PREFIX Alignment TokenLayout token_layout token_coordinates token_levels",
+        attention_stats: "ATTENTION_COLUMNS per_query_distance mean_attention_distance mass_within_radius "
+        "attention_distance_by_scale attention_mass_by_key_scale key_scale_attention_map query_distance_map",
+        attention_capture: "AttentionRecord AttentionRecorder",
+        attention_tables: "compare_models read_attention_csv write_attention_csv",
+    }
+    homes = {module: names.split() for module, names in homes.items()}
+    assert sorted(A.__all__) == sorted(name for names in homes.values() for name in names)
+    for module, names in homes.items():
+        assert all(getattr(A, name) is getattr(module, name) for name in names), module.__name__
+        defined = {
+            name
+            for name, obj in vars(module).items()
+            if not name.startswith("_")
+            and (inspect.isfunction(obj) or inspect.isclass(obj))
+            and obj.__module__ == module.__name__
+        }
+        assert defined <= set(names), f"{module.__name__}: {sorted(defined - set(names))} not re-exported"
+
+
 # ----------------------------------------------------------------------------------------------- closed forms
 def test_uniform_attention_equals_mean_pairwise_distance():
     lay = token_layout([4], include_class=False)

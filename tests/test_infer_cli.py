@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from harness.cli.main import main
+from harness.data.imageio import load_image
 from methods.alignvar.configs import ARCHS, AlignVARConfig
 from methods.alignvar.model import AlignVAR
 
@@ -126,3 +127,19 @@ def test_infer_refuses_sca_for_varsr(tiny_checkpoint: Path, tmp_path: Path, caps
     lr = _png(tmp_path / "x.png", 16, 16)
     assert infer("--checkpoint", tiny_checkpoint, "--input", lr, "--output", tmp_path / "o", "--sca", "random") == 2
     assert "--sca applies to --method alignvar only" in capsys.readouterr().err
+
+
+def test_infer_precision_flag(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    lr = _png(tmp_path / "x.png", 16, 16)
+    out = tmp_path / "o"
+    args = ("--checkpoint", tiny_checkpoint, "--input", lr, "--output", out, "--device", "cpu", "--no-refiner")
+    assert infer(*args, "--precision", "fp16") == 2
+    assert "error: precision fp16 needs a GPU; on CPU use fp32 (default) or bf16" in capsys.readouterr().err
+    assert not out.exists()
+    assert infer(*args, "--precision", "bf16") == 0
+    bf16 = load_image(out / "x.png")
+    assert infer(*args) == 0  # fp32, the default
+    fp32 = load_image(out / "x.png")
+    assert bf16.shape == fp32.shape == (3, 64, 64)
+    assert not torch.equal(bf16, fp32)  # autocast really ran ...
+    assert (bf16 - fp32).abs().mean() < 0.05  # ... the same model

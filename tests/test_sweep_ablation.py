@@ -275,7 +275,7 @@ def test_sweep_latex_exports_are_balanced_and_escaped(tiny_sweep):
 
 
 def test_identical_free_running_curves_are_named():
-    from reports.sweep import _identical_note, identical_curves
+    from reports.sweep import identical_curves, identical_note
 
     def curve(model, mode, errors):
         return pd.DataFrame({"model": model, "mode": mode, "scale_index": range(3), "error": errors})
@@ -289,8 +289,8 @@ def test_identical_free_running_curves_are_named():
         ]
     )
     assert identical_curves(acc) == [["lambda=0", "lambda=1"]]
-    assert "(drawn on top of each other): lambda=0 = lambda=1." in _identical_note(acc)
-    assert _identical_note(acc[acc["model"] != "lambda=1"]) == ""
+    assert "(drawn on top of each other): lambda=0 = lambda=1." in identical_note(acc)
+    assert identical_note(acc[acc["model"] != "lambda=1"]) == ""
 
 
 def test_probe_image_equals_the_separate_probes(tmp_path, astronaut):

@@ -9,9 +9,11 @@
 * SCA structure maps and gates per scale -> ``analysis/sca_masks_<image>.png`` (skipped, and said so, for a
   model with SCA off).
 
-All three come from one recorded free-running generation per image (``probes.probe_image``). Per-cell
-figures of the first two are optional (``AnalysisOptions.figures``): the sweep report draws the cells side by
-side from the CSVs, and ``run.py analyze plot`` draws any set of runs.
+All three come from one recorded free-running generation per image (``probes.probe_image``). The knobs
+(images, query sample, radius, perturbed scales, ...) are the experiment's ``analysis:`` block
+(``AnalysisOptions``, ``harness.analysis.options``). Per-cell figures of the first two are optional
+(``analysis.figures``): the sweep report draws the cells side by side from the CSVs, and ``run.py analyze
+plot`` draws any set of runs.
 
 ``reports.sweep`` reads the two CSVs of every cell and draws them side by side. Which model: the method whose
 ``checkpoint`` is ``@trained`` (resolved to ``checkpoint``), so the analysis uses exactly the evaluation
@@ -22,38 +24,15 @@ its metadata); without a checkpoint, the experiment's first VAR-style method. Th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.analysis import probes
+from harness.analysis.options import AnalysisOptions
 
 VAR_METHOD_TYPES = ("alignvar", "varsr")
-
-
-@dataclass
-class AnalysisOptions:
-    """Knobs of the analysis stage (defaults: a few images, cheap enough for every sweep cell)."""
-
-    max_images: int = 4  # first N images of the first dataset
-    query_sample: int = 16  # attention: query rows per scale
-    radius: float = 0.1  # attention: radius of the "mass within r" (fraction of the image side)
-    alignment: str = "center"  # token positions: center | topleft (VARSR's RoPE grid)
-    perturb_scales: tuple[int, ...] = (1,)  # accumulation: 0-based scales to corrupt (1: the first 2x2)
-    perturb_fraction: float = 0.1  # share of that scale's tokens replaced by random codes
-    sca_mask_images: int = 1  # SCA mask panels (PNG) for the first N images
-    figures: bool = False  # also attention/accumulation figures (pdf, svg, png) per run
-    device: str | None = None  # None: the experiment's bench.device
-    progress: bool = False
-
-    def __post_init__(self) -> None:
-        if self.max_images < 1:
-            raise ValueError(f"max_images must be >= 1, got {self.max_images}")
-        if self.alignment not in ("center", "topleft"):
-            raise ValueError(f"alignment must be 'center' or 'topleft', got {self.alignment!r}")
-        if not 0.0 < self.perturb_fraction <= 1.0:
-            raise ValueError(f"perturb_fraction must be in (0, 1], got {self.perturb_fraction}")
 
 
 # ---------------------------------------------------------------------------------------------------- writers
@@ -67,7 +46,7 @@ def write_attention(
 ) -> Path:
     """``out/attention.csv`` (per-image tables aggregated) and, with ``figures``, the distance figure and the
     mean key-scale heatmaps (when the images share a size). Returns the CSV path."""
-    from harness.analysis.attention import write_attention_csv
+    from harness.analysis.attention_tables import write_attention_csv
 
     table = probes.attention_table(frames, model)
     path = write_attention_csv(table, Path(out) / "attention.csv")
@@ -111,6 +90,16 @@ def _is_var(spec: Any) -> bool:
     return spec.type in VAR_METHOD_TYPES
 
 
+def build_for_analysis(spec: Any) -> Any:
+    """Build a method (a ``ComponentSpec``) with every weight the probes read. A method config with an
+    ``inference_only`` switch (it frees the VQ-VAE encoder and AdaLN projections that teacher-forced
+    accumulation needs, without changing ``upscale``'s outputs) is built with it off."""
+    options = spec.options
+    if dataclasses.is_dataclass(options) and "inference_only" in {f.name for f in dataclasses.fields(options)}:
+        spec = dataclasses.replace(spec, options=dataclasses.replace(options, inference_only=False))
+    return spec.build()
+
+
 def analysed_model(cfg: Any, checkpoint: str | Path | None) -> tuple[Any, str, Any]:
     """(AlignVAR model, name, closer) for the analysis; see the module docstring for the choice."""
     from harness.stages import resolve_trained, uses_trained
@@ -130,7 +119,7 @@ def analysed_model(cfg: Any, checkpoint: str | Path | None) -> tuple[Any, str, A
                 f"{cfg.source}: the analyze stage needs a VAR-style method (type: alignvar or varsr) or a "
                 f"trained checkpoint; methods: {names}"
             )
-    method = spec.build()
+    method = build_for_analysis(spec)
     return probes.var_model(method, spec.name), spec.name, method
 
 
@@ -140,14 +129,17 @@ def run_analysis(
     run_dir: str | Path,
     checkpoint: str | Path | None = None,
     options: AnalysisOptions | None = None,
+    *,
+    progress: bool = False,
 ) -> dict:
-    """Run the three analyses (module docstring) into ``run_dir/analysis``; returns a small JSON-able summary
-    (for the sweep's ``sweep.json``): files written, images used, headline numbers and what was skipped."""
+    """Run the three analyses (module docstring) into ``run_dir/analysis`` with ``options`` (default: the
+    config's ``analysis:`` block); returns a small JSON-able summary (for the sweep's ``sweep.json``): files
+    written, images used, headline numbers and what was skipped. ``progress``: a progress bar per image."""
     from tqdm.auto import tqdm
 
     from harness.runner import resolve_device
 
-    opts = options or AnalysisOptions()
+    opts = options or cfg.analysis
     if not cfg.datasets:
         raise ValueError(f"{cfg.source}: datasets: empty; the analyze stage runs on the first dataset")
     d_spec = cfg.datasets[0]
@@ -162,7 +154,7 @@ def run_analysis(
     n = min(opts.max_images, len(dataset))
     frames, heatmaps, curves, masks = [], [], [], []
     try:
-        for i in tqdm(range(n), desc=f"analyze {name}", unit="img", disable=not opts.progress):
+        for i in tqdm(range(n), desc=f"analyze {name}", unit="img", disable=not progress):
             sample = dataset[i]
             probe = probes.probe_image(
                 model,

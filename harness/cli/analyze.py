@@ -4,14 +4,24 @@ A thin command: the model-facing probes are ``harness.analysis.probes`` and the 
 ``harness.analysis.stage`` (shared with the sweep's ``analyze`` stage). Results land in
 ``<run dir>/analysis/`` (the experiment's run dir, i.e. the cell folder for a sweep cell's ``config.yaml``),
 where ``reports.sweep`` picks them up.
+
+The knobs come from the config's ``analysis:`` block (``harness.analysis.options``); a flag given explicitly
+overrides its key (``--max-images``, ``--device``, ``--query-sample``, ``--radius``, ``--alignment``,
+``--perturb-scales``, ``--perturb-fraction``; the flags default to None = "not given"). ``figures`` and
+``sca_mask_images`` are for the analyze stage only: here figures are always drawn and ``sca-masks`` draws
+every analysed image.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness.analysis.options import ALIGNMENTS, AnalysisOptions
 
 HELP = "attention distance, error accumulation and SCA masks of AlignVAR/VARSR; plots from saved analyses"
 DESCRIPTION = """\
@@ -23,6 +33,9 @@ Analyses of a VAR-style method (AlignVAR / VARSR) from an experiment config, on 
                 -> analysis/accumulation.csv (+ figure); needs a dataset with HR images
   sca-masks     structure maps and SCA gates per scale -> analysis/sca_masks_<image>.{pdf,svg,png}
   plot          figures + tables from analysis folders of several runs (e.g. SCA off vs on)
+
+Defaults come from the config's `analysis:` block (max_images, query_sample, radius, alignment,
+perturb_scales, perturb_fraction, device); a flag given explicitly overrides it.
 
 examples:
   python run.py analyze attention runs/abl/cells/<cell>/config.yaml --max-images 4
@@ -38,22 +51,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("overrides", nargs="*", default=[], help="KEY=VALUE config overrides")
     common.add_argument("--method", default=None, help="method name in the config (default: the first one)")
     common.add_argument("--dataset", default=None, help="dataset name in the config (default: the first one)")
-    common.add_argument("--max-images", type=int, default=4, help="images to analyse (default 4)")
+    common.add_argument(
+        "--max-images", type=int, default=None, help="images to analyse (default: analysis.max_images, 4)"
+    )
     common.add_argument("--output", type=Path, default=None, help="folder (default: <run dir>/analysis)")
-    common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    common.add_argument(
+        "--device", default=None, help="auto, cpu, cuda, cuda:N (default: analysis.device, else bench.device)"
+    )
     att = sub.add_parser("attention", parents=[common], help="attention distance per layer, head and scale")
     att.add_argument("--layers", default=None, help="comma-separated layer ids (default: all)")
-    att.add_argument("--query-sample", type=int, default=16, help="query rows per scale (default 16)")
-    att.add_argument("--radius", type=float, default=0.1, help="radius for the mass (image fraction, 0.1)")
+    att.add_argument(
+        "--query-sample", type=int, default=None, help="query rows per scale (default: analysis.query_sample, 16)"
+    )
+    att.add_argument(
+        "--radius",
+        type=float,
+        default=None,
+        help="radius for the mass, a fraction of the image side (default: analysis.radius, 0.1)",
+    )
     att.add_argument(
         "--alignment",
-        choices=("center", "topleft"),
-        default="center",
-        help="token positions: geometric centres (default) or VARSR's RoPE grid",
+        choices=ALIGNMENTS,
+        default=None,
+        help="token positions: geometric centres or VARSR's RoPE grid (default: analysis.alignment, center)",
     )
     acc = sub.add_parser("accumulation", parents=[common], help="per-scale error accumulation (needs HR)")
-    acc.add_argument("--perturb-scales", default="", help="comma-separated scales to corrupt (e.g. 2,4,6)")
-    acc.add_argument("--perturb-fraction", type=float, default=0.1, help="fraction of tokens replaced (0.1)")
+    acc.add_argument(
+        "--perturb-scales",
+        type=int_list,
+        default=None,
+        help="comma-separated 0-based scales to corrupt, e.g. 2,4,6; '' for none (default: analysis.perturb_scales, 1)",
+    )
+    acc.add_argument(
+        "--perturb-fraction",
+        type=float,
+        default=None,
+        help="fraction of the tokens replaced (default: analysis.perturb_fraction, 0.1)",
+    )
     sub.add_parser("sca-masks", parents=[common], help="structure maps and gates per scale")
     plot = sub.add_parser("plot", help="figures + tables from analysis folders of several runs")
     plot.add_argument("runs", type=Path, nargs="+", help="run dirs or their analysis/ folders")
@@ -61,12 +95,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     plot.add_argument("--output", type=Path, required=True, help="folder for the figures and tables")
 
 
+# --------------------------------------------------------------------------------------------------- options
+def int_list(text: str) -> tuple[int, ...]:
+    """``"2,4,6"`` -> (2, 4, 6); ``""`` -> () (an argparse ``type``)."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def analysis_options(cfg: Any, args: argparse.Namespace) -> AnalysisOptions:
+    """The config's ``analysis:`` block with the flags given explicitly on top (a flag's dest is its field's
+    name; None = not given). Bad values raise ValueError naming the field."""
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(AnalysisOptions)
+        if getattr(args, f.name, None) is not None
+    }
+    return dataclasses.replace(cfg.analysis, **given)
+
+
 # --------------------------------------------------------------------------------------------------- commands
-def _setup(args: argparse.Namespace) -> tuple[Any, Any, str, Any, Path, str]:
+@dataclass
+class _Target:
+    """What one analysis command works on: the method's model, the dataset, where to write, the knobs."""
+
+    model: Any  # the AlignVAR model behind the method
+    method: Any  # the method (closed at the end)
+    name: str  # the method's name
+    dataset: Any
+    dataset_name: str
+    out: Path
+    options: AnalysisOptions
+
+
+def _setup(args: argparse.Namespace) -> _Target:
     from harness.config import load_experiment
     from harness.runner import resolve_device
 
     cfg = load_experiment(args.config, args.overrides)
+    options = analysis_options(cfg, args)
     for kind, want in (("methods", args.method), ("datasets", args.dataset)):
         specs = getattr(cfg, kind)
         if not specs:
@@ -76,12 +144,13 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, str, Any, Path, str]:
     m_spec = next(s for s in cfg.methods if args.method in (None, s.name))
     d_spec = next(s for s in cfg.datasets if args.dataset in (None, s.name))
     from harness.analysis.probes import var_model
+    from harness.analysis.stage import build_for_analysis
 
-    method = m_spec.build().to(resolve_device(args.device))
+    method = build_for_analysis(m_spec).to(resolve_device(options.device or cfg.bench.device))
     model = var_model(method, m_spec.name)
     model.eval()
     out = args.output or (cfg.run_dir / "analysis")
-    return model, d_spec.build(), m_spec.name, method, out, d_spec.name
+    return _Target(model, method, m_spec.name, d_spec.build(), d_spec.name, out, options)
 
 
 def _run_analysis(args: argparse.Namespace) -> int:
@@ -89,47 +158,47 @@ def _run_analysis(args: argparse.Namespace) -> int:
 
     from harness.analysis import probes, stage
 
-    model, dataset, name, method, out, d_name = _setup(args)
-    n = min(args.max_images, len(dataset))
+    t = _setup(args)
+    opts = t.options
+    n = min(opts.max_images, len(t.dataset))
     frames, results, heatmaps = [], [], []
     try:
-        for i in tqdm(range(n), desc=f"{args.analysis} {name}", unit="img"):
-            sample = dataset[i]
+        for i in tqdm(range(n), desc=f"{args.analysis} {t.name}", unit="img"):
+            sample = t.dataset[i]
             if args.analysis == "attention":
                 layers = [int(v) for v in args.layers.split(",")] if args.layers else None
                 table, maps = probes.attention_for_image(
-                    model,
+                    t.model,
                     sample.lr,
                     layers=layers,
-                    query_sample=args.query_sample,
-                    radius=args.radius,
-                    alignment=args.alignment,
+                    query_sample=opts.query_sample,
+                    radius=opts.radius,
+                    alignment=opts.alignment,
                 )
                 frames.append(table)
                 heatmaps.append(maps)
             elif args.analysis == "accumulation":
                 if sample.hr is None:
-                    raise ValueError(f"dataset {d_name!r} has no HR images; accumulation needs them")
-                scales = [int(v) for v in args.perturb_scales.split(",") if v.strip()]
+                    raise ValueError(f"dataset {t.dataset_name!r} has no HR images; accumulation needs them")
                 results += probes.accumulation_for_image(
-                    model,
+                    t.model,
                     sample.lr,
                     sample.hr,
-                    name,
-                    perturb_scales=scales,
-                    perturb_fraction=args.perturb_fraction,
+                    t.name,
+                    perturb_scales=opts.perturb_scales,
+                    perturb_fraction=opts.perturb_fraction,
                 )
             else:
-                stage.write_sca_masks(probes.sca_masks_for_image(model, sample.lr), out, sample.key)
+                stage.write_sca_masks(probes.sca_masks_for_image(t.model, sample.lr), t.out, sample.key)
     finally:
-        method.close()
+        t.method.close()
     if args.analysis == "attention":
-        path = stage.write_attention(frames, heatmaps, out, name)
+        path = stage.write_attention(frames, heatmaps, t.out, t.name)
     elif args.analysis == "accumulation":
-        path = stage.write_accumulation(results, out)
+        path = stage.write_accumulation(results, t.out)
     else:
-        path = out
-    print(f"{args.analysis}: {n} image(s) of {d_name!r} with {name!r} -> {path}")
+        path = t.out
+    print(f"{args.analysis}: {n} image(s) of {t.dataset_name!r} with {t.name!r} -> {path}")
     return 0
 
 
@@ -137,7 +206,7 @@ def _run_plot(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from harness.analysis.accumulation import read_accumulation_csv
-    from harness.analysis.attention import compare_models, read_attention_csv
+    from harness.analysis.attention_tables import compare_models, read_attention_csv
     from reports import exports, figures
 
     names = args.names or [p.name if p.name != "analysis" else p.parent.name for p in args.runs]

@@ -45,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-overlap", type=int, default=64, help="output pixels shared by tiles (default 64)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="fp32 (default, exact) or autocast bf16/fp16 for the transformer, refiner and decoder "
+        "(fp16: GPU only; bf16 is the fast GPU setting)",
+    )
+    parser.add_argument(
         "--sca",
         choices=("laplacian", "random", "none"),
         default=None,
@@ -91,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         MissingCheckpointError,
         VARSRMethodConfig,
     )
+    from methods.alignvar.model import autocast_for
 
     if args.sca is not None and args.method != "alignvar":
         print(
@@ -118,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
             color_fix=args.color_fix,
             tile=args.tile,
             tile_overlap=args.tile_overlap,
+            precision=args.precision,
         )
+        autocast_for(device, args.precision)  # fp16 on a CPU: refused here, before the model loads
         if args.method == "alignvar":
             config = AlignVARMethodConfig(**options, sca=args.sca)
         else:

@@ -4,8 +4,9 @@ The default, ``train_and_bench``, runs the cell's ``stages`` in order: ``train``
 experiment's ``train:``/``model:`` blocks, into ``<cell_dir>/train``), ``bench``
 (``harness.runner.run_bench``; a method with ``checkpoint: "@trained"`` evaluates what the train stage
 produced), then ``analyze`` (``harness.analysis.stage.run_analysis``: attention distance, error accumulation
-and SCA masks of that trained model into ``<cell_dir>/analysis``, which the sweep report draws). The run
-folder is the cell folder, since each cell's config has ``output_root``/``name`` pointing there. Imported
+and SCA masks of that trained model into ``<cell_dir>/analysis``, which the sweep report draws; its knobs are
+the cell config's ``analysis:`` block, which a sweep may vary too: ``grid: {analysis.radius: [0.05, 0.1]}``).
+The run folder is the cell folder, since each cell's config has ``output_root``/``name`` pointing there. Imported
 lazily so the sweep engine works (and is tested) without the heavy stages; pass another function with
 ``run.py sweep ... --cell-fn module:function``.
 """
@@ -43,7 +44,7 @@ def train_and_bench(cell: Cell, cell_dir: Path) -> dict:
 
         if checkpoint is None and uses_trained(cfg):  # stages without train: an earlier run's checkpoint
             checkpoint = trained_checkpoint(cfg)
-        result["analyze"] = run_analysis(cfg, cfg.run_dir, checkpoint)
+        result["analyze"] = run_analysis(cfg, cfg.run_dir, checkpoint, options=cfg.analysis)
     return result
 
 

@@ -9,8 +9,11 @@ prefixes (``module.``, ``_orig_mod.``).
 
 from __future__ import annotations
 
+import json
+import math
 import pickle
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,9 @@ VAR_NESTING = ("trainer", "var_wo_ddp")
 OFFICIAL_NESTINGS = (VQVAE_NESTING, VAR_NESTING)
 # Derived buffers that official checkpoints may or may not carry; loading neither needs nor requires them.
 OPTIONAL_BUFFERS = ("ema_vocab_hit_SV", "lvl_1L", "attn_bias_for_masking", "zero_k_bias")
+# Buffers our modules create as zeros and a checkpoint need not hold: a model built on the meta device gets
+# them as zeros after loading (``materialize_zero_buffers``; tests check they are zeros at construction).
+ZERO_BUFFERS = ("ema_vocab_hit_SV", "zero_k_bias")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
 _TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
@@ -47,14 +53,62 @@ def _fmt_shape(shape: Any) -> str:
     return "(" + ",".join(str(int(s)) for s in shape) + ")"
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors(path: str | Path) -> dict[str, Tensor]:
+    """Every tensor of a ``.safetensors`` file, each read into its own CPU allocation (no memory map).
+
+    ``safetensors.torch.load_file`` returns views of one memory map of the whole file: a tensor freed later
+    (e.g. the AdaLN weights that inference releases) keeps its pages resident as long as any other tensor of the
+    file lives. Separate allocations are returned to the OS when freed. Same result as ``load_file``; the format
+    (an 8-byte little-endian header length, a JSON header, then the raw bytes) is read strictly.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    out: dict[str, Tensor] = {}
+    with open(path, "rb") as fh:
+        try:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > size - 8:
+                raise ValueError(f"header length {n} exceeds the file size {size}")
+            header = json.loads(fh.read(n))
+        except (struct.error, ValueError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+        header.pop("__metadata__", None)
+        base = 8 + n
+        for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
+            if dtype is None:
+                raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
+            begin, end = info["data_offsets"]
+            shape = [int(d) for d in info["shape"]]
+            numel = math.prod(shape)
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            if end - begin != numel * itemsize or base + end > size:
+                raise CheckpointError(f"{path}: tensor {name!r}: byte range {begin}..{end} does not fit {shape}")
+            raw = torch.empty(end - begin, dtype=torch.uint8)
+            fh.seek(base + begin)
+            if fh.readinto(memoryview(raw.numpy())) != end - begin:
+                raise CheckpointError(f"{path}: truncated while reading tensor {name!r}")
+            out[name] = raw.view(dtype).reshape(shape)
+    return out
+
+
 def _load_raw(path: Path) -> Any:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+        return read_safetensors(path)
     if path.suffix not in _TORCH_SUFFIXES:
         raise CheckpointError(
             f"{path}: unknown checkpoint format {path.suffix!r}; expected .safetensors or one of "
@@ -165,8 +219,12 @@ def load_strict(
     sd: Mapping[str, Tensor],
     source: str,
     optional_buffers: tuple[str, ...] = OPTIONAL_BUFFERS,
+    assign: bool = False,
 ) -> LoadReport:
     """Load ``sd`` into ``module`` with strict key and shape checking; raise ``CheckpointError`` otherwise.
+
+    ``assign``: the module's tensors become ``sd``'s (no copy; for a module built on the meta device), cast to
+    the module's dtype where they differ (e.g. a half-precision file into a float32 model).
 
     Keys whose last component is in ``optional_buffers`` may be missing on either side. Errors name
     ``source``: the first key (in checkpoint order) whose shape differs ("<source>: key 'X' has shape (a,b) in
@@ -195,7 +253,10 @@ def load_strict(
         kept_model_buffers=[k for k in own if k not in sd],
         ignored_checkpoint_buffers=[k for k in sd if k not in own],
     )
-    result = module.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
+    wanted = {k: v for k, v in sd.items() if k in own}
+    if assign:
+        wanted = {k: v if v.dtype == own[k].dtype else v.to(own[k].dtype) for k, v in wanted.items()}
+    result = module.load_state_dict(wanted, strict=False, assign=assign)
     if result.unexpected_keys or set(result.missing_keys) != set(report.kept_model_buffers):
         raise CheckpointError(f"{source}: internal key bookkeeping mismatch ({result}); please report")
     return report
@@ -246,3 +307,19 @@ def infer_vqvae_config(sd: Mapping[str, Tensor], source: str = "state dict") -> 
         share_quant_resi=len(phis) if phis else 4,
         ema_scales=int(ema.shape[0]) if ema is not None else 10,
     )
+
+
+def materialize_zero_buffers(module: nn.Module, source: str) -> None:
+    """After an ``assign`` load into a module built on the meta device: create the ``ZERO_BUFFERS`` the file
+    did not hold (as zeros, like their constructors) and refuse any other tensor still without storage."""
+    left: list[str] = []
+    for mod_name, mod in module.named_modules():
+        for name, buf in list(mod._buffers.items()):
+            if buf is not None and buf.is_meta:
+                if name not in ZERO_BUFFERS:
+                    left.append(f"{mod_name}.{name}".lstrip("."))
+                    continue
+                mod._buffers[name] = torch.zeros(buf.shape, dtype=buf.dtype)
+    left += [name for name, p in module.named_parameters() if p.is_meta]
+    if left:
+        raise CheckpointError(f"{source}: no values for {_preview(left)} after loading; please report")

@@ -39,6 +39,7 @@ from methods.alignvar.checkpoint import (
     CheckpointError,
     infer_vqvae_config,
     load_strict,
+    materialize_zero_buffers,
     read_state_dict,
     save_safetensors,
 )
@@ -77,14 +78,12 @@ class AlignVAR(nn.Module):
                 f"transformer (vocab {transformer.vocab}, Cvae {transformer.cvae})"
             )
         self.transformer = VARTransformer(transformer)
-        sca = self.config.sca
-        self.sca = (
-            None if sca.mask_input == "none" else SCAGate(transformer.cvae, sca.hidden, sca.mask_input, sca.init_bias)
-        )
+        self.sca = self.new_sca_gate()
         self.load_notes: list[str] = []
         self.sca_untrained = False  # True when loaded from a checkpoint without SCA weights (fresh gate)
         self.transformer.grad_checkpointing = self.config.grad_checkpointing
         self.encoder_released = False
+        self._released_counts: dict[str, int] | None = None  # set by release_training_weights
         self._compiled = False
 
     scale = 4
@@ -94,12 +93,22 @@ class AlignVAR(nn.Module):
         self.vqvae.eval()  # frozen tokenizer, always in eval mode
         return self
 
+    def new_sca_gate(self) -> SCAGate | None:
+        """A freshly initialised SCA gate for ``config.sca`` (None when SCA is off)."""
+        sca = self.config.sca
+        if sca.mask_input == "none":
+            return None
+        return SCAGate(self.transformer.cfg.cvae, sca.hidden, sca.mask_input, sca.init_bias)
+
     @property
     def refiner(self) -> nn.Module | None:
         return self.transformer.diffloss
 
     def parameter_counts(self) -> dict[str, int]:
-        """Disjoint counts: transformer (backbone without stem and refiner), lr_stem, refiner, vqvae, sca."""
+        """Disjoint counts: transformer (backbone without stem and refiner), lr_stem, refiner, vqvae, sca (the
+        model's, also after ``release_training_weights``)."""
+        if self._released_counts is not None:
+            return dict(self._released_counts)
 
         def n(m: nn.Module | None) -> int:
             return sum(p.numel() for p in m.parameters()) if m is not None else 0
@@ -165,18 +174,24 @@ class AlignVAR(nn.Module):
         elif not vsd:
             raise CheckpointError(f"{checkpoint} holds no VQ-VAE weights: {VQVAE_HINT}")
         tcfg = transformer_config_from_state_dict(tsd, source=str(checkpoint))
-        model = cls(tcfg, infer_vqvae_config(vsd, source=vsource), config)
-        load_strict(model.transformer, tsd, str(checkpoint))
-        load_strict(model.vqvae, vsd, vsource)
+        # built on the meta device (no memory, no random init); the file's tensors are assigned, not copied,
+        # so loading holds the weights once (not model + state dict)
+        with torch.device("meta"):
+            model = cls(tcfg, infer_vqvae_config(vsd, source=vsource), config)
+        load_strict(model.transformer, tsd, str(checkpoint), assign=True)
+        load_strict(model.vqvae, vsd, vsource, assign=True)
+        del sd, tsd, vsd
         if model.sca is not None and ssd:
-            load_strict(model.sca, ssd, f"{checkpoint} (sca.)")
+            load_strict(model.sca, ssd, f"{checkpoint} (sca.)", assign=True)
         elif model.sca is not None:
+            model.sca = model.new_sca_gate()
             model.sca_untrained = True
             model.load_notes.append(
                 f"{checkpoint} has no SCA weights: SCA ({config.sca.mask_input}) freshly initialised"
             )
         elif ssd:
             model.load_notes.append(f"{checkpoint} has SCA weights but sca.mask_input is 'none': they are ignored")
+        materialize_zero_buffers(model, str(checkpoint))
         return model.eval()
 
     def release_encoder(self) -> AlignVAR:
@@ -191,8 +206,31 @@ class AlignVAR(nn.Module):
             self.encoder_released = True
         return self
 
+    def release_training_weights(self) -> AlignVAR:
+        """Inference only: free the weights ``upscale`` never reads, without changing its results.
+
+        That is the VQ-VAE encoder (``release_encoder``) and the AdaLN projections of every block and the head,
+        replaced by their outputs for the two classes (``VARTransformer.freeze_adaln``): 344 M + 44 M parameters,
+        1.55 GB fp32 of the 4.85 GB d24 model. ``parameter_counts`` still reports the full model. Training,
+        teacher-forced analysis, tokenising and ``save`` then raise a clear error; reload to get them back.
+        """
+        if self._released_counts is None:
+            self._released_counts = self.parameter_counts()
+            self.release_encoder()
+            self.transformer.freeze_adaln()
+        return self
+
+    @property
+    def training_weights_released(self) -> bool:
+        return self._released_counts is not None
+
     def save(self, path: str | Path, include_vqvae: bool = True, metadata: dict[str, str] | None = None) -> Path:
         """Write the weights as safetensors (atomically) with the three configs as JSON metadata."""
+        if self.transformer.adaln_frozen:
+            raise ValueError(
+                "cannot save: the AdaLN projections were released (release_training_weights) for inference; "
+                "reload the model from its checkpoint"
+            )
         if self.encoder_released and include_vqvae:
             raise ValueError(
                 "cannot save the VQ-VAE: its encoder was released (release_encoder) for inference; "

@@ -111,9 +111,10 @@ class DiffusionSchedule:
     @classmethod
     def cosine(cls, num_steps: int = 1000, respacing: str | None = None) -> DiffusionSchedule:
         """Cosine schedule of ``num_steps``, optionally respaced (``"10"`` -> 10 sampling steps)."""
-        base = torch.tensor(cosine_betas(num_steps), dtype=torch.float64)
+        # explicit device: the schedule is CPU float64 even when the model is built on the meta device
+        base = torch.tensor(cosine_betas(num_steps), dtype=torch.float64, device="cpu")
         if not respacing:
-            return cls(base, torch.arange(num_steps))
+            return cls(base, torch.arange(num_steps, device="cpu"))
         use = space_timesteps(num_steps, respacing)
         base_ac = torch.cumprod(1.0 - base, 0)
         last, new_betas, tmap = 1.0, [], []
@@ -123,7 +124,10 @@ class DiffusionSchedule:
                 new_betas.append(1.0 - ac / last)
                 last = ac
                 tmap.append(i)
-        return cls(torch.tensor(new_betas, dtype=torch.float64), torch.tensor(tmap, dtype=torch.int64))
+        return cls(
+            torch.tensor(new_betas, dtype=torch.float64, device="cpu"),
+            torch.tensor(tmap, dtype=torch.int64, device="cpu"),
+        )
 
     # ------------------------------------------------------------------------------------------- maths
     @staticmethod

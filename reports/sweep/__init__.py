@@ -1,0 +1,55 @@
+"""One self-contained HTML page for a sweep (ablation): ``render_sweep_report(sweep_dir) -> Path``.
+
+Reads the sweep engine's layout (``harness.sweep``, see ``cells``) and writes ``<sweep_dir>/report.html`` (images
+embedded as base64, no external resources) plus ``<sweep_dir>/exports/``: every table as .tex and .md, every
+figure as .pdf, .svg and .png at paper widths.
+
+Page: the ablation table (one row per finished cell, swept keys as columns, metrics as mean +- CI with the
+best in bold and arrows; methods with identical results in every cell, e.g. a bicubic baseline, are shown
+once in a "Baselines" table instead), "Component on vs off" (each SCA / HCC toggle against its off cell:
+paired-bootstrap differences over images), a lambda curve per numeric swept key, attention-distance and
+error-accumulation figures and SCA gate panels when cells saved analysis outputs (``analyze`` stage), and the
+cells that failed or have not finished.
+
+Modules, in reading order::
+
+    cells.py        SweepCell, load_sweep_cells: state.json / summary.csv / analysis CSVs of each cell
+    keys.py         swept, varying and numeric keys; short names, cell labels, value formatting
+    tables.py       ablation_frame, baseline_frame, constant_methods, auto_precision
+    comparison.py   comparison_frame: SCA / HCC on vs off, paired bootstrap over per-image metrics
+    curves.py       lambda_frame, analysis_frame, identical_curves: the data behind the figures
+    sections.py     the page's sections, each table and figure also exported (Exporter)
+    page.py         render_sweep_report
+"""
+
+from __future__ import annotations
+
+from reports.sweep.cells import RUN_DIR_KEYS, SUMMARY_NEEDED, SweepCell, load_sweep_cells
+from reports.sweep.comparison import DIFF, TOGGLES, comparison_frame
+from reports.sweep.curves import identical_curves, identical_note, lambda_frame
+from reports.sweep.keys import cell_label, numeric_keys, swept_keys, varying_keys
+from reports.sweep.page import render_sweep_report
+from reports.sweep.tables import ablation_frame, auto_precision, baseline_frame, constant_methods
+
+
+__all__ = [
+    "DIFF",
+    "RUN_DIR_KEYS",
+    "SUMMARY_NEEDED",
+    "TOGGLES",
+    "SweepCell",
+    "ablation_frame",
+    "auto_precision",
+    "baseline_frame",
+    "cell_label",
+    "comparison_frame",
+    "constant_methods",
+    "identical_curves",
+    "identical_note",
+    "lambda_frame",
+    "load_sweep_cells",
+    "numeric_keys",
+    "render_sweep_report",
+    "swept_keys",
+    "varying_keys",
+]

@@ -1,0 +1,136 @@
+"""Component on vs off: ``comparison_frame`` pairs each cell with SCA / HCC on against the cell with it off and
+the same other swept values, and tests the difference per metric with a paired bootstrap over the images both
+cells evaluated (their per-image tables, ``metrics/<dataset>.csv``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from harness.results import LATENCY_COL
+from reports.sweep.cells import SweepCell, finished_cells
+from reports.sweep.keys import format_value, short_names, swept_keys, truthy, varying_keys
+from reports.sweep.tables import constant_methods
+
+TOGGLES = (  # swept key (suffix) -> component name, "is off" value test
+    ("hcc.lambda", "HCC", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0),
+    ("sca.mask_input", "SCA", lambda v: v in (None, "none")),
+)
+DIFF = "on - off"
+
+
+def _toggle(key: str) -> tuple[str, Any] | None:
+    """(component name, is-off test) of the ``TOGGLES`` entry that swept ``key`` ends with, or None."""
+    for suffix, name, is_off in TOGGLES:
+        if key == suffix or key.endswith("." + suffix):
+            return name, is_off
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal when written as JSON with sorted keys (lists and dicts compare by content; 1 and 1.0 differ)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _per_image(cell: SweepCell, dataset: str) -> pd.DataFrame | None:
+    """The cell's per-image metric table of ``dataset`` (bench layout ``metrics/<dataset>.csv``), or None."""
+    from harness.results import per_image_path, read_per_image
+
+    for fmt in ("csv", "parquet"):
+        path = per_image_path(cell.run_dir, dataset, fmt) if cell.run_dir is not None else None
+        if path is not None and path.is_file():
+            try:
+                return read_per_image(path)
+            except (OSError, ValueError, ImportError) as exc:
+                cell.problems.append(f"{path}: unreadable ({exc})")
+    return None
+
+
+def _paired(on: SweepCell, off: SweepCell, dataset: str, method: str, metric: str) -> tuple:
+    """(mean difference, ci low, ci high, p, n) of on - off over the images both have, or None."""
+    from harness.stats import paired_bootstrap
+
+    tables = [_per_image(c, dataset) for c in (on, off)]
+    if any(t is None or metric not in t.columns for t in tables):
+        return None
+    a, b = (t[t["method"] == method].set_index("image")[metric] for t in tables)
+    common = a.index.intersection(b.index)
+    if len(common) < 2:
+        return None
+    res = paired_bootstrap(a[common].to_numpy(float), b[common].to_numpy(float), n_boot=2000, seed=0)
+    return res.mean_diff, res.ci_low, res.ci_high, res.p_value, res.n
+
+
+def _compare(on: SweepCell, off: SweepCell, label: str, skip: set[str]) -> list[dict]:
+    """The ``comparison_frame`` rows of one on / off pair: every (dataset, method, metric) both summaries have,
+    except timings and the ``skip`` methods."""
+    merged = on.summary.merge(off.summary, on=["dataset", "method", "metric"], suffixes=("_on", "_off"))
+    merged = merged[merged["metric"] != LATENCY_COL]  # a timing, not a quality difference of the component
+    rows = []
+    for rec in merged[~merged["method"].isin(skip)].itertuples(index=False):
+        paired = _paired(on, off, rec.dataset, rec.method, rec.metric)
+        diff, low, high, p, n = paired or (rec.mean_on - rec.mean_off, math.nan, math.nan, math.nan, math.nan)
+        lower = rec.lower_better_on
+        verdict = "–"
+        if paired is not None and not pd.isna(lower):
+            significant = not (low <= 0.0 <= high)
+            better = (diff < 0) if truthy(lower) else (diff > 0)
+            verdict = ("better" if better else "worse") if significant else "n.s."
+        rows.append(
+            {
+                "comparison": label,
+                "dataset": rec.dataset,
+                "method": rec.method,
+                "metric": rec.metric,
+                "off": rec.mean_off,
+                "on": rec.mean_on,
+                DIFF: diff,
+                f"{DIFF} lo": low,
+                f"{DIFF} hi": high,
+                "p": p,
+                "n": n,
+                "verdict": verdict,
+            }
+        )
+    return rows
+
+
+def comparison_frame(cells: list[SweepCell]) -> pd.DataFrame:
+    """Every swept SCA / HCC toggle on vs off (``TOGGLES``: ``hcc.lambda`` 0 and ``sca.mask_input`` none are
+    off): each cell with the component on is paired with the off cell that has the same other swept values;
+    per method (not ``constant_methods``) and metric: both means and the difference on - off with the paired
+    bootstrap 95% CI and p-value over the images both cells evaluated (from their per-image tables; without
+    them only the difference of means). ``verdict``: better / worse (CI excludes 0) / n.s. Columns dataset
+    and method are dropped when they hold one value. Empty when the sweep toggles neither component."""
+    done = finished_cells(cells)
+    keys = swept_keys(done)
+    short = short_names(keys)
+    skip = set(constant_methods(done))
+    rows: list[dict] = []
+    for key in keys:
+        toggle = _toggle(key)
+        if toggle is None:
+            continue
+        name, is_off = toggle
+        others = [k for k in varying_keys(done) if k != key]
+        offs = [c for c in done if key in c.overrides and is_off(c.overrides[key])]
+        for on in done:
+            if key not in on.overrides or is_off(on.overrides[key]):
+                continue
+            off = next((c for c in offs if all(_same(c.overrides.get(k), on.overrides.get(k)) for k in others)), None)
+            if off is None:
+                continue
+            label = f"{name}: {short[key]}={format_value(on.overrides[key])} vs {format_value(off.overrides[key])}"
+            if others:
+                label += " (" + ", ".join(f"{short[k]}={format_value(on.overrides.get(k))}" for k in others) + ")"
+            rows += _compare(on, off, label, skip)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    single = [c for c in ("dataset", "method") if df[c].nunique() == 1]
+    if df["n"].isna().all():
+        single += ["n", "p", f"{DIFF} lo", f"{DIFF} hi"]
+    return df.drop(columns=single)
