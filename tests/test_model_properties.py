@@ -404,7 +404,9 @@ def test_methods_refuse_random_weights_and_count_components(tiny: AlignVAR, tmp_
     method = build("methods", "alignvar", {"checkpoint": str(path), "sca": "none", "arch": "tiny"})
     assert method.inference_steps == 4 and method.model.sca is None
     counts = method.parameter_counts()
-    assert sum(counts.values()) == sum(p.numel() for p in method.model.parameters())
+    # the whole model (SCA off here), not only what inference keeps resident
+    assert sum(counts.values()) == sum(p.numel() for n, p in tiny.named_parameters() if not n.startswith("sca."))
+    assert method.parameter_total() == sum(counts.values())
     assert set(method.modules()) == {"transformer", "vqvae", "refiner", "lr_stem"}
     with pytest.raises(ValueError, match="does not match arch 'd2'"):
         AlignVARMethod(AlignVARMethodConfig(checkpoint=str(path), arch="d2"), "alignvar")

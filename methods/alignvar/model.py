@@ -314,14 +314,17 @@ class AlignVAR(nn.Module):
 
     def _maybe_compile(self) -> None:
         """``config.compile``: torch.compile every transformer block, the refiner MLP and the VQ-VAE decoder
-        once, in place (state-dict keys unchanged; shapes dynamic: one graph serves every scale)."""
+        once, in place (state-dict keys unchanged). The blocks are compiled with dynamic shapes (one graph
+        serves every scale); the refiner and the decoder see one shape per image size and are compiled for static
+        shapes (one graph per size): traced with dynamic shapes, the decoder's in-place inference path gave
+        wrong images under AOT autograd in torch 2.14 (tests/test_inference_memory.py)."""
         if not self.config.compile or self._compiled:
             return
         for block in self.transformer.blocks:
             block.compile(dynamic=True)
         if self.refiner is not None:
-            self.refiner.net.compile(dynamic=True)
-        self.vqvae.decoder.compile(dynamic=True)
+            self.refiner.net.compile(dynamic=False)
+        self.vqvae.decoder.compile(dynamic=False)
         self._compiled = True
 
     @torch.inference_mode()

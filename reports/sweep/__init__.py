@@ -31,7 +31,6 @@ from reports.sweep.keys import cell_label, numeric_keys, swept_keys, varying_key
 from reports.sweep.page import render_sweep_report
 from reports.sweep.tables import ablation_frame, auto_precision, baseline_frame, constant_methods
 
-
 __all__ = [
     "DIFF",
     "RUN_DIR_KEYS",

@@ -182,16 +182,12 @@ def attention_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
         {},
         3,
     )
+    caption = (
+        "Mean attention distance (left) and attention mass within the radius (right) per query scale; mean over "
+        "heads, error bars: s.d. over layers."
+    )
     return [
-        _section(
-            "Attention distance",
-            part="figure",
-            src=out.figure("attention_distance", fig, "column"),
-            max_width=560,
-            table=_table_context(wide, {}, {}, 3),
-            caption="Mean attention distance (left) and attention mass within the radius (right) "
-            "per query scale; mean over heads, error bars: s.d. over layers.",
-        )
+        _figure_section("Attention distance", out, "attention_distance", fig, _table_context(wide, {}, {}, 3), caption)
     ]
 
 
@@ -209,17 +205,18 @@ def accumulation_sections(cells: list[SweepCell], out: Exporter) -> list[Section
         wide = wide.rename(columns=lambda i: str(labels.get(i, i))).reset_index()
         out.table("accumulation", wide, "Per-scale latent error of the accumulated reconstruction.", {}, {}, 4)
         table = _table_context(wide, {}, {}, 4)
-    return [
-        _section(
-            "Error accumulation",
-            part="figure",
-            src=out.figure("accumulation", fig, "column"),
-            max_width=560,
-            table=table,
-            caption="Per-scale error of the accumulated latent: teacher-forced (dashed) vs "
-            "free-running (solid); perturbation curves when recorded." + identical_note(accumulation),
-        )
-    ]
+    caption = (
+        "Per-scale error of the accumulated latent: teacher-forced (dashed) vs free-running (solid); perturbation "
+        "curves when recorded." + identical_note(accumulation)
+    )
+    return [_figure_section("Error accumulation", out, "accumulation", fig, table, caption)]
+
+
+def _figure_section(title: str, out: Exporter, name: str, fig, table: dict | None, caption: str) -> Section:
+    """A column-wide figure (exported as ``name``) with an optional table under it."""
+    return _section(
+        title, part="figure", src=out.figure(name, fig, "column"), max_width=560, table=table, caption=caption
+    )
 
 
 def sca_mask_sections(cells: list[SweepCell]) -> list[Section]:
