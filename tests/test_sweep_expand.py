@@ -8,7 +8,8 @@ from typing import Literal
 
 import pytest
 
-from harness.config import ConfigError
+from harness.analysis.options import AnalysisOptions
+from harness.config import ConfigError, to_dict
 from harness.registry import register
 from harness.sweep.cache import canonical_json, cell_identity
 from harness.sweep.expand import SweepSpec, cell_name, combinations, expand, format_value, short_keys
@@ -190,3 +191,15 @@ def test_combinations_order_is_grid_major_then_zip():
         {"a": 2, "b": 3},
         {"a": 2, "b": 4},
     ]
+
+
+def test_analysis_block_counts_only_for_analyzed_cells_and_when_not_default():
+    """Cells written before the ``analysis:`` block existed keep their identity; analysis knobs re-run only
+    cells that analyse."""
+    config = {"seed": 1, "bench": {"batch_size": 2}}
+    default = {**config, "analysis": to_dict(AnalysisOptions())}
+    changed = {**config, "analysis": to_dict(AnalysisOptions(radius=0.2))}
+    analysed, benched = ["train", "bench", "analyze"], ["train", "bench"]
+    assert cell_identity(default, analysed) == cell_identity(config, analysed)
+    assert cell_identity(changed, analysed) != cell_identity(default, analysed)
+    assert cell_identity(changed, benched) == cell_identity(config, benched)

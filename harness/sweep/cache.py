@@ -45,14 +45,28 @@ def canonical_json(obj: Any) -> str:
 
 
 def identity_payload(config: dict, stages: tuple[str, ...] | list[str], code: dict | None = None) -> dict:
-    """What a cell's identity hash covers: the resolved config minus names/paths, the stages, maybe code."""
+    """What a cell's identity hash covers: the resolved config minus names/paths, the stages, maybe code.
+
+    The ``analysis`` block counts only for cells with an ``analyze`` stage, and only when it differs from the
+    defaults (so cells written before the block existed keep their identity).
+    """
+    dropped = set(IDENTITY_EXCLUDED_KEYS)
+    if "analyze" not in stages or config.get("analysis") == _default_analysis():
+        dropped.add("analysis")
     payload: dict[str, Any] = {
-        "config": {k: v for k, v in config.items() if k not in IDENTITY_EXCLUDED_KEYS},
+        "config": {k: v for k, v in config.items() if k not in dropped},
         "stages": list(stages),
     }
     if code is not None:
         payload["code"] = {k: code.get(k) for k in ("commit", "dirty", "diff_sha256")}
     return payload
+
+
+def _default_analysis() -> dict:
+    from harness.analysis.options import AnalysisOptions
+    from harness.config import to_dict
+
+    return to_dict(AnalysisOptions())
 
 
 def cell_identity(cfg: Any, stages: tuple[str, ...] | list[str], code: dict | None = None) -> str:
