@@ -4,7 +4,8 @@ The CPU stand-in (experiments/tables_bundled.yaml) runs every method family of T
 tiny RRDBNet/SwinIR spandrel checkpoints and a tiny AlignVAR, all with RANDOM weights, and interpolation
 outputs standing in for the diffusion baselines' output folders. Its numbers are structure checks only.
 
-Run as a script to write the stand-ins where an experiment points (default: experiments/tables_bundled.yaml)::
+Run as a script to write the stand-ins where an experiment points (default: experiments/tables_bundled.yaml;
+the output folders, one per method and dataset, as in table1_main.yaml)::
 
     python tests/test_tables.py [EXPERIMENT.yaml] [key=value ...]
 """
@@ -16,6 +17,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +28,8 @@ from bs4 import BeautifulSoup
 from harness.config import ConfigError, ExperimentConfig, load_experiment
 from harness.data.imageio import save_image
 from harness.registry import build
+from methods.base import SRMethod
+from methods.baselines.output_folder import OutputFolderConfig, dataset_paths
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE1 = REPO / "experiments" / "table1_main.yaml"
@@ -61,13 +65,68 @@ def _alignvar(seed: int, sca: str) -> torch.nn.Module:
     return AlignVAR.from_config(AlignVARConfig(arch="tiny", sca=SCAConfig(mask_input=sca)))
 
 
-def make_standins(cfg: ExperimentConfig) -> dict[str, Path]:
-    """Write a random-weight checkpoint or an interpolation output folder wherever ``cfg``'s methods point.
+@dataclass
+class Standins:
+    """The files ``make_standins`` wrote, with the paths the experiment gives (relative: to the working dir)."""
 
-    Output folders get every image of every dataset of ``cfg`` and a ``timings_csv`` with the measured
-    seconds of the interpolation that made each image. Returns {method name: written path}.
+    checkpoints: dict[str, Path] = field(default_factory=dict)  # method -> checkpoint file
+    folders: dict[str, dict[str, Path]] = field(default_factory=dict)  # method -> {dataset: output folder}
+    timings: dict[str, dict[str, Path]] = field(default_factory=dict)  # method -> {dataset: timings CSV}
+
+    def under(self, root: Path) -> Standins:
+        """The same files with relative paths taken from ``root`` (absolute ones are kept)."""
+        return Standins(
+            {name: root / path for name, path in self.checkpoints.items()},
+            {name: {ds: root / path for ds, path in per.items()} for name, per in self.folders.items()},
+            {name: {ds: root / path for ds, path in per.items()} for name, per in self.timings.items()},
+        )
+
+    def lines(self) -> list[str]:
+        """``method: checkpoint`` lines, then ``method on dataset: folder (timings: file)`` lines (script mode)."""
+        lines = [f"{name}: {path}" for name, path in self.checkpoints.items()]
+        for name, per in self.folders.items():
+            for ds, folder in per.items():
+                timings = self.timings.get(name, {}).get(ds)
+                lines.append(f"{name} on {ds}: {folder}" + (f" (timings: {timings})" if timings else ""))
+        return lines
+
+
+def _write_outputs(
+    cfg: ExperimentConfig, opt: OutputFolderConfig, interpolation: SRMethod
+) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Upscale every image of every dataset of ``cfg`` into the folder ``opt`` gives that dataset
+    (``dataset_paths``) and write each timings file once, with the measured seconds of all the images it covers
+    (one file per dataset, or one shared by all). Returns ({dataset: folder}, {dataset: timings CSV})."""
+    folders: dict[str, Path] = {}
+    timings_files: dict[str, Path] = {}
+    rows: dict[Path, list[tuple[str, float]]] = {}  # timings file -> (image, seconds) rows
+    for ds_spec in cfg.datasets:
+        folder, timings_csv = dataset_paths(opt, ds_spec.name)
+        folders[ds_spec.name] = folder
+        if timings_csv is not None:
+            timings_files[ds_spec.name] = timings_csv
+        for sample in ds_spec.build().samples():
+            start = time.perf_counter()
+            sr = interpolation.upscale(sample.lr[None], [sample.key])[0]
+            seconds = time.perf_counter() - start
+            save_image(sr, folder / f"{opt.filename_tmpl.format(sample.key)}{opt.suffix}.png")
+            if timings_csv is not None:
+                rows.setdefault(timings_csv, []).append((f"{sample.key}.png", seconds))
+    for timings_csv, image_seconds in rows.items():
+        timings_csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(timings_csv, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([("image", "seconds"), *image_seconds])
+    return folders, timings_files
+
+
+def make_standins(cfg: ExperimentConfig) -> Standins:
+    """Write a random-weight checkpoint or interpolation output folders wherever ``cfg``'s methods point.
+
+    An output-folder method gets, for each dataset of ``cfg``, that dataset's images in the folder its config
+    gives it (``path``, e.g. ``outputs/StableSR/{dataset}``) and the measured seconds of the interpolation that
+    made each image in its ``timings_csv``.
     """
-    written: dict[str, Path] = {}
+    written = Standins()
     folders = 0
     for seed, spec in enumerate(cfg.methods):
         opt = spec.options
@@ -76,28 +135,16 @@ def make_standins(cfg: ExperimentConfig) -> dict[str, Path]:
             path.parent.mkdir(parents=True, exist_ok=True)
             net = _swinir(seed) if spec.type == "swinir" else _rrdb(seed)
             torch.save(net.state_dict(), path)
+            written.checkpoints[spec.name] = path
         elif spec.type in ("varsr", "alignvar"):
             path = Path(opt.checkpoint)
             path.parent.mkdir(parents=True, exist_ok=True)
             _alignvar(seed, "none" if spec.type == "varsr" else opt.sca).save(path)
+            written.checkpoints[spec.name] = path
         elif spec.type == "output_folder":
-            path = Path(opt.path)
             interpolation = build("methods", INTERPOLATIONS[folders % len(INTERPOLATIONS)])
             folders += 1
-            timings = []
-            for ds_spec in cfg.datasets:
-                for sample in ds_spec.build().samples():
-                    start = time.perf_counter()
-                    sr = interpolation.upscale(sample.lr[None], [sample.key])[0]
-                    timings.append((f"{sample.key}.png", time.perf_counter() - start))
-                    save_image(sr, path / f"{opt.filename_tmpl.format(sample.key)}{opt.suffix}.png")
-            if opt.timings_csv:
-                Path(opt.timings_csv).parent.mkdir(parents=True, exist_ok=True)
-                with open(opt.timings_csv, "w", newline="", encoding="utf-8") as fh:
-                    csv.writer(fh).writerows([("image", "seconds"), *timings])
-        else:
-            continue
-        written[spec.name] = path
+            written.folders[spec.name], written.timings[spec.name] = _write_outputs(cfg, opt, interpolation)
     return written
 
 
@@ -110,9 +157,25 @@ def _n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _seconds(timings_csv: Path) -> dict[str, float]:
+    """{image file name: seconds} of a stand-in timings file, in file order, floats exactly as written."""
+    with open(timings_csv, newline="", encoding="utf-8") as fh:
+        return {row["image"]: float(row["seconds"]) for row in csv.DictReader(fh)}
+
+
 # ----------------------------------------------------------------------------------------------- end to end
+@dataclass
+class StandinRun:
+    """What the ``standin_run`` fixture returns."""
+
+    code: int  # exit code of run.py bench
+    run_dir: Path
+    standins: Standins  # absolute paths
+    warnings: list[str]  # messages of the UserWarnings the bench emitted
+
+
 @pytest.fixture(scope="module")
-def standin_run(tmp_path_factory):
+def standin_run(tmp_path_factory) -> StandinRun:
     """The stand-in bench through the CLI (cwd = a temp dir), PASD non-strict with one output removed."""
     from harness.cli.main import main
 
@@ -128,22 +191,64 @@ def standin_run(tmp_path_factory):
             "datasets.bundled-bicubic.images=[rocket, motorcycle]",
             *(f"datasets.{d}.hr_size=64" for d in DATASETS),
         ]
-        written = make_standins(load_experiment(STANDIN, overrides))
-        (written["PASD"] / "coffee.png").unlink()  # PASD "did not produce" one image
+        standins = make_standins(load_experiment(STANDIN, overrides)).under(root)
+        (standins.folders["PASD"]["bundled-realesrgan"] / "coffee.png").unlink()  # PASD "did not produce" it
         args = ["bench", str(STANDIN), *overrides, "--output-root", "out", "--efficiency",
                 "--efficiency-lr-size", "16", "--efficiency-repeats", "2", "--efficiency-warmup", "0", "--no-progress",
                 "--report"]  # fmt: skip
-        with pytest.warns(UserWarning, match="skipping them \\(strict: false\\)"):
+        with pytest.warns(UserWarning, match="skipping them \\(strict: false\\)") as record:
             code = main(args)
     finally:
         torch.set_num_threads(threads)
         mp.undo()
-    return code, root / "out" / "tables_bundled", {name: root / path for name, path in written.items()}
+    messages = [str(w.message) for w in record if issubclass(w.category, UserWarning)]
+    return StandinRun(code, root / "out" / "tables_bundled", standins, messages)
+
+
+def test_standin_outputs_mirror_table1_folders_per_dataset():
+    table1 = {m.name: m.options for m in load_experiment(TABLE1).methods if m.type == "output_folder"}
+    standin = {m.name: m.options for m in load_experiment(STANDIN).methods if m.type == "output_folder"}
+    assert list(standin) == list(table1) == ["StableSR", "DiffBIR", "PASD", "OSEDiff"]
+    for name, opt in standin.items():
+        assert opt.path == f"runs/tables_standins/{table1[name].path}"
+        assert opt.path == f"runs/tables_standins/outputs/{name}/{{dataset}}"
+        assert opt.timings_csv == f"{opt.path}/timings.csv" and opt.per_dataset
+        assert opt.inference_steps == table1[name].inference_steps
+        folder, timings = dataset_paths(opt, "bundled-bicubic")
+        assert (folder, timings) == (Path(f"runs/tables_standins/outputs/{name}/bundled-bicubic"),
+                                     folder / "timings.csv")  # fmt: skip
+
+
+def test_make_standins_writes_each_dataset_where_its_config_points(tmp_path, monkeypatch):
+    from harness.config import experiment_from_dict
+
+    monkeypatch.chdir(tmp_path)
+    cfg = experiment_from_dict({
+        "name": "s",
+        "datasets": [{"type": "bundled", "name": "A", "images": ["coffee"], "hr_size": 32},
+                     {"type": "bundled", "name": "B", "images": ["rocket", "motorcycle"], "hr_size": 32}],
+        "methods": [{"type": "output_folder", "name": "X", "path": "o/{dataset}", "timings_csv": "t/{dataset}.csv"},
+                    {"type": "output_folder", "name": "Y", "path": "one", "timings_csv": "one/timings.csv"}],
+    })  # fmt: skip
+    standins = make_standins(cfg)
+    assert standins.checkpoints == {}
+    assert standins.folders == {"X": {"A": Path("o/A"), "B": Path("o/B")}, "Y": {"A": Path("one"), "B": Path("one")}}
+    assert standins.timings == {"X": {"A": Path("t/A.csv"), "B": Path("t/B.csv")},
+                                "Y": {"A": Path("one/timings.csv"), "B": Path("one/timings.csv")}}  # fmt: skip
+    # one folder and timings file per dataset ...
+    assert sorted(p.name for p in Path("o/A").iterdir()) == ["coffee.png"]
+    assert sorted(p.name for p in Path("o/B").iterdir()) == ["motorcycle.png", "rocket.png"]
+    assert list(_seconds(Path("t/A.csv"))) == ["coffee.png"]
+    assert list(_seconds(Path("t/B.csv"))) == ["rocket.png", "motorcycle.png"]
+    # ... or one of each shared by all datasets
+    assert {p.name for p in Path("one").iterdir()} == {"coffee.png", "motorcycle.png", "rocket.png", "timings.csv"}
+    assert list(_seconds(Path("one/timings.csv"))) == ["coffee.png", "rocket.png", "motorcycle.png"]
+    assert all(seconds > 0 for seconds in _seconds(Path("one/timings.csv")).values())
 
 
 @pytest.mark.slow
 def test_standin_bench_report_shows_tables_1_and_2(standin_run):
-    code, run_dir, written = standin_run
+    code, run_dir = standin_run.code, standin_run.run_dir
     assert code == 0
     soup = BeautifulSoup((run_dir / "report.html").read_text(encoding="utf-8"), "html.parser")
     methods = [
@@ -188,7 +293,7 @@ def test_standin_bench_report_shows_tables_1_and_2(standin_run):
 
 @pytest.mark.slow
 def test_standin_efficiency_json_and_reported_latencies(standin_run):
-    _, run_dir, written = standin_run
+    run_dir, timings_files = standin_run.run_dir, standin_run.standins.timings
     data = json.loads((run_dir / "efficiency.json").read_text())
     assert [data[k] for k in ("lr_size", "output_size", "repeats", "warmup")] == [[16, 16], [64, 64], 2, 0]
     entries = data["methods"]
@@ -199,17 +304,24 @@ def test_standin_efficiency_json_and_reported_latencies(standin_run):
     counts = _alignvar(8, "laplacian").parameter_counts()
     assert alignvar["params"]["components"] == counts and alignvar["params"]["total"] == sum(counts.values())
     assert entries["VARSR"]["params"]["components"]["sca"] == 0 and counts["sca"] > 0
-    # reported timings: the median / IQR of the timings CSV, exactly
-    timings = pd.read_csv(written["StableSR"] / "timings.csv")["seconds"]
+    # reported timings: the median / IQR of the per-image seconds of every dataset's timings file together
+    # (3 bundled-realesrgan + 2 bundled-bicubic rows), the IQR between linearly interpolated quartiles
+    seconds = [s for d in DATASETS for s in _seconds(timings_files["StableSR"][d]).values()]
     stable = entries["StableSR"]
     assert stable["time_source"] == "reported" and stable["params"]["total"] is None
-    assert stable["latency"]["median"] == pytest.approx(statistics.median(timings), abs=1e-12)
-    assert stable["latency"]["iqr"] == pytest.approx(timings.quantile(0.75) - timings.quantile(0.25), abs=1e-12)
-    # the per-image latency of a precomputed method is what it reports for that image
-    table = pd.read_csv(run_dir / "metrics" / "bundled-bicubic.csv")
-    reported = pd.read_csv(written["DiffBIR"] / "timings.csv").set_index("image")["seconds"]
-    diffbir = table[table["method"] == "DiffBIR"].set_index("image")["latency_s"]
-    assert diffbir.to_dict() == pytest.approx({k: reported[f"{k}.png"] for k in diffbir.index}, abs=1e-12)
+    assert stable["latency"]["n"] == len(seconds) == 5
+    q1, _, q3 = statistics.quantiles(seconds, n=4, method="inclusive")  # with 5 values: the 2nd and 4th
+    assert (q1, q3) == (sorted(seconds)[1], sorted(seconds)[3])
+    assert stable["latency"]["median"] == statistics.median(seconds)
+    assert stable["latency"]["iqr"] == q3 - q1
+    assert stable["latency"]["mean"] == pytest.approx(statistics.fmean(seconds), rel=1e-12)
+    # the per-image latency of a precomputed method is what it reports for that image in that dataset's file
+    for dataset in DATASETS:
+        table = pd.read_csv(run_dir / "metrics" / f"{dataset}.csv")
+        reported = _seconds(timings_files["DiffBIR"][dataset])
+        diffbir = table[table["method"] == "DiffBIR"].set_index("image")["latency_s"]
+        assert [f"{k}.png" for k in diffbir.index] == list(reported)
+        assert diffbir.to_dict() == pytest.approx({k: reported[f"{k}.png"] for k in diffbir.index}, abs=1e-12)
     meta = json.loads((run_dir / "summary.json").read_text())
     assert meta["methods"]["DiffBIR"]["latency_source"] == "reported"
     assert meta["methods"]["VARSR"]["latency_source"] == "measured"
@@ -217,7 +329,7 @@ def test_standin_efficiency_json_and_reported_latencies(standin_run):
 
 @pytest.mark.slow
 def test_non_strict_output_folder_is_evaluated_on_the_images_it_has(standin_run):
-    _, run_dir, _ = standin_run
+    run_dir = standin_run.run_dir
     meta = json.loads((run_dir / "summary.json").read_text())
     assert meta["method_skipped"] == [{"dataset": "bundled-realesrgan", "method": "PASD", "image": "coffee",
                                        "error": "no precomputed output (strict: false)"}]  # fmt: skip
@@ -232,6 +344,16 @@ def test_non_strict_output_folder_is_evaluated_on_the_images_it_has(standin_run)
     # references of the skipped image are still saved for the report grid and set-level metrics
     assert (run_dir / "references" / "bundled-realesrgan" / "hr" / "coffee.png").is_file()
     assert not (run_dir / "images" / "bundled-realesrgan" / "PASD" / "coffee.png").exists()
+
+
+@pytest.mark.slow
+def test_standin_output_folders_warn_only_about_the_removed_output(standin_run):
+    # one folder per dataset: no "files match no LR image" warnings about the other dataset's outputs
+    folder = Path("runs/tables_standins/outputs/PASD/bundled-realesrgan")
+    from_folders = [m for m in standin_run.warnings if "runs/tables_standins/outputs" in m]
+    assert from_folders == [f"{folder}: no output for 1 of 3 images (<key>.<png|jpg|...>): coffee; skipping them "
+                            f"(strict: false)"]  # fmt: skip
+    assert not any("match no LR image" in m for m in standin_run.warnings)
 
 
 # ----------------------------------------------------------------------------------------------- missing paths
@@ -360,5 +482,4 @@ def test_efficiency_section_formats_reported_and_failed_entries():
 if __name__ == "__main__":  # python tests/test_tables.py [EXPERIMENT.yaml] [key=value ...]
     experiment = sys.argv[1] if len(sys.argv) > 1 and "=" not in sys.argv[1] else str(STANDIN)
     overrides = [a for a in sys.argv[1:] if "=" in a]
-    for name, path in make_standins(load_experiment(experiment, overrides)).items():
-        print(f"{name}: {path}")
+    print("\n".join(make_standins(load_experiment(experiment, overrides)).lines()))
