@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods.alignvar.transformer as transformer_mod
+import methods.alignvar.generation as generation_mod
 from harness.config import ConfigError, from_dict
 from methods.alignvar.blocks import KVCache
 from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig
@@ -91,7 +91,7 @@ def test_generation_sizes_the_cache_to_the_second_to_last_scale(tiny, astronaut,
             self.filled = max(self.filled, self.lengths[layer])
             return out
 
-    monkeypatch.setattr(transformer_mod, "KVCache", SpyCache)
+    monkeypatch.setattr(generation_mod, "KVCache", SpyCache)
     shapes: list[tuple[int, ...]] = []
     hook = tiny.transformer.blocks[-1].register_forward_hook(lambda m, a, out: shapes.append(tuple(out.shape)))
     try:

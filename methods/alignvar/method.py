@@ -21,6 +21,7 @@ import torch
 
 from harness.registry import register
 from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig, check_sampling, check_tiling
+from methods.alignvar.loading import stored_config
 from methods.alignvar.model import AlignVAR
 from methods.alignvar.scales import ScaleSchedule
 from methods.base import SRMethod
@@ -163,9 +164,7 @@ def checkpoint_sca(checkpoint: Path, mode: str | None) -> SCAConfig:
     """The SCA settings to evaluate ``checkpoint`` with: those stored in our checkpoint's metadata (gate
     width etc. must match its weights), with ``mask_input`` replaced by ``mode`` when one is given; for
     files without our metadata (official VARSR) ``mode`` or, when None, ``none``."""
-    from methods.alignvar.model import _stored_config
-
-    stored = _stored_config(checkpoint)
+    stored = stored_config(checkpoint)
     if stored is None:
         return SCAConfig(mask_input=mode or "none")
     return stored.sca if mode is None else dataclasses.replace(stored.sca, mask_input=mode)

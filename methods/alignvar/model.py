@@ -12,7 +12,8 @@ Inference pipeline of ``upscale`` (VARSR's ``test_varsr.py`` generalised to any 
    |diff| 0.19 levels, max 11; torch's default a = -0.75 kernel is 5x further off); then map to [-1, 1];
 3. generate (``ScaleSchedule.for_size`` of the output; 512x512 is the official schedule) or, with ``tile``,
    cut the upsampled LR into ``tile`` x ``tile`` output tiles overlapping by ``tile_overlap`` pixels, generate
-   each, and blend with a linear ramp over the overlap (weights normalised, so any coverage works);
+   each, and cross-fade them over the overlap (``methods/baselines/tiling.py``: raised-cosine weights,
+   normalised, so any coverage works);
 4. decode ``(clamp(decoder(f_hat), -1, 1) + 1) / 2``, crop the padding, colour-fix (AdaIN by default, as the
    official test) against the resized LR.
 
@@ -33,13 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.config import from_dict, to_dict
+from harness.config import to_dict
 from harness.registry import register
 from methods.alignvar.checkpoint import (
-    CheckpointError,
     infer_vqvae_config,
     load_strict,
-    materialize_zero_buffers,
     read_state_dict,
     save_safetensors,
 )
@@ -50,16 +49,17 @@ from methods.alignvar.configs import (
     Precision,
     TransformerConfig,
     get_arch,
-    transformer_config_from_state_dict,
 )
+from methods.alignvar.generation import Generation, TokenHook
+from methods.alignvar.loading import VQVAE_HINT, read_pretrained
 from methods.alignvar.sampling import Generators, split_generators
 from methods.alignvar.sca import SCAGate
 from methods.alignvar.scales import ScaleSchedule
-from methods.alignvar.transformer import Generation, TokenHook, VARTransformer
+from methods.alignvar.transformer import VARTransformer
 from methods.alignvar.vqvae import VQVAE
+from methods.baselines.tiling import tiled_upscale
 
 FORMAT = "alignvar"
-VQVAE_HINT = "download VQVAE.pth from the VARSR release (https://github.com/qyp2000/VARSR) and pass --vqvae PATH"
 
 
 class AlignVAR(nn.Module):
@@ -152,46 +152,13 @@ class AlignVAR(nn.Module):
         The architecture comes from the tensor shapes. ``config`` (SCA mode, sampling defaults) defaults to
         the one stored in our checkpoint's metadata, else ``AlignVARConfig()``. SCA weights absent from the
         file are freshly initialised (VARSR -> AlignVAR); present but unused (``mask_input: none``) they are
-        ignored. Both cases are recorded in ``load_notes``.
+        ignored. Both cases are recorded in ``load_notes``. The model is built on the meta device and the
+        file's tensors are assigned to it, so the weights are held once (``loading.py``).
         """
-        checkpoint = Path(checkpoint)
-        sd = read_state_dict(checkpoint)
-        ours = any(k.startswith("transformer.") for k in sd)
-        if config is None:
-            config = _stored_config(checkpoint) or AlignVARConfig(arch="auto", checkpoint=str(checkpoint))
-        if ours:
-            tsd = _strip(sd, "transformer.")
-            vsd = _strip(sd, "vqvae.")
-            ssd = _strip(sd, "sca.")
-            other = [k for k in sd if not k.startswith(("transformer.", "vqvae.", "sca."))]
-            if other:
-                raise CheckpointError(f"{checkpoint}: unexpected keys outside transformer./vqvae./sca.: {other[:5]}")
-        else:
-            tsd, vsd, ssd = sd, {}, {}
-        vsource = str(checkpoint)
-        if vqvae is not None:
-            vsd, vsource = read_state_dict(vqvae, hint=VQVAE_HINT), str(vqvae)
-        elif not vsd:
-            raise CheckpointError(f"{checkpoint} holds no VQ-VAE weights: {VQVAE_HINT}")
-        tcfg = transformer_config_from_state_dict(tsd, source=str(checkpoint))
-        # built on the meta device (no memory, no random init); the file's tensors are assigned, not copied,
-        # so loading holds the weights once (not model + state dict)
-        with torch.device("meta"):
-            model = cls(tcfg, infer_vqvae_config(vsd, source=vsource), config)
-        load_strict(model.transformer, tsd, str(checkpoint), assign=True)
-        load_strict(model.vqvae, vsd, vsource, assign=True)
-        del sd, tsd, vsd
-        if model.sca is not None and ssd:
-            load_strict(model.sca, ssd, f"{checkpoint} (sca.)", assign=True)
-        elif model.sca is not None:
-            model.sca = model.new_sca_gate()
-            model.sca_untrained = True
-            model.load_notes.append(
-                f"{checkpoint} has no SCA weights: SCA ({config.sca.mask_input}) freshly initialised"
-            )
-        elif ssd:
-            model.load_notes.append(f"{checkpoint} has SCA weights but sca.mask_input is 'none': they are ignored")
-        materialize_zero_buffers(model, str(checkpoint))
+        files = read_pretrained(checkpoint, vqvae, config)
+        with torch.device("meta"):  # no memory, no random init
+            model = cls(files.transformer_config, files.vqvae_config, files.config)
+        files.assign_to(model)
         return model.eval()
 
     def release_encoder(self) -> AlignVAR:
@@ -361,19 +328,13 @@ class AlignVAR(nn.Module):
         return sr.clamp(0, 1)
 
     def _tiled(self, lr: Tensor, tile: int, overlap: int, generator: Generators, sampling: dict) -> Tensor:
-        B, _, H, W = lr.shape
-        out = lr.new_zeros(B, 3, H, W)
-        weight = lr.new_zeros(1, 1, H, W)
-        for top in tile_starts(H, tile, overlap):
-            for left in tile_starts(W, tile, overlap):
-                th, tw = min(tile, H), min(tile, W)
-                crop = lr[..., top : top + th, left : left + tw]
-                sr = self.generate(crop, generator=generator, **sampling)
-                wy, wx = blend_ramp(th, overlap, lr), blend_ramp(tw, overlap, lr)
-                wmap = (wy[:, None] * wx[None, :])[None, None]
-                out[..., top : top + th, left : left + tw] += sr * wmap
-                weight[..., top : top + th, left : left + tw] += wmap
-        return out / weight
+        """Generate ``tile`` x ``tile`` output tiles of the upsampled LR (row-major, one generator stream) and
+        cross-fade them over the overlap (raised cosine, no margin: the shared tiler of the baselines)."""
+
+        def generate_tile(crop: Tensor) -> Tensor:
+            return self.generate(crop, generator=generator, **sampling)
+
+        return tiled_upscale(generate_tile, lr, 1, tile, overlap, ramp=1.0)
 
 
 def autocast_for(device: torch.device | str, precision: Precision):
@@ -406,41 +367,6 @@ class _ReleasedEncoder(nn.Module):
 def upsample_bicubic(img: Tensor, size: tuple[int, int]) -> Tensor:
     """Bicubic resize with PIL's kernel (torch ``antialias=True``, a = -0.5), clamped to [0, 1]."""
     return F.interpolate(img, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-
-
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Tile offsets covering [0, size): stride ``tile - overlap``, the last tile flush with the end."""
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile, tile - overlap)) + [size - tile]
-    return sorted(set(starts))
-
-
-def blend_ramp(n: int, overlap: int, like: Tensor) -> Tensor:
-    """1-D blend weights: a linear ramp (i + 1) / (overlap + 1) up from each edge, 1 inside (always > 0)."""
-    i = torch.arange(n, device=like.device, dtype=like.dtype)
-    if overlap <= 0:
-        return torch.ones_like(i)
-    return torch.minimum(torch.minimum(i + 1, n - i) / (overlap + 1), torch.ones_like(i))
-
-
-def _strip(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-
-
-def _stored_config(path: Path) -> AlignVARConfig | None:
-    """The ``AlignVARConfig`` in our safetensors metadata (None for other files)."""
-    if path.suffix != ".safetensors":
-        return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    if "alignvar_config" not in meta:
-        return None
-    data = json.loads(meta["alignvar_config"])
-    data.update(checkpoint=str(path), arch="auto")
-    return from_dict(AlignVARConfig, data, source=f"{path} (metadata)")
 
 
 @register(
