@@ -13,8 +13,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from methods.alignvar.blocks import ADALN_RELEASED
-from methods.alignvar.checkpoint import ZERO_BUFFERS, CheckpointError, read_safetensors
+from methods.alignvar.checkpoint import CheckpointError, read_safetensors
 from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig
+from methods.alignvar.loading import without_init
 from methods.alignvar.method import AlignVARMethodConfig, build_alignvar_method
 from methods.alignvar.model import AlignVAR
 from tests.test_performance_paths import _lr, make_tiny
@@ -124,20 +125,25 @@ def test_read_safetensors_rejects_damaged_files(tmp_path) -> None:
         read_safetensors(tmp_path / "junk.safetensors")
 
 
-def test_zero_buffers_are_zeros_at_construction() -> None:
-    """``materialize_zero_buffers`` creates these as zeros after a meta-device load: true to the constructors."""
-    model = make_tiny()
-    seen = {name.rsplit(".", 1)[-1] for name, _ in model.named_buffers()}
-    assert seen == set(ZERO_BUFFERS)
-    for name, buf in model.named_buffers():
-        assert not buf.any(), name
+def test_without_init_skips_weight_init_but_builds_buffers() -> None:
+    t = torch.full((4,), 7.0)
+    with without_init():
+        assert torch.nn.init.normal_(t) is t and torch.nn.init.constant_(t, 0.0) is t
+        assert torch.nn.init.kaiming_uniform_(t[None]).shape == (1, 4)
+        assert torch.equal(t, torch.full((4,), 7.0))  # untouched
+        garbage = torch.full((64,), 1e30)  # like never-written memory: far outside trunc_normal_'s bounds
+        assert not torch.nn.init.trunc_normal_(garbage).any()  # no hook: runs, its fills write zeros, and ends
+        zeros = torch.zeros(3)  # buffers are still computed
+        lin = torch.nn.Linear(2, 2)
+    assert torch.equal(zeros, torch.zeros(3)) and lin.weight.shape == (2, 2)
+    torch.nn.init.zeros_(t)  # and init works again afterwards
+    assert not t.any()
 
 
 def test_from_pretrained_assigns_the_files_tensors_and_matches_a_copy_load(astronaut, tmp_path) -> None:
     src = make_tiny()
     path = src.save(tmp_path / "m.safetensors")
     loaded = AlignVAR.from_pretrained(path)
-    assert not any(t.is_meta for t in list(loaded.parameters()) + list(loaded.buffers()))
     assert not any(p.requires_grad for p in loaded.vqvae.parameters())  # the frozen tokenizer stays frozen
     assert all(p.requires_grad for p in loaded.transformer.parameters())
     for (k, a), (k2, b) in zip(src.state_dict().items(), loaded.state_dict().items()):
@@ -164,7 +170,7 @@ def test_varsr_file_into_an_sca_model_gets_a_real_fresh_gate(tmp_path) -> None:
     src = make_tiny(mask_input="none")
     path = src.save(tmp_path / "varsr_like.safetensors")
     model = AlignVAR.from_pretrained(path, config=AlignVARConfig(sca=SCAConfig("laplacian")))
-    assert model.sca_untrained and not any(p.is_meta for p in model.sca.parameters())
+    assert model.sca_untrained
     assert float(model.sca.mlp[2].bias.detach()) == SCAConfig().init_bias
 
 

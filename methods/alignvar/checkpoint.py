@@ -27,9 +27,6 @@ VAR_NESTING = ("trainer", "var_wo_ddp")
 OFFICIAL_NESTINGS = (VQVAE_NESTING, VAR_NESTING)
 # Derived buffers that official checkpoints may or may not carry; loading neither needs nor requires them.
 OPTIONAL_BUFFERS = ("ema_vocab_hit_SV", "lvl_1L", "attn_bias_for_masking", "zero_k_bias")
-# Buffers our modules create as zeros and a checkpoint need not hold: a model built on the meta device gets
-# them as zeros after loading (``materialize_zero_buffers``; tests check they are zeros at construction).
-ZERO_BUFFERS = ("ema_vocab_hit_SV", "zero_k_bias")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
 _TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
@@ -223,7 +220,7 @@ def load_strict(
 ) -> LoadReport:
     """Load ``sd`` into ``module`` with strict key and shape checking; raise ``CheckpointError`` otherwise.
 
-    ``assign``: the module's tensors become ``sd``'s (no copy; for a module built on the meta device), cast to
+    ``assign``: the module's tensors become ``sd``'s (no copy; for a module built ``without_init``), cast to
     the module's dtype where they differ (e.g. a half-precision file into a float32 model).
 
     Keys whose last component is in ``optional_buffers`` may be missing on either side. Errors name
@@ -307,19 +304,3 @@ def infer_vqvae_config(sd: Mapping[str, Tensor], source: str = "state dict") -> 
         share_quant_resi=len(phis) if phis else 4,
         ema_scales=int(ema.shape[0]) if ema is not None else 10,
     )
-
-
-def materialize_zero_buffers(module: nn.Module, source: str) -> None:
-    """After an ``assign`` load into a module built on the meta device: create the ``ZERO_BUFFERS`` the file
-    did not hold (as zeros, like their constructors) and refuse any other tensor still without storage."""
-    left: list[str] = []
-    for mod_name, mod in module.named_modules():
-        for name, buf in list(mod._buffers.items()):
-            if buf is not None and buf.is_meta:
-                if name not in ZERO_BUFFERS:
-                    left.append(f"{mod_name}.{name}".lstrip("."))
-                    continue
-                mod._buffers[name] = torch.zeros(buf.shape, dtype=buf.dtype)
-    left += [name for name, p in module.named_parameters() if p.is_meta]
-    if left:
-        raise CheckpointError(f"{source}: no values for {_preview(left)} after loading; please report")

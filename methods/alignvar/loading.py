@@ -1,30 +1,32 @@
-"""Reading VARSR / AlignVAR checkpoints into an ``AlignVAR`` built on the meta device (``from_pretrained``).
+"""Reading VARSR / AlignVAR checkpoints into an ``AlignVAR`` without copying the weights (``from_pretrained``).
 
 Two layouts are read: the official ``VARSR.pth`` (transformer, nested ``['trainer']['var_wo_ddp']``) plus
 ``VQVAE.pth``, and our safetensors with the prefixes ``transformer.``, ``vqvae.`` (optional) and ``sca.`` and the
 configs as JSON metadata. The architecture is inferred from the tensor shapes.
 
-Memory: the model is built on the meta device (no storage, no random init) and the file's tensors are assigned to
-it (``load_strict(..., assign=True)``), so loading holds the weights once instead of model + state dict. What a
-file need not hold is created afterwards: a fresh SCA gate for a VARSR file loaded into an SCA model, and the
-zero buffers (``materialize_zero_buffers``).
+Memory: the model is built without initialising its weights (``without_init``: allocated, never written, so
+never resident) and the file's tensors are assigned to it (``load_strict(..., assign=True)``), so loading holds
+the weights once instead of model + state dict. A VARSR file loaded into an SCA model gets a freshly initialised
+gate afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from harness.config import from_dict
 from methods.alignvar.checkpoint import (
     CheckpointError,
     infer_vqvae_config,
     load_strict,
-    materialize_zero_buffers,
     read_state_dict,
 )
 from methods.alignvar.configs import AlignVARConfig, TransformerConfig, transformer_config_from_state_dict
@@ -33,6 +35,33 @@ if TYPE_CHECKING:
     from methods.alignvar.model import AlignVAR
 
 VQVAE_HINT = "download VQVAE.pth from the VARSR release (https://github.com/qyp2000/VARSR) and pass --vqvae PATH"
+
+
+class _SkipInit(TorchFunctionMode):
+    """Weight initialisers leave their tensor unwritten: the ``torch.nn.init`` functions that take torch's function
+    hook (normal_, uniform_, kaiming_*, xavier_*, constant_: every Linear/Conv/Embedding default) return it
+    untouched. The few without the hook (trunc_normal_, zeros_, ones_: here the class/level embeddings,
+    ``pos_start`` and norm affines, a few MB) still run, with their random fills writing zeros (deterministic,
+    and trunc_normal_'s rejection loop ends at once); the assignment then replaces all of them."""
+
+    _RANDOM_FILLS = (Tensor.normal_, Tensor.uniform_)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch signature
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]  # torch.nn.init passes the tensor by keyword
+        if func in self._RANDOM_FILLS:
+            return args[0].zero_()
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def without_init() -> Iterator[None]:
+    """Build modules without initialising their weights: the storage is allocated but never written, so the
+    operating system has not committed it (no memory, no ~20 s of random init at d24) when the file's tensors
+    replace it. Buffers are built as usual. Every parameter must then be assigned (``load_strict`` is strict)."""
+    with _SkipInit():
+        yield
 
 
 @dataclass
@@ -49,8 +78,8 @@ class PretrainedFiles:
     vqvae_source: str
 
     def assign_to(self, model: AlignVAR) -> None:
-        """Make ``model`` (built from these configs, on the meta device) hold these tensors; the dicts are emptied
-        so that the tensors live in the model only."""
+        """Make ``model`` (built from these configs, ``without_init``) hold these tensors; the dicts are emptied so
+        that the tensors live in the model only."""
         load_strict(model.transformer, self.transformer, self.source, assign=True)
         load_strict(model.vqvae, self.vqvae, self.vqvae_source, assign=True)
         if model.sca is not None and self.sca:
@@ -64,7 +93,6 @@ class PretrainedFiles:
         elif self.sca:
             model.load_notes.append(f"{self.source} has SCA weights but sca.mask_input is 'none': they are ignored")
         self.transformer, self.vqvae, self.sca = {}, {}, {}
-        materialize_zero_buffers(model, self.source)
 
 
 def read_pretrained(

@@ -51,7 +51,7 @@ from methods.alignvar.configs import (
     get_arch,
 )
 from methods.alignvar.generation import Generation, TokenHook
-from methods.alignvar.loading import VQVAE_HINT, read_pretrained
+from methods.alignvar.loading import VQVAE_HINT, read_pretrained, without_init
 from methods.alignvar.sampling import Generators, split_generators
 from methods.alignvar.sca import SCAGate
 from methods.alignvar.scales import ScaleSchedule
@@ -152,11 +152,11 @@ class AlignVAR(nn.Module):
         The architecture comes from the tensor shapes. ``config`` (SCA mode, sampling defaults) defaults to
         the one stored in our checkpoint's metadata, else ``AlignVARConfig()``. SCA weights absent from the
         file are freshly initialised (VARSR -> AlignVAR); present but unused (``mask_input: none``) they are
-        ignored. Both cases are recorded in ``load_notes``. The model is built on the meta device and the
-        file's tensors are assigned to it, so the weights are held once (``loading.py``).
+        ignored. Both cases are recorded in ``load_notes``. The model is built without initialising its weights and
+        the file's tensors are assigned to it, so the weights are held once (``loading.py``).
         """
         files = read_pretrained(checkpoint, vqvae, config)
-        with torch.device("meta"):  # no memory, no random init
+        with without_init():  # weights allocated, never written: no memory, no random init
             model = cls(files.transformer_config, files.vqvae_config, files.config)
         files.assign_to(model)
         return model.eval()

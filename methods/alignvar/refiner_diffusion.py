@@ -111,7 +111,7 @@ class DiffusionSchedule:
     @classmethod
     def cosine(cls, num_steps: int = 1000, respacing: str | None = None) -> DiffusionSchedule:
         """Cosine schedule of ``num_steps``, optionally respaced (``"10"`` -> 10 sampling steps)."""
-        # explicit device: the schedule is CPU float64 even when the model is built on the meta device
+        # explicit device: the schedule is CPU float64 whatever the default device
         base = torch.tensor(cosine_betas(num_steps), dtype=torch.float64, device="cpu")
         if not respacing:
             return cls(base, torch.arange(num_steps, device="cpu"))
