@@ -120,6 +120,10 @@ def test_read_safetensors_rejects_damaged_files(tmp_path) -> None:
     (tmp_path / "cut.safetensors").write_bytes(data[:-10])
     with pytest.raises(CheckpointError, match=r"cut.safetensors: tensor 'w': byte range 0..256 does not fit \[64\]"):
         read_safetensors(tmp_path / "cut.safetensors")
+    header = b'{"w": {"dtype": "F32", "shape": [4]}}'
+    (tmp_path / "entry.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(16))
+    with pytest.raises(CheckpointError, match=r"entry.safetensors: tensor 'w' has a malformed header entry"):
+        read_safetensors(tmp_path / "entry.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 8 + b"{}")
     with pytest.raises(CheckpointError, match=r"junk.safetensors: not a readable safetensors file \(header length"):
         read_safetensors(tmp_path / "junk.safetensors")

@@ -85,12 +85,17 @@ def read_safetensors(path: str | Path) -> dict[str, Tensor]:
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
         header.pop("__metadata__", None)
         base = 8 + n
-        for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-            dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
+        entries = []
+        for name, info in header.items():
+            try:
+                (begin, end), shape = info["data_offsets"], [int(d) for d in info["shape"]]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry {info!r}") from exc
+            entries.append((int(begin), int(end), shape, name, info.get("dtype")))
+        for begin, end, shape, name, dtype_name in sorted(entries, key=lambda e: e[0]):
+            dtype = _SAFETENSORS_DTYPES.get(dtype_name)
             if dtype is None:
-                raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
-            begin, end = info["data_offsets"]
-            shape = [int(d) for d in info["shape"]]
+                raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype_name!r}")
             numel = math.prod(shape)
             itemsize = torch.empty((), dtype=dtype).element_size()
             if end - begin != numel * itemsize or base + end > size:
