@@ -18,7 +18,8 @@ from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig
 from methods.alignvar.loading import without_init
 from methods.alignvar.method import AlignVARMethodConfig, build_alignvar_method
 from methods.alignvar.model import AlignVAR
-from tests.test_performance_paths import _lr, make_tiny
+from tests.test_performance_paths import _lr
+from tests.tiny_models import make_tiny
 
 
 def _lr_up(astronaut: torch.Tensor, batch: int) -> torch.Tensor:

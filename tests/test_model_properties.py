@@ -39,17 +39,7 @@ from methods.alignvar.sca import SCAGate, minmax_per_image, structure_maps
 from methods.alignvar.scales import ScaleSchedule
 from methods.alignvar.transformer import VARTransformer, level_rows
 from methods.baselines.tiling import tiled_upscale
-
-
-def make_tiny(mask_input: str = "laplacian", seed: int = 0) -> AlignVAR:
-    """Tiny model with constructor (non-trivial) weights; the SCA gate biased to ~0.5 so that it matters."""
-    torch.manual_seed(seed)
-    model = AlignVAR(ARCHS["tiny"].transformer, ARCHS["tiny"].vqvae, AlignVARConfig(sca=SCAConfig(mask_input)))
-    if model.sca is not None:
-        with torch.no_grad():
-            model.sca.mlp[2].bias.zero_()
-            model.sca.mlp[2].weight.normal_(0, 0.5)
-    return model.eval()
+from tests.tiny_models import make_tiny
 
 
 @pytest.fixture(scope="module")

@@ -15,24 +15,13 @@ import torch.nn.functional as F
 import methods.alignvar.generation as generation_mod
 from harness.config import ConfigError, from_dict
 from methods.alignvar.blocks import KVCache
-from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig
+from methods.alignvar.configs import ARCHS, AlignVARConfig
 from methods.alignvar.hcc import alignvar_losses
 from methods.alignvar.model import AlignVAR, autocast_for
 from methods.alignvar.refiner_diffusion import DiffusionSchedule
 from methods.alignvar.sampling import sample_logits, split_generators
 from methods.alignvar.scales import ScaleSchedule
-
-
-def make_tiny(mask_input: str = "laplacian", seed: int = 0, transformer=None, **config) -> AlignVAR:
-    """Tiny model with constructor weights; the SCA gate biased to ~0.5 so that it matters."""
-    torch.manual_seed(seed)
-    tcfg = transformer or ARCHS["tiny"].transformer
-    model = AlignVAR(tcfg, ARCHS["tiny"].vqvae, AlignVARConfig(sca=SCAConfig(mask_input), **config))
-    if model.sca is not None:
-        with torch.no_grad():
-            model.sca.mlp[2].bias.zero_()
-            model.sca.mlp[2].weight.normal_(0, 0.5)
-    return model.eval()
+from tests.tiny_models import make_tiny
 
 
 @pytest.fixture(scope="module")
