@@ -1,9 +1,9 @@
 """The performance paths of AlignVAR inference and training give the same results as the plain ones.
 
 Tiny architecture, CPU, float32, no timing asserts (timings live in benchmarks/ and docs/PERFORMANCE.md). Random
-weights are fine: these are structural equalities, not quality numbers. Tolerances: batched vs single-image
-and cached vs reference logits 1e-5 (same arithmetic, different GEMM shapes); tokens, cache contents and the
-checkpointed forward are compared exactly.
+weights are fine: these are structural equalities, not quality numbers. Tokens, cache contents and the
+checkpointed forward are compared exactly; continuous outputs that only differ in float32 summation order (other
+GEMM shapes) get a bound argued in each test.
 """
 
 from __future__ import annotations
@@ -134,15 +134,36 @@ def test_cached_generation_equals_the_reference_path(tiny, astronaut) -> None:
 # ----------------------------------------------------------------------------------------------- batching
 def test_batched_upscale_equals_single_image_upscales(astronaut) -> None:
     """Two different images in one call == one call each: per-image generators for the sampled tokens, the
-    random SCA maps and the refiner noise (the batch dimension only changes GEMM shapes)."""
+    random SCA maps and the refiner noise (the batch dimension only changes GEMM shapes).
+
+    What is exact is compared exactly: the tokens of every scale (discrete draws from per-image streams).
+    The images are continuous and only agree up to float32 reordering: a GEMM of another shape sums in
+    another order, each product differing by a few ulps (2^-24 relative) that ~20 layers amplify to ~1e-5 on
+    a [0, 1] image (seen 1.0e-5 on AVX2 and 1.2e-5 on AVX-512 kernels). The bound 2^-12 (1/16 of an 8-bit
+    level) is far above that and far below what a wrong random stream does (> 1e-2, the negative control).
+    """
     model = make_tiny("random", seed=3)
     lr = _lr(astronaut, 16)
-    sampling = dict(top_k=0, top_p=0.0, cfg=4.0, seed=11)
-    batched = model.upscale(lr, **sampling)
-    singles = torch.cat([model.upscale(lr[i : i + 1], **sampling) for i in range(2)])
-    assert batched.shape == (2, 3, 64, 64)
-    assert (singles[0] - singles[1]).abs().mean() > 0.01  # two genuinely different outputs
-    torch.testing.assert_close(batched, singles, atol=1e-5, rtol=0)
+    sampling = dict(top_k=0, top_p=0.0, cfg=4.0)
+    lr_m11 = F.interpolate(lr, scale_factor=4, mode="bicubic", antialias=True).clamp(0, 1) * 2 - 1
+
+    def gens(*seeds: int) -> list[torch.Generator] | torch.Generator:
+        g = [torch.Generator().manual_seed(s) for s in seeds]
+        return g[0] if len(g) == 1 else g
+
+    _, batched = model.generate(lr_m11, generator=gens(11, 11), return_tokens=True, **sampling)
+    singles = [model.generate(lr_m11[i : i + 1], generator=gens(11), return_tokens=True, **sampling)[1] for i in (0, 1)]
+    for k, tokens in enumerate(batched.tokens):
+        assert torch.equal(tokens, torch.cat([s.tokens[k] for s in singles])), f"scale {k}"
+
+    tol = 2.0**-12
+    out = model.upscale(lr, seed=11, **sampling)
+    one_by_one = torch.cat([model.upscale(lr[i : i + 1], seed=11, **sampling) for i in range(2)])
+    assert out.shape == (2, 3, 64, 64)
+    assert (one_by_one[0] - one_by_one[1]).abs().mean() > 0.01  # two genuinely different outputs
+    torch.testing.assert_close(out, one_by_one, atol=tol, rtol=0)
+    other_seed = model.upscale(lr[1:], seed=12, **sampling)  # negative control: another stream, same image
+    assert (other_seed - one_by_one[1:]).abs().max() > 1e-2 > tol
 
 
 def test_per_image_generators_split_rows() -> None:
