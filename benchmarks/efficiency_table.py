@@ -6,7 +6,7 @@ Usage::
     python benchmarks/efficiency_table.py experiments/demo.yaml bench.device=cuda --repeats 10
 
 Every method of the experiment is built, moved to ``bench.device`` and timed at batch 1 on a seeded random
-``lr-size`` input (see ``harness.efficiency`` for what each column means). Precomputed output folders appear
+``lr-size`` input (see ``harness.bench.efficiency`` for what each column means). Precomputed output folders appear
 with their reported timings and unknown parameters. ``--batch-sizes 1,2,4`` adds a throughput table.
 """
 
@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from harness.atomic import write_with
-    from harness.config import load_experiment
-    from harness.efficiency import efficiency_table, throughput_vs_batch
-    from harness.runner import resolve_device
+    from harness.bench.efficiency import efficiency_table, throughput_vs_batch
+    from harness.config.experiment import load_experiment
+    from harness.core.atomic import write_with
+    from harness.core.device import resolve_device
 
     cfg = load_experiment(args.experiment, args.overrides)
     device = resolve_device(cfg.bench.device)

@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summarise(results))
     print("random weights: timings only, never quality numbers")
     if args.out:
-        from harness.atomic import write_json
+        from harness.core.atomic import write_json
 
         write_json(args.out, results)
         print(f"wrote {args.out}")

@@ -1,1 +1,1 @@
-"""Reports: self-contained HTML pages of bench runs (``reports.html.render_report``)."""
+"""Reports: self-contained HTML pages of bench runs (``reports.bench.render_report``)."""

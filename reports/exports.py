@@ -290,7 +290,7 @@ def save_figure(
     """
     import matplotlib
 
-    from harness.atomic import atomic_path
+    from harness.core.atomic import atomic_path
 
     w = figure_width(width)
     old_w, old_h = fig.get_size_inches()

@@ -162,7 +162,7 @@ def tiny_experiment(root, methods_yaml: str | None = None):
     pytest.importorskip("methods.alignvar.model")
     from skimage import data
 
-    from harness.data.imageio import save_image
+    from harness.core.imageio import save_image
     from methods.alignvar.configs import AlignVARConfig, SCAConfig
     from methods.alignvar.model import AlignVAR
 

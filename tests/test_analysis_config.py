@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from harness.analysis.options import AnalysisOptions
-from harness.config import ConfigError, load_experiment
+from harness.config.experiment import AnalysisOptions, load_experiment
+from harness.core.mapping import ConfigError
 
 ANALYSIS_YAML = """\
 analysis:
@@ -116,7 +116,7 @@ def test_run_py_analyze_uses_the_yaml_block(tmp_path, capsys):
     """Randomly initialised tiny model: plumbing only, no number from it is reported."""
     from test_accumulation import analyze, tiny_experiment
 
-    from harness.analysis.attention import read_attention_csv
+    from harness.analysis.attention.tables import read_attention_csv
 
     exp = tiny_experiment(tmp_path)  # 2 images
     exp.write_text(exp.read_text() + "analysis: {max_images: 1, query_sample: 2, radius: 0.3}\n")
@@ -135,7 +135,7 @@ def test_sweep_cells_analyse_with_their_analysis_block(tmp_path):
     from test_accumulation import tiny_experiment
 
     from harness.analysis.accumulation import read_accumulation_csv
-    from harness.analysis.attention import read_attention_csv
+    from harness.analysis.attention.tables import read_attention_csv
     from harness.sweep.cells import train_and_bench
     from harness.sweep.expand import expand, load_sweep
 

@@ -10,21 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.analysis import attention as A
-from harness.analysis.attention import (
-    AttentionRecorder,
+from harness.analysis.attention.capture import AttentionRecorder
+from harness.analysis.attention.geometry import token_coordinates, token_layout
+from harness.analysis.attention.stats import (
+    ATTENTION_COLUMNS,
     attention_distance_by_scale,
     attention_mass_by_key_scale,
-    compare_models,
     key_scale_attention_map,
     mass_within_radius,
     mean_attention_distance,
     query_distance_map,
-    read_attention_csv,
-    token_coordinates,
-    token_layout,
-    write_attention_csv,
 )
+from harness.analysis.attention.tables import compare_models, read_attention_csv, write_attention_csv
 
 VARSR_PN = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 # mean distance of two independent uniform points in the unit square
@@ -73,34 +70,6 @@ def test_layout_errors():
         token_layout([1, 0])
 
 
-def test_attention_module_reexports_its_parts():
-    """``harness.analysis.attention`` gathers the public names of its four modules, as the same objects."""
-    import inspect
-
-    from harness.analysis import attention_capture, attention_geometry, attention_stats, attention_tables
-
-    homes = {
-        attention_geometry: "HW LEVEL_PREFIX Alignment TokenLayout token_layout token_coordinates token_levels",
-        attention_stats: "ATTENTION_COLUMNS per_query_distance mean_attention_distance mass_within_radius "
-        "attention_distance_by_scale attention_mass_by_key_scale key_scale_attention_map query_distance_map",
-        attention_capture: "AttentionRecord AttentionRecorder",
-        attention_tables: "compare_models read_attention_csv write_attention_csv",
-    }
-    homes = {module: names.split() for module, names in homes.items()}
-    assert sorted(A.__all__) == sorted(name for names in homes.values() for name in names)
-    for module, names in homes.items():
-        assert all(getattr(A, name) is getattr(module, name) for name in names), module.__name__
-        defined = {
-            name
-            for name, obj in vars(module).items()
-            if not name.startswith("_")
-            and (inspect.isfunction(obj) or inspect.isclass(obj))
-            and obj.__module__ == module.__name__
-        }
-        assert defined <= set(names), f"{module.__name__}: {sorted(defined - set(names))} not re-exported"
-
-
-# ----------------------------------------------------------------------------------------------- closed forms
 def test_uniform_attention_equals_mean_pairwise_distance():
     lay = token_layout([4], include_class=False)
     pts = lay.coords.tolist()
@@ -162,7 +131,7 @@ def test_distance_by_scale_table():
     df = attention_distance_by_scale(
         probs, lay.levels, lay.coords, lay.coords, radius=0.4, layers=[3, 7], labels=labels
     )
-    assert list(df.columns) == list(A.ATTENTION_COLUMNS)
+    assert list(df.columns) == list(ATTENTION_COLUMNS)
     assert len(df) == 2 * 2 * 2
     row = df[(df.layer == 3) & (df["head"] == 1) & (df.query_level == 0)].iloc[0]
     # class token at (0.5, 0.5): distance sqrt(2)/4 to each of the four 2x2 centres, 0 to itself
@@ -344,7 +313,7 @@ def test_attention_csv_roundtrip_and_schema_error(tmp_path):
     df = _table("SCA on", 0.2)
     path = write_attention_csv(df, tmp_path / "analysis" / "attention.csv")
     back = read_attention_csv(path)
-    assert list(back.columns) == ["model", *A.ATTENTION_COLUMNS]
+    assert list(back.columns) == ["model", *ATTENTION_COLUMNS]
     pd.testing.assert_frame_equal(back, df[list(back.columns)], check_dtype=False)
     bad = tmp_path / "bad.csv"
     df.drop(columns=["mass_within_r"]).to_csv(bad, index=False)

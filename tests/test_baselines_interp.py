@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from harness.registry import build, entries
+from harness.core.registry import build, entries
 from methods.base import SRMethod
 
 NAMES = ["nearest", "bilinear", "bicubic", "lanczos"]

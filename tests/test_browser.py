@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
-from reports.sweep import render_sweep_report
+from reports.sweep.report import render_sweep_report
 
 PROBE = """<script>
 window.addEventListener('load', () => {

@@ -9,17 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from methods.alignvar.checkpoint import (
+from methods.alignvar.configs import transformer_config_from_state_dict
+from methods.alignvar.vqvae import VQVAE
+from methods.alignvar.weights import (
     VAR_NESTING,
     VQVAE_NESTING,
     CheckpointError,
     infer_vqvae_config,
     load_strict,
+    load_vqvae,
     read_state_dict,
     save_safetensors,
 )
-from methods.alignvar.configs import transformer_config_from_state_dict
-from methods.alignvar.vqvae import VQVAE
 
 
 class _Evil:
@@ -145,15 +146,15 @@ def test_infer_vqvae_config_and_from_state_dict_round_trip(tmp_path):
     assert inferred == dict(cfg, ema_scales=7)
     path = tmp_path / "vae.safetensors"
     save_safetensors(vae, path, metadata={})
-    loaded = VQVAE.from_state_dict(read_state_dict(path), source=str(path))
+    loaded = load_vqvae(read_state_dict(path), source=str(path))
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode(x), vae.encode(x))
     sd = vae.state_dict()
     sd.pop("quantize.ema_vocab_hit_SV")  # checkpoints without EMA statistics still load
-    VQVAE.from_state_dict(sd, source="no_ema")
+    load_vqvae(sd, source="no_ema")
     with pytest.raises(CheckpointError, match="bad.pth: key 'quantize.embedding.weight' not found"):
-        VQVAE.from_state_dict({"x": torch.zeros(1)}, source="bad.pth")
+        load_vqvae({"x": torch.zeros(1)}, source="bad.pth")
 
 
 def test_transformer_config_from_golden_key_shapes(golden_dir):

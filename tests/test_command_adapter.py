@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.config import ConfigError
-from harness.registry import build
-from methods.baselines.command import CommandError, CommandMethod, CommandTimeoutError
+from harness.core.mapping import ConfigError
+from harness.core.registry import build
+from methods.adapters.command import CommandError, CommandMethod, CommandTimeoutError
 
 PY = shlex.quote(sys.executable)
 # upscale {input} -> {output} by an integer factor with PIL's nearest filter

@@ -7,16 +7,10 @@ from typing import Literal
 
 import pytest
 
-from harness import registry
-from harness.config import (
-    ConfigError,
-    experiment_from_dict,
-    from_dict,
-    load_experiment,
-    parse_override,
-    set_by_path,
-    to_dict,
-)
+from harness.config.experiment import experiment_from_dict, load_experiment
+from harness.config.files import parse_override, set_by_path
+from harness.core import registry
+from harness.core.mapping import ConfigError, from_dict, to_dict
 
 
 @dataclass

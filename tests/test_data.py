@@ -11,13 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.config import ConfigError
+from harness.core.imageio import ImageError, load_image
+from harness.core.mapping import ConfigError
+from harness.core.registry import build
 from harness.data import bundled as bundled_mod
-from harness.data.datasets import DatasetError, SRDataset
+from harness.data.datasets import SRDataset
 from harness.data.degradations.base import Degradation, make_generator, quantize_8bit
 from harness.data.degradations.bicubic import BicubicConfig, BicubicDegradation, downsample_bicubic, imresize
-from harness.data.imageio import ImageError, load_image
-from harness.registry import build
+from harness.data.pairing import DatasetError
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -257,7 +258,7 @@ def test_bundled_generation_and_cache_reuse(tmp_path, monkeypatch):
     def no_generation(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr("harness.registry.build", no_generation)
+    monkeypatch.setattr("harness.core.registry.build", no_generation)
     again = bundled_mod.ensure_bundled(
         bundled_mod.resolve_images(["astronaut", "tid2013_I04"], 2), 64, 4, "bicubic", {}, 0, tmp_path
     )

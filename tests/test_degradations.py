@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from harness import registry
-from harness.config import ConfigError, parse_component
+from harness.config.components import parse_component
+from harness.core import registry
+from harness.core.mapping import ConfigError
 from harness.data.degradations import ops
 from harness.data.degradations.base import make_generator
 from harness.data.degradations.kernels import (
@@ -25,11 +26,8 @@ from harness.data.degradations.kernels import (
     pulse_kernel,
     sinc_kernel,
 )
-from harness.data.degradations.realesrgan import (
-    RealESRGANConfig,
-    RealESRGANDegradation,
-    StableSRMildConfig,
-)
+from harness.data.degradations.realesrgan import RealESRGANDegradation
+from harness.data.degradations.realesrgan_config import RealESRGANConfig, StableSRMildConfig
 
 
 def laplacian_variance(img: torch.Tensor) -> float:

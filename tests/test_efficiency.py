@@ -7,8 +7,7 @@ import time
 import pytest
 import torch
 
-from harness.data.imageio import save_image
-from harness.efficiency import (
+from harness.bench.efficiency import (
     TABLE_COLUMNS,
     LatencyStats,
     count_parameters,
@@ -17,7 +16,8 @@ from harness.efficiency import (
     peak_memory,
     throughput_vs_batch,
 )
-from harness.registry import build
+from harness.core.imageio import save_image
+from harness.core.registry import build
 from methods.base import SRMethod
 
 MIB = 2**20

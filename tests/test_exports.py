@@ -15,17 +15,15 @@ import torch
 from PIL import Image
 
 from harness.analysis.accumulation import AccumulationResult, results_to_frame, write_accumulation_csv
-from harness.analysis.attention import attention_distance_by_scale, token_layout, write_attention_csv
+from harness.analysis.attention.geometry import token_layout
+from harness.analysis.attention.stats import attention_distance_by_scale
+from harness.analysis.attention.tables import write_attention_csv
 from reports import figures
-from reports.exports import (
-    latex_escape,
-    latex_is_balanced,
-    latex_problems,
-    save_figure,
-    to_latex,
-    to_markdown,
-)
-from reports.sweep import ablation_frame, load_sweep_cells, numeric_keys, render_sweep_report
+from reports.exports import latex_escape, latex_is_balanced, latex_problems, save_figure, to_latex, to_markdown
+from reports.sweep.cells import load_sweep_cells
+from reports.sweep.keys import numeric_keys
+from reports.sweep.report import render_sweep_report
+from reports.sweep.tables import ablation_frame
 
 SPECIAL = "a&b_c%d$e#f{g}h~i^j\\k"
 
@@ -349,7 +347,7 @@ def toy_cell(cell, cell_dir: Path) -> dict:
 
 def test_sweep_report_from_the_sweep_engine(tmp_path, capsys):
     runner = pytest.importorskip("harness.sweep.runner")
-    from harness.config import load_experiment
+    from harness.config.experiment import load_experiment
 
     exp = tmp_path / "sweep.yaml"
     exp.write_text(

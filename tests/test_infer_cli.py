@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from harness.cli.main import main
-from harness.data.imageio import load_image
+from harness.core.imageio import load_image
 from methods.alignvar.configs import ARCHS, AlignVARConfig
 from methods.alignvar.model import AlignVAR
 

@@ -12,12 +12,11 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from methods.adapters.alignvar import AlignVARMethodConfig, build_alignvar_method
 from methods.alignvar.blocks import ADALN_RELEASED
-from methods.alignvar.checkpoint import CheckpointError, read_safetensors
 from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig
-from methods.alignvar.loading import without_init
-from methods.alignvar.method import AlignVARMethodConfig, build_alignvar_method
 from methods.alignvar.model import AlignVAR
+from methods.alignvar.weights import CheckpointError, read_safetensors, without_init
 from tests.test_performance_paths import _lr
 from tests.tiny_models import make_tiny
 

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import ConfigError
+from harness.core.imageio import load_image
+from harness.core.mapping import ConfigError
 from harness.data.bundled import pyiqa_calibration_dir
-from harness.data.imageio import load_image
-from harness.metrics import MissingWeightsError, backend, build_metric, metric_info, metric_infos
+from harness.metrics import backend
+from harness.metrics.iqa import build_metric, metric_info, metric_infos
+from harness.metrics.weights import MissingWeightsError
 
 CALIB_IMAGES = ["I03", "I04", "I06", "I08", "I19"]
 

@@ -8,29 +8,20 @@ forward pass). Random weights are fine here: these are structural properties, no
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.config import ConfigError, from_dict
-from harness.registry import build
+from harness.core.mapping import ConfigError, from_dict
+from harness.core.registry import build
+from harness.core.tiling import tiled_upscale
+from methods.adapters.alignvar import AlignVARMethod, AlignVARMethodConfig, MissingCheckpointError, VARSRMethodConfig
 from methods.alignvar.colorfix import adain_color_fix
 from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig, TransformerConfig, varsr_transformer
-from methods.alignvar.hcc import (
-    alignvar_losses,
-    ce_per_scale,
-    hcc_per_scale,
-    relaxed_embedding,
-    teacher_input,
-)
-from methods.alignvar.method import (
-    AlignVARMethod,
-    AlignVARMethodConfig,
-    MissingCheckpointError,
-    VARSRMethodConfig,
-)
+from methods.alignvar.hcc import alignvar_losses, ce_per_scale, hcc_per_scale, relaxed_embedding, teacher_input
 from methods.alignvar.model import AlignVAR, upsample_bicubic
 from methods.alignvar.refiner import DiffusionRefiner
 from methods.alignvar.rope import apply_rope, rope_table, token_positions
@@ -38,7 +29,6 @@ from methods.alignvar.sampling import filter_top_k_top_p, guidance_ramp, sample_
 from methods.alignvar.sca import SCAGate, minmax_per_image, structure_maps
 from methods.alignvar.scales import ScaleSchedule
 from methods.alignvar.transformer import VARTransformer, level_rows
-from methods.baselines.tiling import tiled_upscale
 from tests.tiny_models import make_tiny
 
 
@@ -160,13 +150,12 @@ def test_non_square_and_odd_sizes_end_to_end(tiny: AlignVAR, astronaut: torch.Te
 def test_tiled_upscale(tiny: AlignVAR, astronaut: torch.Tensor) -> None:
     lr01 = (_image(astronaut, 32, 48, batch=1) + 1) / 2
     whole = tiny.upscale(lr01)
-    tiny.config.tile, tiny.config.tile_overlap = 256, 32
-    try:
-        assert torch.equal(tiny.upscale(lr01), whole)  # one tile covers the image: identical
-        tiny.config.tile = 64
-        tiled = tiny.upscale(lr01)
-    finally:
-        tiny.config.tile, tiny.config.tile_overlap = None, 64
+
+    def tiler(tile: int, overlap: int):
+        return functools.partial(tiled_upscale, scale=1, tile=tile, overlap=overlap, ramp=1.0)
+
+    assert torch.equal(tiny.upscale(lr01, tiler=tiler(256, 32)), whole)  # one tile covers the image: identical
+    tiled = tiny.upscale(lr01, tiler=tiler(64, 32))
     assert tiled.shape == whole.shape == (1, 3, 128, 192) and torch.isfinite(tiled).all()
     # the tiles are the shared tiler's (tests/test_spandrel_adapter.py has its closed forms): 64-px output tiles
     # of the upsampled LR, 32 px cross-faded, generated row-major from one generator stream

@@ -8,10 +8,11 @@ import warnings
 import pytest
 import torch
 
-from harness.config import ConfigError
-from harness.data.imageio import load_image, save_image
-from harness.registry import build
-from methods.baselines.output_folder import MissingOutputError, OutputFolderError, OutputFolderMethod
+from harness.core.imageio import load_image, save_image
+from harness.core.mapping import ConfigError
+from harness.core.registry import build
+from methods.adapters.output_files import MissingOutputError, OutputFolderError
+from methods.adapters.output_folder import OutputFolderMethod
 
 
 def _write(folder, name: str, h: int, w: int, value: float = 0.5) -> None:

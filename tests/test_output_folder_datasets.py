@@ -11,13 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import results as R
-from harness.config import ConfigError, experiment_from_dict, load_experiment
-from harness.data.imageio import save_image
-from harness.registry import build, register
-from harness.runner import run_bench
+from harness.bench import layout as R
+from harness.bench.runner import run_bench
+from harness.config.experiment import experiment_from_dict, load_experiment
+from harness.core.imageio import save_image
+from harness.core.mapping import ConfigError
+from harness.core.registry import build, register
+from methods.adapters.output_files import OutputFolderError
+from methods.adapters.output_folder import OutputFolderConfig, OutputFolderMethod, dataset_paths
 from methods.base import SRMethod
-from methods.baselines.output_folder import OutputFolderConfig, OutputFolderError, OutputFolderMethod, dataset_paths
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE1 = REPO / "experiments" / "table1_main.yaml"
@@ -145,7 +147,7 @@ def test_unknown_placeholder_in_an_experiment_names_file_method_and_key():
             source="exp.yaml",
         )
     message = f"unknown placeholder '{{name}}' in 'o/{{name}}'; {ALLOWED}"
-    # harness.config reports a "KEY: message" check at the key path (older versions: after the block's path)
+    # harness.config.experiment reports a "KEY: message" check at the key path (older versions: after the block's path)
     assert str(err.value) in (f"exp.yaml: methods[0].path: {message}", f"exp.yaml: methods[0]: path: {message}")
 
 

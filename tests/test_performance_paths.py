@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods.alignvar.generation as generation_mod
-from harness.config import ConfigError, from_dict
+import methods.alignvar.transformer as generation_mod
+from harness.core.mapping import ConfigError, from_dict
 from methods.alignvar.blocks import KVCache
 from methods.alignvar.configs import ARCHS, AlignVARConfig
 from methods.alignvar.hcc import alignvar_losses

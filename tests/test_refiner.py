@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from methods.alignvar.checkpoint import load_strict, read_state_dict
 from methods.alignvar.configs import transformer_config_from_state_dict
 from methods.alignvar.refiner import DiffusionRefiner
 from methods.alignvar.refiner_diffusion import (
@@ -26,6 +25,7 @@ from methods.alignvar.refiner_diffusion import (
     normal_kl,
     space_timesteps,
 )
+from methods.alignvar.weights import load_strict, read_state_dict
 
 TC = 32  # target channels (Cvae)
 

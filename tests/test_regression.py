@@ -1,4 +1,4 @@
-"""Regression check (harness.regression, run.py regress) on synthetic bench run directories."""
+"""Regression check (harness.bench.regression, run.py regress) on synthetic bench run directories."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import results as R
+from harness.bench import layout as R
+from harness.bench.regression import RegressionError, Tolerances, classify, compare_runs, load_tolerances
 from harness.cli import regress as cli
-from harness.config import ConfigError
-from harness.regression import RegressionError, Tolerances, classify, compare_runs, load_tolerances
+from harness.core.mapping import ConfigError
 
 METRICS = {"psnr_y": False, "lpips": True}  # name -> lower_better
 N_IMAGES = 24
 
 
 def make_run(run_dir, table: pd.DataFrame) -> None:
-    """A finished bench run as harness.results writes it (per-image CSVs, summary.csv/json)."""
+    """A finished bench run as harness.bench.layout writes it (per-image CSVs, summary.csv/json)."""
     for dataset, part in table.groupby("dataset"):
         R.write_per_image(run_dir, dataset, part.reset_index(drop=True))
     summary = R.summarize(table, METRICS, n_boot=200)

@@ -20,15 +20,16 @@ import yaml
 from bs4 import BeautifulSoup
 from PIL import Image
 
-from harness import registry
-from harness.config import experiment_from_dict
+from harness.bench.runner import BenchFailedError, run_bench
+from harness.config.experiment import experiment_from_dict
+from harness.core import registry
+from harness.core.imageio import ImageError
+from harness.core.registry import register
 from harness.data.datasets import Sample
-from harness.data.imageio import ImageError
-from harness.registry import register
-from harness.runner import BenchFailedError, run_bench
 from methods.base import SRMethod
-from reports import render
-from reports.html import Section, format_value, render_report
+from reports import images as render
+from reports.bench import render_report
+from reports.page import Section, format_value
 
 EVIL = "<script>alert(1)</script>"
 

@@ -17,21 +17,16 @@ import pytest
 import torch
 import yaml
 
-from harness import registry
-from harness.config import experiment_from_dict
+from harness.bench.evaluate import CorruptInputError, quantize_8bit
+from harness.bench.layout import RunNotFoundError, load_run, safe_name
+from harness.bench.prepare import BenchValidationError
+from harness.bench.runner import BenchFailedError, RunExistsError, run_bench
+from harness.config.experiment import experiment_from_dict
+from harness.core import registry
+from harness.core.imageio import ImageError, load_image
+from harness.core.registry import register
+from harness.core.stats import bootstrap_ci, describe, paired_bootstrap
 from harness.data.datasets import Sample
-from harness.data.imageio import ImageError, load_image
-from harness.registry import register
-from harness.results import RunNotFoundError, load_run, safe_name
-from harness.runner import (
-    BenchFailedError,
-    BenchValidationError,
-    CorruptInputError,
-    RunExistsError,
-    quantize_8bit,
-    run_bench,
-)
-from harness.stats import bootstrap_ci, describe, paired_bootstrap
 from methods.base import SRMethod
 
 
@@ -348,7 +343,7 @@ def test_corrupt_images(tmp_path, mode):
 
 
 def test_batches_only_group_same_size_images(tmp_path, monkeypatch):
-    import harness.runner as runner_mod
+    import harness.bench.runner as runner_mod
 
     datasets = [{"type": "_t_runner_tiny", "name": "tiny", "sizes": [4, 4, 4, 6, 6, 4]}]
     cfg = make_cfg(tmp_path, datasets=datasets, bench={"batch_size": 2})

@@ -16,10 +16,10 @@ from safetensors.torch import save_file
 from spandrel.architectures.ESRGAN import ESRGAN
 from spandrel.architectures.SwinIR import SwinIR
 
-from harness.config import ConfigError
-from harness.registry import build
-from methods.baselines.spandrel_adapter import PRESETS, CheckpointError, SpandrelMethod
-from methods.baselines.tiling import blend_profile, tile_starts, tiled_upscale
+from harness.core.mapping import ConfigError
+from harness.core.registry import build
+from harness.core.tiling import blend_profile, tile_starts, tiled_upscale
+from methods.adapters.spandrel import PRESETS, CheckpointError, SpandrelMethod
 
 NUM_FEAT, NUM_BLOCK = 8, 1
 # LR receptive-field radius of that RRDBNet: conv_first 1 + 3 RDBs x 5 convs + trunk conv 1 = 17 LR px, plus

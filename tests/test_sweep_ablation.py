@@ -32,7 +32,7 @@ def _tiny(mask_input: str, path: Path) -> Path:
 
 
 def test_alignvar_method_uses_the_sca_mode_it_was_trained_with(tmp_path):
-    from harness.registry import build
+    from harness.core.registry import build
 
     random_ckpt = _tiny("random", tmp_path / "random.safetensors")
     off_ckpt = _tiny("none", tmp_path / "off.safetensors")
@@ -51,7 +51,7 @@ def test_alignvar_method_uses_the_sca_mode_it_was_trained_with(tmp_path):
 
 
 def test_official_checkpoints_default_to_sca_off(tmp_path):
-    from harness.registry import build
+    from harness.core.registry import build
     from methods.alignvar.configs import AlignVARConfig
     from methods.alignvar.model import AlignVAR
 
@@ -70,7 +70,7 @@ def test_official_checkpoints_default_to_sca_off(tmp_path):
 # ------------------------------------------------------------------------ report tables on hand-made cells
 def _cell(root: Path, name: str, index: int, overrides: dict, means: dict, per_image: dict):
     """A finished cell: summary.csv (+ metrics/toy.csv per-image values) for methods 'ours' and 'bicubic'."""
-    from reports.sweep import SweepCell
+    from reports.sweep.cells import SweepCell
 
     cell_dir = root / "cells" / name
     (cell_dir / "metrics").mkdir(parents=True)
@@ -95,7 +95,8 @@ def _cell(root: Path, name: str, index: int, overrides: dict, means: dict, per_i
 
 
 def test_baselines_once_and_on_vs_off_differences(tmp_path):
-    from reports.sweep import ablation_frame, baseline_frame, comparison_frame, constant_methods
+    from reports.sweep.comparison import comparison_frame
+    from reports.sweep.tables import ablation_frame, baseline_frame, constant_methods
 
     off_images, shift = [20.0, 22.0, 24.0, 26.0], [0.5, 0.7, 0.3, 0.5]  # on - off per image: mean 0.5
     cells = [
@@ -125,7 +126,7 @@ def test_baselines_once_and_on_vs_off_differences(tmp_path):
 
 
 def test_sca_toggle_pairs_cells_with_equal_other_keys(tmp_path):
-    from reports.sweep import comparison_frame
+    from reports.sweep.comparison import comparison_frame
 
     def cell(i, mask, lam, psnr):
         over = {"model.sca.mask_input": mask, "model.hcc.lambda": lam}
@@ -172,7 +173,7 @@ def tiny_sweep(tmp_path_factory):
     """Run the 2-cell sweep once (inline), add a stale cell folder, render the report."""
     from harness.sweep.expand import load_sweep
     from harness.sweep.runner import run_sweep
-    from reports.sweep import render_sweep_report
+    from reports.sweep.report import render_sweep_report
 
     root = tmp_path_factory.mktemp("ablation")
     exp = root / "sweep.yaml"
@@ -190,7 +191,7 @@ def tiny_sweep(tmp_path_factory):
 
 def test_every_cell_trains_benches_and_analyses(tiny_sweep):
     from harness.analysis.accumulation import read_accumulation_csv
-    from harness.analysis.attention import read_attention_csv
+    from harness.analysis.attention.tables import read_attention_csv
 
     result, _ = tiny_sweep
     assert result.ok, [(r["name"], r["error"]) for r in result.rows]
@@ -275,7 +276,7 @@ def test_sweep_latex_exports_are_balanced_and_escaped(tiny_sweep):
 
 
 def test_identical_free_running_curves_are_named():
-    from reports.sweep import identical_curves, identical_note
+    from reports.sweep.curves import identical_curves, identical_note
 
     def curve(model, mode, errors):
         return pd.DataFrame({"model": model, "mode": mode, "scale_index": range(3), "error": errors})

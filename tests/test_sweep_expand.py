@@ -8,11 +8,11 @@ from typing import Literal
 
 import pytest
 
-from harness.analysis.options import AnalysisOptions
-from harness.config import ConfigError, to_dict
-from harness.registry import register
+from harness.config.experiment import AnalysisOptions
+from harness.core.mapping import ConfigError, to_dict
+from harness.core.registry import register
 from harness.sweep.cache import canonical_json, cell_identity
-from harness.sweep.expand import SweepSpec, cell_name, combinations, expand, format_value, short_keys
+from harness.sweep.expand import SweepSpec, cell_name, combinations, expand, name_part, short_keys
 
 
 # A stand-in model with the nested key layout of AlignVAR's config (model.hcc.lambda, model.sca.mask_input).
@@ -149,9 +149,9 @@ def test_short_keys_and_names_are_readable_unique_and_filesystem_safe():
         "b.x.lr": "b.x.lr",
         "c.y.lr": "y.lr",
     }
-    assert format_value(None) == "none" and format_value(True) == "true" and format_value(1e-4) == "0.0001"
-    assert format_value("ckpts/run 3/step_1000.safetensors") == "step_1000"
-    assert format_value([1, 2]) == "[1,2]"
+    assert name_part(None) == "none" and name_part(True) == "true" and name_part(1e-4) == "0.0001"
+    assert name_part("ckpts/run 3/step_1000.safetensors") == "step_1000"
+    assert name_part([1, 2]) == "[1,2]"
     name = cell_name({"methods.alignvar.checkpoint": "a/b c*?.pt", "seed": 1})
     assert name == "alignvar.checkpoint=b_c_,seed=1"
     assert cell_name({"x.y": "z" * 300}) == "x.y=" + "z" * 92

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli.main import main
-from harness.config import ConfigError, load_experiment
+from harness.config.experiment import load_experiment
+from harness.core.mapping import ConfigError
 from harness.sweep.cache import CellLock, read_state, write_state
 from harness.sweep.expand import SweepSpec
 from harness.sweep.runner import run_sweep
@@ -296,7 +297,7 @@ def test_cli_dry_run_run_and_exit_codes(tmp_path, capsys, monkeypatch):
 
 def test_default_cell_function_benches_each_cell_in_its_own_folder(tmp_path):
     """Integration with the real runner (bundled photos, bicubic, PSNR-Y): stages [bench], two cells."""
-    pytest.importorskip("harness.runner")
+    pytest.importorskip("harness.bench.runner")
     data = {
         "name": "bench_sweep",
         "output_root": str(tmp_path / "runs"),

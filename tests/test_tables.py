@@ -25,11 +25,12 @@ import pytest
 import torch
 from bs4 import BeautifulSoup
 
-from harness.config import ConfigError, ExperimentConfig, load_experiment
-from harness.data.imageio import save_image
-from harness.registry import build
+from harness.config.experiment import ExperimentConfig, load_experiment
+from harness.core.imageio import save_image
+from harness.core.mapping import ConfigError
+from harness.core.registry import build
+from methods.adapters.output_folder import OutputFolderConfig, dataset_paths
 from methods.base import SRMethod
-from methods.baselines.output_folder import OutputFolderConfig, dataset_paths
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE1 = REPO / "experiments" / "table1_main.yaml"
@@ -220,7 +221,7 @@ def test_standin_outputs_mirror_table1_folders_per_dataset():
 
 
 def test_make_standins_writes_each_dataset_where_its_config_points(tmp_path, monkeypatch):
-    from harness.config import experiment_from_dict
+    from harness.config.experiment import experiment_from_dict
 
     monkeypatch.chdir(tmp_path)
     cfg = experiment_from_dict({
@@ -277,7 +278,7 @@ def test_standin_bench_report_shows_tables_1_and_2(standin_run):
     assert headers == ["Method", "Params (M)", "Steps", "Time (s)", "IQR (s)", "Peak memory (MiB)", "Device"]
     rows = {r[0]: r for r in _rows(table)}
     assert list(rows) == methods
-    from reports.html import format_value
+    from reports.page import format_value
 
     assert rows["BSRGAN"][1] == format_value(_n_params(_rrdb(0)) / 1e6)
     assert rows["SwinIR"][1] == format_value(_n_params(_swinir(2)) / 1e6)
@@ -398,8 +399,8 @@ def test_table1_lists_every_missing_path_before_any_work(tmp_path, monkeypatch, 
 
 
 def test_requirements_skip_trained_placeholder_and_resolve_paired_subfolders(tmp_path):
-    from harness.config import experiment_from_dict
-    from harness.requirements import experiment_requirements, missing_requirements
+    from harness.bench.prepare import experiment_requirements, missing_requirements
+    from harness.config.experiment import experiment_from_dict
 
     cfg = experiment_from_dict({
         "name": "r", "datasets": [{"type": "paired", "root": str(tmp_path), "lr_dir": "LR", "hr_dir": "/abs/HR"}],
@@ -453,7 +454,7 @@ def test_efficiency_cli_flags_set_the_config(tmp_path):
 
 
 def test_efficiency_section_formats_reported_and_failed_entries():
-    from reports.efficiency import efficiency_context, efficiency_rows
+    from reports.bench import efficiency_context, efficiency_rows
 
     data = {
         "lr_size": [128, 128], "output_size": [512, 512], "repeats": 5, "warmup": 2, "device": "cuda",

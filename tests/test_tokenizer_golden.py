@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from methods.alignvar.checkpoint import read_state_dict
 from methods.alignvar.quantizer import area_down
 from methods.alignvar.scales import ScaleSchedule
 from methods.alignvar.vqvae import VQVAE
+from methods.alignvar.weights import load_vqvae, read_state_dict
 
 SEED = 1234
 FILES = {
@@ -65,7 +65,7 @@ def vqvae_pth(golden_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vae(vqvae_pth) -> VQVAE:
-    return VQVAE.from_state_dict(read_state_dict(vqvae_pth), source=str(vqvae_pth))
+    return load_vqvae(read_state_dict(vqvae_pth), source=str(vqvae_pth))
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from harness.cli.main import main as cli
-from harness.config import ConfigError, load_experiment
-from harness.stages import TRAINED, resolve_trained
+from harness.config.experiment import load_experiment
+from harness.core.mapping import ConfigError
+from harness.training.stage import TRAINED, resolve_trained
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "experiments" / "tiny_train.yaml"
@@ -49,7 +50,7 @@ def trained_runs(tmp_path_factory):
     assert cli(["train", str(TINY), *full]) == 0
     cut = _overrides(root, steps=10, tok_steps=40, extra=("name=cut",))
     cfg = load_experiment(TINY, cut)
-    from harness.stages import train_dir_of
+    from harness.training.stage import train_dir_of
 
     trainer = cfg.train.build()
     trainer.fit(train_dir_of(cfg), seed=cfg.seed, model_spec=cfg.model, stop_after=4, output_root=root)
@@ -64,11 +65,10 @@ def test_tokenizer_loss_decreases_and_is_cached(trained_runs):
     first = sum(losses[s] for s in range(1, 6)) / 5
     last = sum(losses[s] for s in range(36, 41)) / 5
     assert last < 0.8 * first, (first, last)
-    from methods.alignvar.checkpoint import read_state_dict
-    from methods.alignvar.vqvae import VQVAE
+    from methods.alignvar.weights import load_vqvae, read_state_dict
 
     path = tok_dirs[0] / "tokenizer.safetensors"
-    vae = VQVAE.from_state_dict(read_state_dict(path), str(path))
+    vae = load_vqvae(read_state_dict(path), str(path))
     assert vae.vocab_size == 512 and vae.z_channels == 16
 
 

@@ -7,21 +7,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from harness.config import ConfigError, from_dict
+from harness.core.mapping import ConfigError, from_dict
 from harness.data.degradations.base import quantize_8bit
 from harness.data.degradations.ops import usm_sharpen
 from harness.data.pairing import DatasetError
-from harness.data.training import (
-    HRFolderDataset,
-    PairedSourceConfig,
-    PairedTrainDataset,
-    SourceConfig,
-    TrainData,
-    TrainDataConfig,
-    make_train_loader,
-    resolve_sources,
-    shard_indices,
-)
+from harness.data.training.config import PairedSourceConfig, SourceConfig, TrainDataConfig
+from harness.data.training.datasets import HRFolderDataset, PairedTrainDataset
+from harness.data.training.sampling import shard_indices
+from harness.data.training.sources import resolve_sources
+from harness.data.training.stream import TrainData, make_train_loader
 
 
 def save_png(t: torch.Tensor, path) -> None:

@@ -183,7 +183,7 @@ def results_to_frame(results: Sequence[AccumulationResult]) -> pd.DataFrame:
 
 def write_accumulation_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``analysis/accumulation.csv`` atomically, checking the schema."""
-    from harness.atomic import atomic_path
+    from harness.core.atomic import atomic_path
 
     missing = [c for c in ACCUMULATION_COLUMNS if c not in df.columns]
     if missing:

@@ -100,8 +100,8 @@ def attention_recorder(
 ) -> tuple[Any, Any]:
     """(AttentionRecorder on the model's transformer, its TokenLayout) for one image's schedule; enter the
     recorder around a generation, then read ``distance_table`` / ``key_scale_maps``."""
-    from harness.analysis.attention_capture import AttentionRecorder
-    from harness.analysis.attention_geometry import token_layout
+    from harness.analysis.attention.capture import AttentionRecorder
+    from harness.analysis.attention.geometry import token_layout
 
     layout = token_layout(schedule.patch_nums, prefix_hw=schedule.latent_hw, alignment=alignment)
     recorder = AttentionRecorder(
@@ -137,7 +137,7 @@ def attention_for_image(
 def key_scale_maps(recorder: Any, layout: Any) -> dict[str, torch.Tensor]:
     """Attention of the finest scale's sampled queries (last recorded layer, mean over heads) to every key
     scale, each on its own grid: label -> (h_k, w_k)."""
-    from harness.analysis.attention_stats import key_scale_attention_map
+    from harness.analysis.attention.stats import key_scale_attention_map
 
     last = max(layout.grids)
     recs = [r for r in recorder.records if bool((layout.levels[r.query_index] == last).any())]

@@ -11,7 +11,7 @@
 
 All three come from one recorded free-running generation per image (``probes.probe_image``). The knobs
 (images, query sample, radius, perturbed scales, ...) are the experiment's ``analysis:`` block
-(``AnalysisOptions``, ``harness.analysis.options``). Per-cell figures of the first two are optional
+(``AnalysisOptions``, ``harness.config.experiment``). Per-cell figures of the first two are optional
 (``analysis.figures``): the sweep report draws the cells side by side from the CSVs, and ``run.py analyze
 plot`` draws any set of runs.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import probes
-from harness.analysis.options import AnalysisOptions
+from harness.config.experiment import AnalysisOptions
 
 VAR_METHOD_TYPES = ("alignvar", "varsr")
 
@@ -46,7 +46,7 @@ def write_attention(
 ) -> Path:
     """``out/attention.csv`` (per-image tables aggregated) and, with ``figures``, the distance figure and the
     mean key-scale heatmaps (when the images share a size). Returns the CSV path."""
-    from harness.analysis.attention_tables import write_attention_csv
+    from harness.analysis.attention.tables import write_attention_csv
 
     table = probes.attention_table(frames, model)
     path = write_attention_csv(table, Path(out) / "attention.csv")
@@ -76,7 +76,7 @@ def write_accumulation(results: Sequence[Any], out: Path, *, figures: bool = Tru
 
 def write_sca_masks(fig: Any, out: Path, key: str, formats: Sequence[str] = ("pdf", "svg", "png")) -> Path:
     """``out/sca_masks_<key>.<format>`` for each of ``formats`` (must include png); returns the PNG path."""
-    from harness.results import safe_name
+    from harness.bench.layout import safe_name
     from reports import figures as figs
 
     if "png" not in formats:
@@ -102,7 +102,7 @@ def build_for_analysis(spec: Any) -> Any:
 
 def analysed_model(cfg: Any, checkpoint: str | Path | None) -> tuple[Any, str, Any]:
     """(AlignVAR model, name, closer) for the analysis; see the module docstring for the choice."""
-    from harness.stages import resolve_trained, uses_trained
+    from harness.training.stage import resolve_trained, uses_trained
 
     if uses_trained(cfg):
         resolved = resolve_trained(cfg, Path(checkpoint) if checkpoint else None)
@@ -137,7 +137,7 @@ def run_analysis(
     written, images used, headline numbers and what was skipped. ``progress``: a progress bar per image."""
     from tqdm.auto import tqdm
 
-    from harness.runner import resolve_device
+    from harness.core.device import resolve_device
 
     opts = options or cfg.analysis
     if not cfg.datasets:

@@ -5,7 +5,7 @@ A thin command: the model-facing probes are ``harness.analysis.probes`` and the 
 ``<run dir>/analysis/`` (the experiment's run dir, i.e. the cell folder for a sweep cell's ``config.yaml``),
 where ``reports.sweep`` picks them up.
 
-The knobs come from the config's ``analysis:`` block (``harness.analysis.options``); a flag given explicitly
+The knobs come from the config's ``analysis:`` block (``harness.config.experiment``); a flag given explicitly
 overrides its key (``--max-images``, ``--device``, ``--query-sample``, ``--radius``, ``--alignment``,
 ``--perturb-scales``, ``--perturb-fraction``; the flags default to None = "not given"). ``figures`` and
 ``sca_mask_images`` are for the analyze stage only: here figures are always drawn and ``sca-masks`` draws
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.options import ALIGNMENTS, AnalysisOptions
+from harness.config.experiment import ALIGNMENTS, AnalysisOptions
 
 HELP = "attention distance, error accumulation and SCA masks of AlignVAR/VARSR; plots from saved analyses"
 DESCRIPTION = """\
@@ -130,8 +130,8 @@ class _Target:
 
 
 def _setup(args: argparse.Namespace) -> _Target:
-    from harness.config import load_experiment
-    from harness.runner import resolve_device
+    from harness.config.experiment import load_experiment
+    from harness.core.device import resolve_device
 
     cfg = load_experiment(args.config, args.overrides)
     options = analysis_options(cfg, args)
@@ -206,7 +206,7 @@ def _run_plot(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from harness.analysis.accumulation import read_accumulation_csv
-    from harness.analysis.attention_tables import compare_models, read_attention_csv
+    from harness.analysis.attention.tables import compare_models, read_attention_csv
     from reports import exports, figures
 
     names = args.names or [p.name if p.name != "analysis" else p.parent.name for p in args.runs]
@@ -225,7 +225,7 @@ def _run_plot(args: argparse.Namespace) -> int:
         written += exports.save_figure(plot(pd.concat(tables, ignore_index=True)), args.output / stem, "column")
         if stem == "attention" and len(tables) == 2:
             cmp = compare_models(tables[0], tables[1], names=tuple(names[:2])).drop(columns="query_level")
-            from harness.atomic import write_text
+            from harness.core.atomic import write_text
 
             for suffix, text in (
                 (

@@ -1,4 +1,4 @@
-"""``run.py bench EXPERIMENT.yaml [key=value ...]``: every method on every dataset (see harness.runner)."""
+"""``run.py bench EXPERIMENT.yaml [key=value ...]``: every method on every dataset (see harness.bench.runner)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def set_weights_dir(path: str | None) -> None:
     """Must run before metric modules import pyiqa (they read the variable when building metrics)."""
     if path:
         if not os.path.isdir(path):
-            from harness.config import ConfigError
+            from harness.core.mapping import ConfigError
 
             raise ConfigError(f"--weights-dir {path}: not a directory")
         os.environ["ALIGNVAR_WEIGHTS_DIR"] = os.path.abspath(path)
@@ -68,7 +68,8 @@ def apply_efficiency_flags(cfg, args: argparse.Namespace) -> None:
     """
     import dataclasses
 
-    from harness.config import ConfigError, EfficiencyConfig
+    from harness.config.experiment import EfficiencyConfig
+    from harness.core.mapping import ConfigError
 
     values = {
         "lr_size": getattr(args, "efficiency_lr_size", None),
@@ -87,8 +88,9 @@ def apply_efficiency_flags(cfg, args: argparse.Namespace) -> None:
 
 def execute(cfg, args: argparse.Namespace, *, force: bool, report: bool, notes: tuple[str, ...] = ()) -> int:
     """Bench (and optionally report) a loaded config, print where the results are; return the exit code."""
-    from harness.data.imageio import ImageError
-    from harness.runner import BenchFailedError, CorruptInputError, RunExistsError, run_bench
+    from harness.bench.evaluate import CorruptInputError
+    from harness.bench.runner import BenchFailedError, RunExistsError, run_bench
+    from harness.core.imageio import ImageError
 
     status = 0
     try:
@@ -102,14 +104,14 @@ def execute(cfg, args: argparse.Namespace, *, force: bool, report: bool, notes: 
     print(f"results: {run_dir}  (summary.csv, metrics/, images/)")
     _print_summary(run_dir)
     if report:
-        from reports.html import render_report
+        from reports.bench import render_report
 
         print(f"report: {render_report(run_dir)}")
     return status
 
 
 def _print_summary(run_dir) -> None:
-    from harness.results import load_run
+    from harness.bench.layout import load_run
 
     run = load_run(run_dir)
     if run.summary.empty:
@@ -123,7 +125,7 @@ def _print_summary(run_dir) -> None:
     if run.efficiency:
         import pandas as pd
 
-        from reports.efficiency import efficiency_rows
+        from reports.bench import efficiency_rows
 
         rows = pd.DataFrame(efficiency_rows(run.efficiency)).drop(columns=["Error"])
         print(f"\nefficiency (LR {run.efficiency.get('lr_size')}, {run.efficiency.get('device')}):")
@@ -132,7 +134,7 @@ def _print_summary(run_dir) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_weights_dir(args.weights_dir)
-    from harness.config import load_experiment
+    from harness.config.experiment import load_experiment
 
     cfg = load_experiment(args.experiment, args.overrides)
     if args.output_root:

@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_demo_config(path: str | Path, overrides: list[str], notes: list[str] | None = None):
     """Load the demo config, dropping optional metrics that cannot be built here (printing why, and
     appending the reason to ``notes`` so the report says it too)."""
-    from harness import registry
-    from harness.config import experiment_from_dict, load_yaml_tree, parse_override, set_by_path
+    from harness.config.experiment import experiment_from_dict
+    from harness.config.files import load_yaml_tree, parse_override, set_by_path
+    from harness.core import registry
 
     data = load_yaml_tree(path)
     for text in overrides:

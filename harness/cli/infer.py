@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _inputs(path: Path) -> list[Path]:
-    from harness.data.imageio import is_image_file
+    from harness.core.imageio import is_image_file
 
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
@@ -79,7 +79,7 @@ def _inputs(path: Path) -> list[Path]:
 
 
 def _targets(inputs: list[Path], output: Path) -> list[Path]:
-    from harness.data.imageio import is_image_file
+    from harness.core.imageio import is_image_file
 
     if len(inputs) == 1 and output.suffix and is_image_file(output):
         return [output.with_suffix(".png")]
@@ -90,15 +90,15 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from harness.data.imageio import ImageError, load_image, save_image
-    from methods.alignvar.checkpoint import CheckpointError
-    from methods.alignvar.method import (
+    from harness.core.imageio import ImageError, load_image, save_image
+    from methods.adapters.alignvar import (
         AlignVARMethod,
         AlignVARMethodConfig,
         MissingCheckpointError,
         VARSRMethodConfig,
     )
     from methods.alignvar.model import autocast_for
+    from methods.alignvar.weights import CheckpointError
 
     if args.sca is not None and args.method != "alignvar":
         print(

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import registry
+    from harness.core import registry
 
     if args.kind:
         entries = registry.entries(args.kind)

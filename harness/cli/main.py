@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    from harness.config import ConfigError
+    from harness.core.mapping import ConfigError
 
     try:
         return int(args._run(args) or 0)

@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.regression import RegressionError, Tolerances, compare_runs, load_tolerances, write_html
-    from harness.results import RunNotFoundError
+    from harness.bench.layout import RunNotFoundError
+    from harness.bench.regression import RegressionError, Tolerances, compare_runs, load_tolerances
+    from reports.regression import write_html
 
     tolerances = load_tolerances(args.tolerances) if args.tolerances else Tolerances()
     try:

@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from harness.results import RunNotFoundError
-    from reports.html import render_report
+    from harness.bench.layout import RunNotFoundError
+    from reports.bench import render_report
 
     try:
         path = render_report(args.run_dir, args.output)

@@ -13,7 +13,7 @@ Run the experiment once per cell of its 'sweep:' block (grid = cartesian product
 
   sweep:
     grid: {model.hcc.lambda: [0, 0.1, 0.5, 1], model.sca.mask_input: [none, random, laplacian]}
-    zip:  {seed: [0, 1], methods.alignvar.checkpoint: [a.safetensors, b.safetensors]}
+    zip:  {seed: [0, 1], methods.alignvar.weights: [a.safetensors, b.safetensors]}
     stages: [train, bench]          # or [bench] to evaluate existing checkpoints
     backend: local                  # local | submitit
     workers: 2                      # CPU workers; with GPUs visible: one cell per GPU
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             progress=sys.stderr.isatty() or bool(os.environ.get("ALIGNVAR_PROGRESS")),
         )
     except ValueError as exc:  # a cell function that cannot be found (ConfigError is handled by main)
-        from harness.config import ConfigError
+        from harness.core.mapping import ConfigError
 
         if isinstance(exc, ConfigError):
             raise

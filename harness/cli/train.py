@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.config import load_experiment
-    from harness.stages import resolve_trained, run_train
+    from harness.config.experiment import load_experiment
+    from harness.training.stage import resolve_trained, run_train
 
     overrides = list(args.overrides)
     if args.output_root:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = run_train(cfg, resume=not args.no_resume, device=args.device)
     print(f"trained checkpoint: {checkpoint}")
     if args.bench:
-        from harness.runner import run_bench
+        from harness.bench.runner import run_bench
 
         run_dir = run_bench(resolve_trained(cfg, checkpoint), force=True)
         print(f"benchmark results: {run_dir}")

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from filelock import FileLock
 
-from harness.atomic import write_json
+from harness.core.atomic import write_json
+from harness.core.imageio import load_image, save_image
 from harness.data.degradations.base import make_generator, quantize_8bit
-from harness.data.imageio import load_image, save_image
 
 CACHE_VERSION = 1  # bump when the generation recipe changes, so stale caches are not reused
 
@@ -170,7 +170,7 @@ def ensure_bundled(
     """Generate (or reuse) the cached HR/LR PNGs for these settings. Safe against concurrent builders."""
     import dataclasses
 
-    from harness import registry  # imports plugins lazily; keep this module import-light
+    from harness.core import registry  # imports plugins lazily; keep this module import-light
 
     if hr_size % scale:
         raise BundledError(f"hr_size={hr_size} must be divisible by scale={scale}")

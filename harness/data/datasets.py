@@ -2,7 +2,7 @@
 
 Every dataset is an :class:`SRDataset`: a sequence of :class:`Sample` loaded lazily from files, with keys
 (file stems) known and pairs validated at construction (only image headers are read). Loading a sample that
-cannot be decoded raises :class:`~harness.data.imageio.ImageError` naming the file; the runner decides whether
+cannot be decoded raises :class:`~harness.core.imageio.ImageError` naming the file; the runner decides whether
 that fails the run or skips the image (``bench.on_corrupt``), see :meth:`SRDataset.samples`.
 """
 
@@ -16,10 +16,10 @@ from typing import Literal
 
 import torch
 
+from harness.core.imageio import ImageError, load_image
+from harness.core.registry import register
 from harness.data import bundled, pairing
-from harness.data.imageio import ImageError, load_image
 from harness.data.pairing import DatasetError
-from harness.registry import register
 
 __all__ = [
     "Sample",

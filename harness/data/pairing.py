@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from harness.data.imageio import is_image_file
+from harness.core.imageio import is_image_file
 
 # (lr, hr) subfolder names of the standard SR test sets, in the order they are tried:
 # StableSR/OSEDiff RealSR & DRealSR, StableSR DIV2K_V2_val, VARSR testsets.

@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import torch
 
-from harness.data.imageio import is_image_file
+from harness.core.imageio import is_image_file
+from harness.core.registry import register
 from harness.metrics import backend, weights
 from harness.metrics.base import Metric, MetricInfo
-from harness.registry import register
 
 INFO: dict[str, MetricInfo] = {}  # registered name -> static facts (see harness.metrics.metric_info)
 
@@ -313,3 +313,38 @@ class FidMetric(PyiqaMetric):
 def make_fid(cfg: FidConfig, device: str | None = None) -> FidMetric:
     name = "fid"
     return FidMetric(cfg, name, device)
+
+
+def build_metric(spec: Any, device: str | None = None) -> Metric:
+    """Build a metric from a ``ComponentSpec``, a registered name, or a ``{type, name?, **options}`` mapping.
+
+    The metric's ``name`` is the spec's label (``name:``), else its type. Unknown names and bad options
+    raise with the valid choices (registry / config errors).
+    """
+    from harness.config.components import ComponentSpec, parse_component
+
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    if isinstance(spec, dict):
+        spec = parse_component("metrics", spec, "metrics", "<build_metric>")
+    if not isinstance(spec, ComponentSpec):
+        raise TypeError(f"build_metric: expected a ComponentSpec, name or mapping, got {type(spec).__name__}")
+    metric = spec.build(**({"device": device} if device is not None else {}))
+    metric.name = spec.name
+    return metric
+
+
+def metric_infos() -> dict[str, MetricInfo]:
+    """Static facts of every registered metric, by registered name (no metric is built)."""
+    pass
+
+    return dict(INFO)
+
+
+def metric_info(name: str) -> tuple[bool, bool]:
+    """(lower_better, needs_reference) of a registered metric name, without building it (for reports)."""
+    infos = metric_infos()
+    if name not in infos:
+        raise KeyError(f"unknown metric {name!r}; valid choices: {', '.join(sorted(infos))}")
+    info = infos[name]
+    return info.lower_better, info.needs_reference

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from harness.atomic import atomic_path
+from harness.core.atomic import atomic_path
 
 Location = Literal["pyiqa", "checkpoints", "clip"]
 WEIGHTS_ENV = "ALIGNVAR_WEIGHTS_DIR"

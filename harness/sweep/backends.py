@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError
+from harness.core.mapping import ConfigError
 from harness.sweep.execute import Outcome, cell_fn_path, mark_failed_if_unfinished
 from harness.sweep.scheduler import CellJob, RunOptions
 

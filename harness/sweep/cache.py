@@ -25,7 +25,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from harness.atomic import write_json
+from harness.core.atomic import write_json
 
 STATE_FILE = "state.json"
 CELL_FILE = "cell.json"
@@ -63,8 +63,8 @@ def identity_payload(config: dict, stages: tuple[str, ...] | list[str], code: di
 
 
 def _default_analysis() -> dict:
-    from harness.analysis.options import AnalysisOptions
-    from harness.config import to_dict
+    from harness.config.experiment import AnalysisOptions
+    from harness.core.mapping import to_dict
 
     return to_dict(AnalysisOptions())
 

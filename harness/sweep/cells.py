@@ -1,8 +1,8 @@
 """Cell functions: what one sweep cell does. ``cell_fn(cell, cell_dir) -> dict`` (a small JSON-able result).
 
-The default, ``train_and_bench``, runs the cell's ``stages`` in order: ``train`` (``harness.stages``: the
+The default, ``train_and_bench``, runs the cell's ``stages`` in order: ``train`` (``harness.training.stage``: the
 experiment's ``train:``/``model:`` blocks, into ``<cell_dir>/train``), ``bench``
-(``harness.runner.run_bench``; a method with ``checkpoint: "@trained"`` evaluates what the train stage
+(``harness.bench.runner.run_bench``; a method with ``checkpoint: "@trained"`` evaluates what the train stage
 produced), then ``analyze`` (``harness.analysis.stage.run_analysis``: attention distance, error accumulation
 and SCA masks of that trained model into ``<cell_dir>/analysis``, which the sweep report draws; its knobs are
 the cell config's ``analysis:`` block, which a sweep may vary too: ``grid: {analysis.radius: [0.05, 0.1]}``).
@@ -21,7 +21,7 @@ from harness.sweep.expand import Cell
 
 
 def train_and_bench(cell: Cell, cell_dir: Path) -> dict:
-    from harness.stages import resolve_trained, run_train, trained_checkpoint, uses_trained
+    from harness.training.stage import resolve_trained, run_train, trained_checkpoint, uses_trained
 
     cfg = cell.config
     result: dict[str, Any] = {}
@@ -34,7 +34,7 @@ def train_and_bench(cell: Cell, cell_dir: Path) -> dict:
         checkpoint = run_train(cfg)
         result["train"] = {"checkpoint": str(checkpoint)}
     if "bench" in cell.stages:
-        from harness.runner import run_bench
+        from harness.bench.runner import run_bench
 
         # force: the engine decided this cell must run, so earlier outputs in its folder are stale
         run_dir = run_bench(resolve_trained(cfg, checkpoint), force=True, progress=False)

@@ -23,16 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from harness.config import (
-    ConfigError,
-    ExperimentConfig,
-    SweepConfig,
-    experiment_from_dict,
-    from_dict,
-    load_yaml_tree,
-    parse_override,
-    set_by_path,
-)
+from harness.config.experiment import ExperimentConfig, SweepConfig, experiment_from_dict
+from harness.config.files import load_yaml_tree, parse_override, set_by_path
+from harness.core.mapping import ConfigError, from_dict
 from harness.sweep.cache import cell_identity
 
 MAX_NAME_CHARS = 96  # readable part of a cell folder name (the hash suffix keeps names unique)
@@ -250,7 +243,7 @@ def short_keys(keys: list[str]) -> dict[str, str]:
             take[key] += 1
 
 
-def format_value(value: Any) -> str:
+def name_part(value: Any) -> str:
     """A short readable rendering of a swept value (paths -> their file stem)."""
     if value is None:
         return "none"
@@ -270,7 +263,7 @@ def cell_name(overrides: dict[str, Any], short: dict[str, str] | None = None) ->
     if not overrides:
         return "base"
     short = short or short_keys(list(overrides))
-    text = ",".join(f"{short[k]}={format_value(v)}" for k, v in overrides.items())
+    text = ",".join(f"{short[k]}={name_part(v)}" for k, v in overrides.items())
     text = _UNSAFE.sub("_", text).strip("._-") or "cell"
     if len(text) > MAX_NAME_CHARS:
         text = text[:MAX_NAME_CHARS].rstrip("._-,=")

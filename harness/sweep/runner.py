@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.atomic import write_json, write_text
-from harness.config import ExperimentConfig
+from harness.config.experiment import ExperimentConfig
+from harness.core.atomic import write_json, write_text
 from harness.sweep.cache import (
     CELL_FILE,
     CONFIG_FILE,
@@ -212,7 +212,7 @@ def prepare_cells(sweep_dir: Path, cells: list[Cell]) -> None:
     lock, so a live runner's state is never overwritten)."""
     import json
 
-    from harness.config import dump_yaml
+    from harness.config.files import dump_yaml
 
     for cell in cells:
         path = cell_dir(sweep_dir, cell)

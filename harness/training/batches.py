@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from harness.data.training import TrainBatch, TrainData
+from harness.data.training.stream import TrainBatch, TrainData
 
 
 class StepBatches:

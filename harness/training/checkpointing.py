@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.atomic import write_text
+from harness.core.atomic import write_text
 
 
 @dataclass(frozen=True)

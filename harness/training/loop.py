@@ -102,7 +102,7 @@ class MetricsLog:
                 self.tb = SummaryWriter(str(path.parent / "tensorboard"))
 
     def _flush_all(self) -> None:
-        from harness.atomic import atomic_open
+        from harness.core.atomic import atomic_open
 
         keys = self._keys()
         with atomic_open(self.path, "w", newline="") as fh:

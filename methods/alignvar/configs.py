@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from torch import Tensor
@@ -228,8 +228,6 @@ class AlignVARConfig:
     seed: int = 0
     use_refiner: bool = True
     color_fix: Literal["adain", "wavelet", "none"] = "adain"
-    tile: int | None = None  # output tile size (multiple of 16); None = whole image at once
-    tile_overlap: int = 64  # output pixels shared by neighbouring tiles (linear blending ramp)
     # performance (results are unchanged up to float rounding; see docs/PERFORMANCE.md)
     precision: Precision = "fp32"  # inference autocast: fp32 (exact), bf16 / fp16 (GPU; fp16 is GPU-only)
     compile: bool = False  # torch.compile blocks, refiner MLP and decoder at the first generate (GPU-oriented)
@@ -245,7 +243,22 @@ class AlignVARConfig:
         if self.image_size is not None and (self.image_size % 16 or self.image_size < 16):
             raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
         check_sampling(self.cfg, self.top_k, self.top_p, self.temperature)
-        check_tiling(self.tile, self.tile_overlap)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain data for checkpoint metadata (``hcc.lambda`` spelt as in YAML)."""
+        data = asdict(self)
+        data["hcc"]["lambda"] = data["hcc"].pop("lambda_")
+        return data
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any]) -> AlignVARConfig:
+        """Inverse of ``to_json_dict``; an unknown key raises TypeError naming it."""
+        data = dict(data)
+        sca = SCAConfig(**data.pop("sca", {}))
+        hcc = dict(data.pop("hcc", {}))
+        if "lambda" in hcc:
+            hcc["lambda_"] = hcc.pop("lambda")
+        return cls(**data, sca=sca, hcc=HCCConfig(**hcc))
 
     def transformer_config(self) -> TransformerConfig:
         """The arch's transformer config with ``image_size`` applied (``auto`` is resolved on loading)."""
@@ -262,12 +275,3 @@ def check_sampling(cfg: float, top_k: int, top_p: float, temperature: float) -> 
         raise ValueError(f"top_p must be in [0, 1], got {top_p}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-
-
-def check_tiling(tile: int | None, overlap: int) -> None:
-    if tile is None:
-        return
-    if tile < 16 or tile % 16:
-        raise ValueError(f"tile must be a positive multiple of 16 (output pixels), got {tile}")
-    if overlap < 0 or overlap >= tile:
-        raise ValueError(f"tile_overlap must be in [0, tile), got {overlap} for tile {tile}")

@@ -28,38 +28,34 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.config import to_dict
-from harness.registry import register
-from methods.alignvar.checkpoint import (
-    infer_vqvae_config,
-    load_strict,
-    read_state_dict,
-    save_safetensors,
-)
 from methods.alignvar.colorfix import adain_color_fix, wavelet_color_fix
-from methods.alignvar.configs import (
-    PRECISIONS,
-    AlignVARConfig,
-    Precision,
-    TransformerConfig,
-    get_arch,
-)
-from methods.alignvar.generation import Generation, TokenHook
-from methods.alignvar.loading import VQVAE_HINT, read_pretrained, without_init
+from methods.alignvar.configs import PRECISIONS, AlignVARConfig, Precision, TransformerConfig, get_arch
 from methods.alignvar.sampling import Generators, split_generators
 from methods.alignvar.sca import SCAGate
 from methods.alignvar.scales import ScaleSchedule
-from methods.alignvar.transformer import VARTransformer
+from methods.alignvar.transformer import Generation, TokenHook, VARTransformer
 from methods.alignvar.vqvae import VQVAE
-from methods.baselines.tiling import tiled_upscale
+from methods.alignvar.weights import (
+    VQVAE_HINT,
+    PretrainedFiles,
+    infer_vqvae_config,
+    load_strict,
+    read_pretrained,
+    read_state_dict,
+    save_safetensors,
+    without_init,
+)
 
 FORMAT = "alignvar"
+# (generate_fn, upsampled LR (B, 3, H, W) in [-1, 1]) -> SR (B, 3, H, W): tiled generation, e.g. harness.core.tiling
+Tiler = Callable[[Callable[[Tensor], Tensor], Tensor], Tensor]
 
 
 class AlignVAR(nn.Module):
@@ -153,13 +149,29 @@ class AlignVAR(nn.Module):
         the one stored in our checkpoint's metadata, else ``AlignVARConfig()``. SCA weights absent from the
         file are freshly initialised (VARSR -> AlignVAR); present but unused (``mask_input: none``) they are
         ignored. Both cases are recorded in ``load_notes``. The model is built without initialising its weights and
-        the file's tensors are assigned to it, so the weights are held once (``loading.py``).
+        the file's tensors are assigned to it, so the weights are held once (``weights.py``).
         """
         files = read_pretrained(checkpoint, vqvae, config)
         with without_init():  # weights allocated, never written: no memory, no random init
             model = cls(files.transformer_config, files.vqvae_config, files.config)
-        files.assign_to(model)
+        model._assign(files)
         return model.eval()
+
+    def _assign(self, files: PretrainedFiles) -> None:
+        """Hold the file's tensors (``assign=True``: no copy); a gate missing from the file is built fresh."""
+        load_strict(self.transformer, files.transformer, files.source, assign=True)
+        load_strict(self.vqvae, files.vqvae, files.vqvae_source, assign=True)
+        if self.sca is not None and files.sca:
+            load_strict(self.sca, files.sca, f"{files.source} (sca.)", assign=True)
+        elif self.sca is not None:
+            self.sca = self.new_sca_gate()
+            self.sca_untrained = True
+            self.load_notes.append(
+                f"{files.source} has no SCA weights: SCA ({self.config.sca.mask_input}) freshly initialised"
+            )
+        elif files.sca:
+            self.load_notes.append(f"{files.source} has SCA weights but sca.mask_input is 'none': they are ignored")
+        files.release()
 
     def release_encoder(self) -> AlignVAR:
         """Free the VQ-VAE encoder (44 M parameters, 0.18 GB fp32 in the VARSR tokenizer) for inference-only use.
@@ -206,7 +218,7 @@ class AlignVAR(nn.Module):
         sd = {k: v for k, v in self.state_dict().items() if include_vqvae or not k.startswith("vqvae.")}
         meta = {
             "format": FORMAT,
-            "alignvar_config": json.dumps(to_dict(dataclasses.replace(self.config, checkpoint=None, vqvae=None))),
+            "alignvar_config": json.dumps(dataclasses.replace(self.config, checkpoint=None, vqvae=None).to_json_dict()),
             "transformer_config": json.dumps(dataclasses.asdict(self.transformer.cfg)),
             "vqvae_config": json.dumps(self.vqvae_kwargs),
             **(metadata or {}),
@@ -295,13 +307,14 @@ class AlignVAR(nn.Module):
         self._compiled = True
 
     @torch.inference_mode()
-    def upscale(self, lr: Tensor, seed: int | None = None, **sampling) -> Tensor:
+    def upscale(self, lr: Tensor, seed: int | None = None, tiler: Tiler | None = None, **sampling) -> Tensor:
         """x4 super-resolution: (B, 3, h, w) in [0, 1] -> (B, 3, 4h, 4w) in [0, 1] (module docstring).
 
         ``seed`` (default ``config.seed``) seeds a fresh generator per image and call, so an image's result
         does not depend on the other images of the batch (a batch equals one call per image up to float
-        rounding); ``sampling`` overrides ``generate`` options (cfg, top_k, top_p, temperature, use_refiner,
-        precision).
+        rounding); ``tiler(generate_fn, lr)`` (optional) generates the upsampled LR in [-1, 1] tile by tile with
+        ``generate_fn`` (one generator stream for all tiles); ``sampling`` overrides ``generate`` options (cfg,
+        top_k, top_p, temperature, use_refiner, precision).
         """
         c = self.config
         if lr.ndim != 4 or lr.shape[1] != 3:
@@ -316,25 +329,17 @@ class AlignVAR(nn.Module):
         gens = [torch.Generator(device=lr.device).manual_seed(seed) for _ in range(lr.shape[0])]
         generator = gens[0] if len(gens) == 1 else gens
         lr_m11 = lr_up * 2 - 1
-        if c.tile is not None and (H > c.tile or W > c.tile):
-            sr = self._tiled(lr_m11, c.tile, c.tile_overlap, generator, sampling)
-        else:
-            sr = self.generate(lr_m11, generator=generator, **sampling)
+
+        def generate_fn(crop: Tensor) -> Tensor:
+            return self.generate(crop, generator=generator, **sampling)
+
+        sr = generate_fn(lr_m11) if tiler is None else tiler(generate_fn, lr_m11)
         sr, ref = sr[..., : 4 * h, : 4 * w], lr_up[..., : 4 * h, : 4 * w]
         if c.color_fix == "adain":
             sr = adain_color_fix(sr, ref)
         elif c.color_fix == "wavelet":
             sr = wavelet_color_fix(sr, ref)
         return sr.clamp(0, 1)
-
-    def _tiled(self, lr: Tensor, tile: int, overlap: int, generator: Generators, sampling: dict) -> Tensor:
-        """Generate ``tile`` x ``tile`` output tiles of the upsampled LR (row-major, one generator stream) and
-        cross-fade them over the overlap (raised cosine, no margin: the shared tiler of the baselines)."""
-
-        def generate_tile(crop: Tensor) -> Tensor:
-            return self.generate(crop, generator=generator, **sampling)
-
-        return tiled_upscale(generate_tile, lr, 1, tile, overlap, ramp=1.0)
 
 
 def autocast_for(device: torch.device | str, precision: Precision):
@@ -367,13 +372,3 @@ class _ReleasedEncoder(nn.Module):
 def upsample_bicubic(img: Tensor, size: tuple[int, int]) -> Tensor:
     """Bicubic resize with PIL's kernel (torch ``antialias=True``, a = -0.5), clamped to [0, 1]."""
     return F.interpolate(img, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-
-
-@register(
-    "models",
-    "alignvar",
-    description="AlignVAR / VARSR x4 SR model (VQ-VAE + next-scale transformer)",
-    config=AlignVARConfig,
-)
-def build_alignvar(config: AlignVARConfig) -> AlignVAR:
-    return AlignVAR.from_config(config)

@@ -16,11 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from methods.alignvar.refiner_diffusion import (
-    DiffusionSchedule,
-    discretized_gaussian_log_likelihood,
-    normal_kl,
-)
+from methods.alignvar.refiner_diffusion import DiffusionSchedule, discretized_gaussian_log_likelihood, normal_kl
 from methods.alignvar.sampling import Generators, split_generators
 
 

@@ -3,14 +3,14 @@
 Key layout (``VQVAE.pth['trainer']['vae_local']``): ``encoder.*``, ``decoder.*``, ``quant_conv``,
 ``post_quant_conv`` (3x3 convs Cvae->Cvae) and ``quantize.*`` (see ``quantizer.py``). Images are in [-1, 1].
 
-    vae = VQVAE.from_state_dict(read_state_dict("VQVAE.pth"), source="VQVAE.pth")
+    vae = load_vqvae(read_state_dict("VQVAE.pth"), source="VQVAE.pth")   # methods.alignvar.weights
     tokens = vae.img_to_idx(img * 2 - 1, ScaleSchedule.official())
     img = (vae.decode(tokens.f_hat[-1]).clamp(-1, 1) + 1) / 2
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -85,14 +85,3 @@ class VQVAE(nn.Module):
         with torch.no_grad():
             f = self.encode(img)
         return self.quantize.f_to_idx(f, schedule)
-
-    @classmethod
-    def from_state_dict(cls, sd: Mapping[str, Tensor], source: str) -> VQVAE:
-        """Build a VQ-VAE whose configuration is inferred from the tensor shapes in ``sd``, load it strictly
-        (``checkpoint.load_strict``) and return it in eval mode. ``source`` names the file in error
-        messages."""
-        from methods.alignvar.checkpoint import infer_vqvae_config, load_strict
-
-        model = cls(**infer_vqvae_config(sd, source=source))
-        load_strict(model, sd, source)
-        return model.eval()

@@ -19,36 +19,5 @@ Modules, in reading order::
     comparison.py   comparison_frame: SCA / HCC on vs off, paired bootstrap over per-image metrics
     curves.py       lambda_frame, analysis_frame, identical_curves: the data behind the figures
     sections.py     the page's sections, each table and figure also exported (Exporter)
-    page.py         render_sweep_report
+    report.py       render_sweep_report
 """
-
-from __future__ import annotations
-
-from reports.sweep.cells import RUN_DIR_KEYS, SUMMARY_NEEDED, SweepCell, load_sweep_cells
-from reports.sweep.comparison import DIFF, TOGGLES, comparison_frame
-from reports.sweep.curves import identical_curves, identical_note, lambda_frame
-from reports.sweep.keys import cell_label, numeric_keys, swept_keys, varying_keys
-from reports.sweep.page import render_sweep_report
-from reports.sweep.tables import ablation_frame, auto_precision, baseline_frame, constant_methods
-
-__all__ = [
-    "DIFF",
-    "RUN_DIR_KEYS",
-    "SUMMARY_NEEDED",
-    "TOGGLES",
-    "SweepCell",
-    "ablation_frame",
-    "auto_precision",
-    "baseline_frame",
-    "cell_label",
-    "comparison_frame",
-    "constant_methods",
-    "identical_curves",
-    "identical_note",
-    "lambda_frame",
-    "load_sweep_cells",
-    "numeric_keys",
-    "render_sweep_report",
-    "swept_keys",
-    "varying_keys",
-]

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from harness.analysis.accumulation import read_accumulation_csv
-from harness.analysis.attention import read_attention_csv
+from harness.analysis.attention.tables import read_attention_csv
 
 SUMMARY_NEEDED = ("dataset", "method", "metric", "mean")
 RUN_DIR_KEYS = ("run_dir", "bench_dir", "bench_run_dir")

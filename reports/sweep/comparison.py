@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results import LATENCY_COL
+from harness.bench.layout import LATENCY_COL
 from reports.sweep.cells import SweepCell, finished_cells
-from reports.sweep.keys import format_value, short_names, swept_keys, truthy, varying_keys
+from reports.sweep.keys import short_names, swept_keys, swept_value_label, truthy, varying_keys
 from reports.sweep.tables import constant_methods
 
 TOGGLES = (  # swept key (suffix) -> component name, "is off" value test
@@ -37,7 +37,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def _per_image(cell: SweepCell, dataset: str) -> pd.DataFrame | None:
     """The cell's per-image metric table of ``dataset`` (bench layout ``metrics/<dataset>.csv``), or None."""
-    from harness.results import per_image_path, read_per_image
+    from harness.bench.layout import per_image_path, read_per_image
 
     for fmt in ("csv", "parquet"):
         path = per_image_path(cell.run_dir, dataset, fmt) if cell.run_dir is not None else None
@@ -51,7 +51,7 @@ def _per_image(cell: SweepCell, dataset: str) -> pd.DataFrame | None:
 
 def _paired(on: SweepCell, off: SweepCell, dataset: str, method: str, metric: str) -> tuple:
     """(mean difference, ci low, ci high, p, n) of on - off over the images both have, or None."""
-    from harness.stats import paired_bootstrap
+    from harness.core.stats import paired_bootstrap
 
     tables = [_per_image(c, dataset) for c in (on, off)]
     if any(t is None or metric not in t.columns for t in tables):
@@ -123,9 +123,11 @@ def comparison_frame(cells: list[SweepCell]) -> pd.DataFrame:
             off = next((c for c in offs if all(_same(c.overrides.get(k), on.overrides.get(k)) for k in others)), None)
             if off is None:
                 continue
-            label = f"{name}: {short[key]}={format_value(on.overrides[key])} vs {format_value(off.overrides[key])}"
+            on_value, off_value = swept_value_label(on.overrides[key]), swept_value_label(off.overrides[key])
+            label = f"{name}: {short[key]}={on_value} vs {off_value}"
             if others:
-                label += " (" + ", ".join(f"{short[k]}={format_value(on.overrides.get(k))}" for k in others) + ")"
+                context = ", ".join(f"{short[k]}={swept_value_label(on.overrides.get(k))}" for k in others)
+                label += f" ({context})"
             rows += _compare(on, off, label, skip)
     df = pd.DataFrame(rows)
     if df.empty:

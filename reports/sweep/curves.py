@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from reports.sweep.cells import SweepCell
-from reports.sweep.keys import cell_label, format_value, short_names, swept_keys, truthy, varying_keys
+from reports.sweep.keys import cell_label, short_names, swept_keys, swept_value_label, truthy, varying_keys
 
 
 def lambda_frame(cells: list[SweepCell], key: str) -> pd.DataFrame:
@@ -21,7 +21,7 @@ def lambda_frame(cells: list[SweepCell], key: str) -> pd.DataFrame:
             continue
         n_datasets = cell.summary["dataset"].nunique()
         for rec in cell.summary.itertuples(index=False):
-            group = ", ".join(f"{short[k]}={format_value(cell.overrides.get(k))}" for k in others)
+            group = ", ".join(f"{short[k]}={swept_value_label(cell.overrides.get(k))}" for k in others)
             if cell.summary["method"].nunique() > 1:
                 group = f"{group}, {rec.method}" if group else rec.method
             metric = rec.metric if n_datasets == 1 else f"{rec.dataset}: {rec.metric}"

@@ -29,7 +29,7 @@ def truthy(v: Any) -> bool:
     return v.strip().lower() in ("true", "1", "yes") if isinstance(v, str) else bool(v)
 
 
-def format_value(v: Any) -> str:
+def swept_value_label(v: Any) -> str:
     """A swept value as shown in tables and labels: 0.5, true, null, laplacian, JSON for lists and dicts."""
     if isinstance(v, bool) or v is None:
         return json.dumps(v)
@@ -49,7 +49,7 @@ def varying_keys(cells: list[SweepCell]) -> list[str]:
 
 def cell_label(cell: SweepCell, keys: list[str], short: dict[str, str]) -> str:
     """Short label from the varying keys, e.g. 'hcc.lambda=0.5' (the cell name when nothing varies)."""
-    return ", ".join(f"{short[k]}={format_value(cell.overrides.get(k))}" for k in keys) or cell.name
+    return ", ".join(f"{short[k]}={swept_value_label(cell.overrides.get(k))}" for k in keys) or cell.name
 
 
 def numeric_keys(cells: list[SweepCell]) -> list[str]:

@@ -2,34 +2,30 @@
 baselines, on vs off, lambda curves), attention distance, error accumulation, SCA gate panels, failed and
 unfinished cells, exports. Every table and figure shown is also written to ``exports/`` by an ``Exporter``.
 
-``reports.html`` (jinja2) is imported when a section is built, not when ``reports.sweep`` is imported.
+``reports.bench`` (jinja2) is imported when a section is built, not when ``reports.sweep`` is imported.
 """
 
 from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from harness.atomic import write_text
+from harness.core.atomic import write_text
 from reports import exports, figures
+from reports.page import Section
 from reports.sweep.cells import SweepCell
 from reports.sweep.comparison import DIFF, comparison_frame
 from reports.sweep.curves import analysis_frame, identical_note, lambda_frame
 from reports.sweep.keys import cell_label, numeric_keys, short_names, swept_keys, varying_keys
 from reports.sweep.tables import ablation_frame, auto_precision, baseline_frame
 
-if TYPE_CHECKING:
-    from reports.html import Section
-
 
 def _section(title: str, **context: Any) -> Section:
     """A page section drawn by ``sweep.html.j2``; ``context["part"]`` picks its block (table, figure, cells,
     exports)."""
-    from reports.html import Section
-
     return Section(title, template="sweep.html.j2", context=context)
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results import LATENCY_COL
+from harness.bench.layout import LATENCY_COL
 from reports.sweep.cells import SweepCell, finished_cells
-from reports.sweep.keys import format_value, short_names, swept_keys, truthy
+from reports.sweep.keys import short_names, swept_keys, swept_value_label, truthy
 
 
 def auto_precision(values: pd.Series) -> int:
@@ -75,7 +75,7 @@ def ablation_frame(cells: list[SweepCell]) -> tuple[pd.DataFrame, dict[str, str]
     for cell in done:
         for method, part in parts[cell.name].groupby("method", sort=False):
             prefix: dict[str, Any] = {} if keys else {"cell": cell.name}
-            prefix.update({short[k]: format_value(cell.overrides.get(k)) for k in keys})
+            prefix.update({short[k]: swept_value_label(cell.overrides.get(k)) for k in keys})
             if multi_method:
                 prefix["method"] = method
             entries.append((prefix, part))

@@ -21,8 +21,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from harness.core.registry import register
 from harness.data.degradations.base import Degradation
-from harness.registry import register
 
 # --------------------------------------------------------------------------------------------- kernels
 

@@ -102,7 +102,7 @@ class RealESRGANConfig:
         augmentations, not degradations) must be 0. Keys missing from the file keep this class's defaults;
         unknown keys raise ``ConfigError`` naming the file and the key.
         """
-        from harness.config import ConfigError, from_dict
+        from harness.core.mapping import ConfigError, from_dict
 
         path = Path(path)
         if not path.is_file():

@@ -1,0 +1,347 @@
+"""Validation of a bench run before any work starts: build every component and check they fit together.
+
+``prepare(cfg, device)`` first checks that every file and folder the experiment names exists
+(``harness.bench.prepare``: datasets, checkpoints, output folders, metric weights), then builds every dataset,
+method and metric and cross-checks them (scales, method checks, set-level metrics need saved images). All
+problems are reported in ONE ``BenchValidationError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import pandas as pd
+import torch
+
+from harness.bench.layout import first_line
+from harness.config.components import ComponentSpec
+from harness.config.experiment import ExperimentConfig
+from harness.core.mapping import ConfigError
+
+
+def prepare(cfg: ExperimentConfig, device: torch.device) -> Prepared:
+    """Build and cross-check every component; raise one BenchValidationError listing all problems.
+
+    Missing files and folders are checked first, without building anything (loading checkpoints or metric
+    networks is slow): if any is missing, the error lists every one of them and nothing else.
+    """
+    pass
+
+    missing = missing_paths_message(cfg)
+    if missing is not None:
+        raise BenchValidationError(missing)
+    problems: list[str] = []
+    notes: list[str] = []
+
+    def build_all(kind: str, specs: list) -> dict[str, Any]:
+        built = {}
+        if kind != "metrics" and not specs:
+            problems.append(f"{kind}: empty; list at least one {kind[:-1]}")
+        for i, spec in enumerate(specs):
+            try:
+                built[spec.name] = spec.build()
+            except Exception as exc:  # noqa: BLE001 - collected and reported together
+                problems.append(f"{kind}[{i}] ({spec.name}): {first_line(exc)}")
+        return built
+
+    datasets = build_all("datasets", cfg.datasets)
+    methods = build_all("methods", cfg.methods)
+    metrics = build_all("metrics", cfg.metrics)
+    limit = cfg.bench.max_images
+    for ds_name, ds in datasets.items():
+        if len(ds) == 0:
+            problems.append(f"datasets ({ds_name}): no images found")
+        keys = list(ds.keys)[:limit]
+        for m_name, method in methods.items():
+            if int(method.scale) != int(ds.scale):
+                problems.append(
+                    f"methods ({m_name}): scale x{method.scale} does not match dataset {ds_name!r} (x{ds.scale})"
+                )
+            try:
+                bound = method.for_dataset(ds_name)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"methods ({m_name}) on {ds_name}: {first_line(exc)}")
+                continue
+            check = getattr(bound, "check", None)
+            if callable(check):
+                try:
+                    problems.extend(f"methods ({m_name}) on {ds_name}: {p}" for p in check(keys) or [])
+                except Exception as exc:  # noqa: BLE001
+                    problems.append(f"methods ({m_name}) on {ds_name}: check failed: {first_line(exc)}")
+        for mt_name, metric in metrics.items():
+            if MetricFlags.of(metric).needs_reference and not ds.has_reference:
+                notes.append(f"{mt_name} needs HR references; not computed on {ds_name} (no HR images)")
+    for mt_name, metric in metrics.items():
+        if MetricFlags.of(metric).set_level and not cfg.bench.save_images:
+            problems.append(
+                f"metrics ({mt_name}): a set-level metric is computed from the saved images; "
+                f"set bench.save_images: true"
+            )
+        if hasattr(metric, "to"):
+            try:
+                metric.to(device)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"metrics ({mt_name}): cannot move to {device}: {first_line(exc)}")
+    if problems:
+        for method in methods.values():
+            method.close()
+        raise BenchValidationError(
+            f"{cfg.source}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems)
+        )
+    return Prepared(datasets, methods, metrics, notes)
+
+
+# ---- merged from harness.bench.prepare
+class MetricFlags(NamedTuple):
+    lower_better: bool
+    needs_reference: bool
+    set_level: bool  # one value per image set (FID), computed from the saved folders
+
+    @classmethod
+    def of(cls, metric: Any) -> MetricFlags:
+        return cls(
+            bool(metric.lower_better),
+            bool(getattr(metric, "needs_reference", True)),
+            bool(getattr(metric, "set_level", False)),
+        )
+
+
+@dataclass
+class Prepared:
+    """Built components, keyed by their config names (config order)."""
+
+    datasets: dict[str, Any]
+    methods: dict[str, Any]
+    metrics: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def flags(self) -> dict[str, MetricFlags]:
+        return {name: MetricFlags.of(m) for name, m in self.metrics.items()}
+
+    def image_metrics(self, dataset: Any) -> list[str]:
+        """Per-image metrics computable on ``dataset`` (set-level ones and, without HR, FR ones excluded)."""
+        return [
+            k for k, f in self.flags.items() if not f.set_level and (dataset.has_reference or not f.needs_reference)
+        ]
+
+
+@dataclass
+class BenchContext:
+    """What hooks see: the config, the run dir, the device and the built components."""
+
+    cfg: ExperimentConfig
+    run_dir: Path
+    device: torch.device
+    prepared: Prepared
+
+
+class BenchHook:
+    """Extension points, e.g. an efficiency table writing ``efficiency.json`` (``results.write_efficiency``).
+
+    Subclass and override what you need; pass instances as ``run_bench(cfg, hooks=[...])``.
+    """
+
+    def on_start(self, ctx: BenchContext) -> None: ...
+
+    def on_method_start(self, ctx: BenchContext, method_name: str, method: Any) -> None: ...
+
+    def on_batch(self, ctx: BenchContext, dataset: str, method: str, keys: list[str], seconds: float) -> None: ...
+
+    def on_end(self, ctx: BenchContext, summary: pd.DataFrame) -> None: ...
+
+
+# ---- merged from harness.bench.prepare
+Kind = Literal["file", "dir"]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One path a component needs: ``where`` (config location), ``what`` it is, ``kind`` file or dir."""
+
+    where: str  # e.g. "methods[0] (BSRGAN)"
+    what: str  # e.g. "checkpoint"
+    path: Path
+    kind: Kind
+    hint: str = ""  # where to get it
+
+    @property
+    def exists(self) -> bool:
+        return self.path.is_file() if self.kind == "file" else self.path.is_dir()
+
+    def line(self) -> str:
+        """``<where>: <what> not found: <path>[ (<hint>)]``, one line of the error."""
+        text = f"{self.where}: {self.what} not found: {self.path}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+# A collector turns a component's registered type and validated options into (what, path, kind, hint).
+Collector = Callable[[str, Any], Iterator[tuple[str, str | Path | None, Kind, str]]]
+PATHS: dict[tuple[str, str], Collector] = {}
+
+
+def declare_paths(kind: str, *types: str) -> Callable[[Collector], Collector]:
+    """Register the path collector of registry ``kind``/``types`` (decorator)."""
+
+    def decorator(fn: Collector) -> Collector:
+        for type_name in types:
+            PATHS[(kind, type_name)] = fn
+        return fn
+
+    return decorator
+
+
+def _set(value: str | None) -> bool:
+    return bool(value) and not str(value).startswith("@")
+
+
+# ----------------------------------------------------------------------------------------------- datasets
+@declare_paths("datasets", "paired")
+def _paired(_: str, opt: Any):
+    if opt.lr_dir is None:
+        yield "dataset folder", opt.root, "dir", "with test_LR/test_HR, lq/gt or LR/HR inside"
+        return
+    for role, sub in (("LR", opt.lr_dir), ("HR", opt.hr_dir)):
+        path = Path(sub).expanduser()
+        if opt.root is not None and not path.is_absolute():
+            path = Path(opt.root).expanduser() / path
+        yield f"{role} folder", path, "dir", ""
+
+
+@declare_paths("datasets", "single")
+def _single(_: str, opt: Any):
+    yield "LR folder", opt.lr_dir, "dir", ""
+
+
+# ----------------------------------------------------------------------------------------------- methods
+@declare_paths("methods", "spandrel", "realesrgan", "bsrgan", "swinir")
+def _spandrel(type_name: str, opt: Any):
+    from methods.adapters.spandrel import PRESETS
+
+    preset = PRESETS.get(type_name)
+    yield "checkpoint", opt.checkpoint, "file", f"download: {preset.weights}" if preset else ""
+
+
+@declare_paths("methods", "output_folder")
+def _output_folder(_: str, opt: Any):
+    """The folder (for a ``{dataset}`` template: the part before it; the per-dataset folders are checked
+    when the method is bound to each dataset) and a fixed timings CSV."""
+    if _set(opt.path):
+        root = str(opt.path).split("{", 1)[0].rstrip("/\\")
+        if root:
+            yield "output folder", root, "dir", "the method's SR images, made with its own code"
+    if _set(opt.timings_csv) and "{" not in str(opt.timings_csv):
+        yield "timings CSV", opt.timings_csv, "file", "columns image,seconds"
+
+
+@declare_paths("methods", "varsr", "alignvar")
+def _alignvar(type_name: str, opt: Any):
+    release = "VARSR release: https://github.com/qyp2000/VARSR"
+    if _set(opt.checkpoint):
+        ours = "ours from run.py train, or a VARSR release checkpoint: https://github.com/qyp2000/VARSR"
+        yield "checkpoint", opt.checkpoint, "file", release if type_name == "varsr" else ours
+    if _set(opt.vqvae):
+        yield "vqvae", opt.vqvae, "file", release
+
+
+@declare_paths("methods", "command")
+def _command(_: str, opt: Any):
+    if _set(opt.cwd):
+        yield "working directory (cwd)", opt.cwd, "dir", ""
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def pyiqa_name(metric_type: str, opt: Any) -> str | None:
+    """The pyiqa model a learned metric creates (its weight files are ``weights.REQUIREMENTS[name]``)."""
+    variant = getattr(opt, "variant", None)
+    if metric_type == "lpips":
+        return "lpips" if opt.net == "alex" else "lpips-vgg"
+    if metric_type in ("musiq", "maniqa"):
+        return metric_type if variant == "koniq" else f"{metric_type}-{variant}"
+    if metric_type == "clipiqa":
+        return variant
+    if metric_type in ("dists", "niqe", "fid"):
+        return metric_type
+    return None
+
+
+@declare_paths("metrics", "lpips", "dists", "musiq", "maniqa", "clipiqa", "niqe", "fid")
+def _metric_weights(metric_type: str, opt: Any):
+    """Weight files not found in the user folder or the cache (what ``weights.resolve`` would raise on)."""
+    from harness.metrics import weights
+
+    name = pyiqa_name(metric_type, opt)
+    if name is None:
+        return
+    weights_dir = weights.user_weights_dir(getattr(opt, "weights_dir", None))
+    if metric_type == "niqe":
+        if getattr(opt, "niqe_params", None):
+            yield "niqe_params", Path(opt.niqe_params), "file", "BasicSR niqe_pris_params.npz or pyiqa .mat"
+            return
+        if weights.find_niqe_npz(weights_dir) is not None:
+            return
+    for spec in weights.REQUIREMENTS.get(name, ()):
+        dirs = weights.search_dirs(spec.location, weights_dir)
+        if any((d / spec.name).is_file() for d in dirs):
+            continue  # found: its hash (CLIP) is checked when the metric is built
+        also = f"; also searched {', '.join(map(str, dirs[1:]))}" if len(dirs) > 1 else ""
+        yield f"weight file {spec.name}", dirs[0] / spec.name, "file", f"{spec.what}: {spec.url}{also}"
+
+
+# ----------------------------------------------------------------------------------------------- checking
+def component_requirements(spec: ComponentSpec, index: int, section: str) -> list[Requirement]:
+    """The paths one component of ``section`` (datasets/methods/metrics) needs."""
+    collector = PATHS.get((spec.kind, spec.type))
+    if collector is None or spec.options is None:
+        return []
+    where = f"{section}[{index}] ({spec.name})"
+    return [
+        Requirement(where, what, Path(str(path)).expanduser(), kind, hint)
+        for what, path, kind, hint in collector(spec.type, spec.options)
+        if path is not None and _set(str(path))
+    ]
+
+
+def experiment_requirements(cfg: ExperimentConfig) -> list[Requirement]:
+    """Every path the datasets, methods and metrics of ``cfg`` name, in config order."""
+    out: list[Requirement] = []
+    for section in ("datasets", "methods", "metrics"):
+        for i, spec in enumerate(getattr(cfg, section)):
+            out.extend(component_requirements(spec, i, section))
+    return out
+
+
+def missing_requirements(cfg: ExperimentConfig) -> list[Requirement]:
+    """The requirements of ``cfg`` that do not exist; one entry per path (a shared file is listed once)."""
+    missing: dict[Path, Requirement] = {}
+    for req in experiment_requirements(cfg):
+        if req.exists:
+            continue
+        if req.path in missing:  # e.g. VGG16 weights needed by lpips-vgg and dists
+            first = missing[req.path]
+            missing[req.path] = Requirement(f"{first.where}, {req.where}", first.what, req.path, req.kind, first.hint)
+        else:
+            missing[req.path] = req
+    return list(missing.values())
+
+
+def missing_paths_message(cfg: ExperimentConfig) -> str | None:
+    """The error text listing every missing path of ``cfg``, or None when all exist."""
+    missing = missing_requirements(cfg)
+    if not missing:
+        return None
+    lines = [f"{cfg.source}: {len(missing)} required path(s) not found, nothing was run:"]
+    lines += [f"  - {req.line()}" for req in missing]
+    lines.append(
+        f"relative paths are resolved from the working directory ({Path.cwd()}); put the files there or "
+        f"point the config at them (e.g. methods.<name>.checkpoint=/path/to/file); metric weights may also "
+        f"go in one folder given by --weights-dir"
+    )
+    return "\n".join(lines)
+
+
+class BenchValidationError(ConfigError):
+    """Problems found before any work started; the message lists every one of them."""

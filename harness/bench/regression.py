@@ -1,0 +1,326 @@
+"""Regression check of a bench run against a reference run: paired bootstrap per metric, with tolerances.
+
+Both runs must cover the same datasets, methods and image keys (a mismatch is an error that lists the keys).
+For every (dataset, method, metric) the per-image scores are paired by image and
+``harness.core.stats.paired_bootstrap`` gives the mean difference new - reference, its 95% CI and a two-sided
+p-value. The metric's direction (``lower_better``, from the reference run) turns the difference into a
+*worsening* (> 0 = worse).
+
+A **regression** is a significant worsening (p < alpha and the CI excludes 0) whose mean exceeds the metric's
+tolerance. Tolerances come from a YAML file (``yaml.safe_load``)::
+
+    alpha: 0.05                    # optional, default 0.05
+    psnr_y: {max_drop: 0.05}       # higher-is-better metric: allowed mean drop
+    lpips: {max_increase: 0.002}   # lower-is-better metric: allowed mean increase
+
+A metric without an entry has tolerance 0 (any significant worsening counts). Latency is not compared unless
+asked for (it measures the machine as much as the method).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from harness.bench.layout import IMAGE_COL, LATENCY_COL, RunResults, load_run
+from harness.core.mapping import ConfigError, from_dict
+from harness.core.stats import paired_bootstrap
+
+MAX_LISTED_KEYS = 10
+
+
+class RegressionError(ValueError):
+    """The runs cannot be compared (different datasets, methods, images or metrics); says what differs."""
+
+
+@dataclass
+class MetricTolerance:
+    """How much worse a metric may get before a significant change counts as a regression."""
+
+    max_drop: float | None = None  # higher-is-better metrics
+    max_increase: float | None = None  # lower-is-better metrics
+    lower_better: bool | None = None  # override the direction recorded in the reference run
+
+    def __post_init__(self) -> None:
+        if self.max_drop is not None and self.max_increase is not None:
+            raise ValueError("give max_drop (higher-is-better) or max_increase (lower-is-better), not both")
+        for name in ("max_drop", "max_increase"):
+            value = getattr(self, name)
+            if value is not None and (value < 0 or not math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+
+@dataclass
+class Tolerances:
+    alpha: float = 0.05
+    metrics: dict[str, MetricTolerance] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+
+    def allowed(self, metric: str, lower_better: bool, source: str = "tolerances") -> float:
+        """The allowed worsening of ``metric`` (0 without an entry); the key must match the direction."""
+        tol = self.metrics.get(metric)
+        if tol is None:
+            return 0.0
+        if lower_better and tol.max_drop is not None:
+            raise ConfigError(f"{source}: {metric}.max_drop: {metric} is lower-is-better; use max_increase")
+        if not lower_better and tol.max_increase is not None:
+            raise ConfigError(f"{source}: {metric}.max_increase: {metric} is higher-is-better; use max_drop")
+        return float(tol.max_increase if lower_better else tol.max_drop or 0.0)
+
+
+def load_tolerances(path: str | Path) -> Tolerances:
+    """Read a tolerance YAML (see the module docstring); errors name the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: tolerance file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of metric -> {{max_drop|max_increase: value}}")
+    data = dict(data)
+    alpha = data.pop("alpha", 0.05)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ConfigError(f"{path}: alpha: expected a number in (0, 1), got {alpha!r}")
+    metrics = {}
+    for metric, entry in data.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: {metric}: expected a mapping like {{max_drop: 0.05}}, got {entry!r}")
+        metrics[str(metric)] = from_dict(MetricTolerance, entry, path=str(metric), source=str(path))
+    return Tolerances(float(alpha), metrics)
+
+
+# ------------------------------------------------------------------------------------------------- comparison
+@dataclass
+class MetricComparison:
+    dataset: str
+    method: str
+    metric: str
+    n: int
+    lower_better: bool
+    mean_ref: float
+    mean_new: float
+    diff: float  # mean(new - reference)
+    ci_low: float
+    ci_high: float
+    p_value: float
+    worsening: float  # > 0 means worse, in the metric's units
+    tolerance: float
+    significant: bool
+    status: str  # regression | worse (within tolerance) | worse (not significant) | improved | no change
+
+    @property
+    def regressed(self) -> bool:
+        return self.status == "regression"
+
+
+def classify(worsening: float, significant: bool, tolerance: float) -> str:
+    """The status of one comparison (see the module docstring for the rule)."""
+    if significant and worsening > 0:
+        return "regression" if worsening > tolerance else "worse (within tolerance)"
+    if significant and worsening < 0:
+        return "improved"
+    if worsening > 0:
+        return "worse (not significant)"
+    return "no change"
+
+
+@dataclass
+class RegressionReport:
+    new_dir: Path
+    ref_dir: Path
+    alpha: float
+    n_boot: int
+    rows: list[MetricComparison]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressed(self) -> bool:
+        return any(r.regressed for r in self.rows)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(r) for r in self.rows])
+
+    def format_table(self) -> str:
+        """A fixed-width text table (what the CLI prints)."""
+        header = [
+            "dataset",
+            "method",
+            "metric",
+            "n",
+            "reference",
+            "new",
+            "diff",
+            "95% CI",
+            "p",
+            "tol",
+            "status",
+        ]
+        lines = [header]
+        for r in self.rows:
+            arrow = "↓" if r.lower_better else "↑"
+            lines.append(
+                [
+                    r.dataset,
+                    r.method,
+                    f"{r.metric}{arrow}",
+                    str(r.n),
+                    _num(r.mean_ref),
+                    _num(r.mean_new),
+                    f"{r.diff:+.4g}",
+                    f"[{r.ci_low:+.4g}, {r.ci_high:+.4g}]",
+                    f"{r.p_value:.3g}",
+                    _num(r.tolerance),
+                    r.status.upper() if r.regressed else r.status,
+                ]
+            )
+        widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines)
+
+
+def _num(v: float) -> str:
+    return "nan" if v is None or not math.isfinite(v) else f"{v:.4g}"
+
+
+def _listing(keys: set[str]) -> str:
+    keys_sorted = sorted(map(str, keys))
+    more = f" (+{len(keys_sorted) - MAX_LISTED_KEYS} more)" if len(keys_sorted) > MAX_LISTED_KEYS else ""
+    return ", ".join(keys_sorted[:MAX_LISTED_KEYS]) + more if keys_sorted else "-"
+
+
+def _mismatch(what: str, new: set, ref: set, where: str = "") -> RegressionError:
+    return RegressionError(
+        f"the runs differ in {what}{where}: only in the new run: {_listing(new - ref)}; "
+        f"only in the reference: {_listing(ref - new)}"
+    )
+
+
+def _pair_names(pairs: set[tuple[str, str]]) -> set[str]:
+    return {f"{d}/{m}" for d, m in pairs}
+
+
+def _select(table: pd.DataFrame, dataset: str, method: str) -> pd.DataFrame:
+    return table[(table["dataset"] == dataset) & (table["method"] == method)]
+
+
+def _direction(new: RunResults, ref: RunResults, metric: str, tol: Tolerances) -> bool:
+    override = tol.metrics.get(metric)
+    if override is not None and override.lower_better is not None:
+        return override.lower_better
+    try:
+        lower = ref.lower_better(metric)
+    except KeyError:
+        raise RegressionError(
+            f"{ref.run_dir}: no direction recorded for metric {metric!r}; add "
+            f"'{metric}: {{lower_better: true|false}}' to the tolerance file"
+        ) from None
+    try:
+        if new.lower_better(metric) != lower:
+            raise RegressionError(
+                f"metric {metric!r} is lower-is-better in one run and higher-is-better in the "
+                "other; they are not the same metric"
+            )
+    except KeyError:
+        pass
+    return lower
+
+
+def compare_runs(
+    new_dir: str | Path,
+    ref_dir: str | Path,
+    tolerances: Tolerances | None = None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    include_latency: bool = False,
+) -> RegressionReport:
+    """Compare every (dataset, method, metric) of ``new_dir`` with ``ref_dir`` (see the module docstring)."""
+    tol = tolerances or Tolerances()
+    new, ref = load_run(new_dir), load_run(ref_dir)
+    notes: list[str] = []
+    if new.per_image.empty or ref.per_image.empty:
+        empty = new.run_dir if new.per_image.empty else ref.run_dir
+        raise RegressionError(f"{empty}: no per-image metrics (metrics/<dataset>.csv) to compare")
+    metrics = [
+        m
+        for m in ref.metrics
+        or [c for c in ref.per_image.columns if c not in ("dataset", "method", IMAGE_COL, LATENCY_COL)]
+        if m in ref.per_image.columns
+    ]
+    if include_latency and LATENCY_COL in ref.per_image.columns:
+        metrics.append(LATENCY_COL)
+    missing = [m for m in metrics if m not in new.per_image.columns]
+    if missing:
+        raise RegressionError(f"{new.run_dir}: metrics {missing} of the reference run are missing")
+    extra = sorted(set(new.metrics) - set(metrics) - {LATENCY_COL})
+    if extra:
+        notes.append(f"metrics only in the new run (not compared): {', '.join(extra)}")
+    unknown = sorted(set(tol.metrics) - set(metrics))
+    if unknown:
+        notes.append(f"tolerances for metrics not in these runs (ignored): {', '.join(unknown)}")
+
+    new_sets = set(map(tuple, new.per_image[["dataset", "method"]].drop_duplicates().to_numpy()))
+    ref_sets = set(map(tuple, ref.per_image[["dataset", "method"]].drop_duplicates().to_numpy()))
+    if new_sets != ref_sets:
+        raise _mismatch("datasets/methods", _pair_names(new_sets), _pair_names(ref_sets))
+
+    rows = []
+    for dataset, method in sorted(ref_sets):
+        a, b = (_select(run.per_image, dataset, method) for run in (new, ref))
+        for run, table in ((new, a), (ref, b)):
+            dupes = table[IMAGE_COL][table[IMAGE_COL].duplicated()].unique()
+            if len(dupes):
+                raise RegressionError(f"{run.run_dir}: {dataset}/{method}: duplicate image keys {_listing(set(dupes))}")
+        keys_new, keys_ref = set(a[IMAGE_COL]), set(b[IMAGE_COL])
+        if keys_new != keys_ref:
+            raise _mismatch("image keys", keys_new, keys_ref, f" for {dataset}/{method}")
+        a = a.set_index(IMAGE_COL).sort_index()
+        b = b.set_index(IMAGE_COL).loc[a.index]
+        for metric in metrics:
+            if b[metric].isna().all() and a[metric].isna().all():
+                continue
+            lower = _direction(new, ref, metric, tol)
+            res = paired_bootstrap(
+                a[metric].to_numpy(float),
+                b[metric].to_numpy(float),
+                n_boot=n_boot,
+                alpha=tol.alpha,
+                seed=seed,
+            )
+            if res.n == 0:
+                notes.append(f"{dataset}/{method}/{metric}: no image has a score in both runs")
+                continue
+            sign = 1.0 if lower else -1.0
+            worsening = sign * res.mean_diff
+            worse_side = (res.ci_low > 0) if lower else (res.ci_high < 0)
+            better_side = (res.ci_high < 0) if lower else (res.ci_low > 0)
+            significant = res.significant and (worse_side or better_side)
+            allowed = tol.allowed(metric, lower)
+            rows.append(
+                MetricComparison(
+                    dataset=dataset,
+                    method=method,
+                    metric=metric,
+                    n=res.n,
+                    lower_better=lower,
+                    mean_ref=float(b[metric].mean()),
+                    mean_new=float(a[metric].mean()),
+                    diff=res.mean_diff,
+                    ci_low=res.ci_low,
+                    ci_high=res.ci_high,
+                    p_value=res.p_value,
+                    worsening=worsening,
+                    tolerance=allowed,
+                    significant=significant,
+                    status=classify(worsening, significant, allowed),
+                )
+            )
+    return RegressionReport(new.run_dir, ref.run_dir, tol.alpha, n_boot, rows, notes)

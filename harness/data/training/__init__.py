@@ -1,0 +1,1 @@
+"""Training data: HR sources, seeded crops and degradations, step-indexed device batches (``stream``)."""

@@ -1,0 +1,231 @@
+"""VARSR / AlignVAR registered: the model ``alignvar`` (what a ``train`` stage builds) and the bench methods
+``varsr`` and ``alignvar`` (the model behind the common ``SRMethod`` interface).
+
+* ``varsr``: the official VARSR checkpoints (``VARSR.pth`` + ``VQVAE.pth``) with the official test settings
+  (refiner on, cfg 6, greedy tokens, AdaIN colour fix) and SCA off: exactly VARSR.
+* ``alignvar``: any checkpoint (official or ours, e.g. from ``run.py train``) with the AlignVAR toggles
+  (``sca``: laplacian / random / none) and sampling options.
+
+A method never runs with random weights: without a checkpoint it refuses to build, naming the file it needs
+and where to get it (no metric computed from random weights can reach a results table).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from harness.core.registry import register
+from harness.core.tiling import tiled_upscale
+from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig, check_sampling
+from methods.alignvar.model import AlignVAR
+from methods.alignvar.scales import ScaleSchedule
+from methods.alignvar.weights import stored_config
+from methods.base import SRMethod
+
+RELEASE = "https://github.com/qyp2000/VARSR"
+
+
+class MissingCheckpointError(FileNotFoundError):
+    """A method was asked to run without its weights; the message says which file and where to get it."""
+
+
+@dataclass
+class VARSRMethodConfig:
+    """Options of ``varsr`` (official weights; SCA off)."""
+
+    checkpoint: str | None = None  # VARSR.pth (official) or our .safetensors
+    vqvae: str | None = None  # VQVAE.pth; may be omitted when the checkpoint holds the VQ-VAE (ours)
+    arch: str = "auto"  # auto = read sizes from the checkpoint; a name (d24, tiny, ...) is checked against it
+    device: str | None = None  # None: wherever the runner moves the method
+    cfg: float = 6.0
+    top_k: int = 1
+    top_p: float = 0.75
+    temperature: float = 1.0
+    seed: int = 0
+    use_refiner: bool = True
+    color_fix: Literal["adain", "wavelet", "none"] = "adain"
+    tile: int | None = None  # output tile size (multiple of 16)
+    tile_overlap: int = 64
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the transformer on GPU
+    # free what inference never reads (VQ-VAE encoder, AdaLN projections: 1.55 GB at d24); same outputs.
+    # false keeps them (teacher-forced analysis of the method's model)
+    inference_only: bool = True
+
+    def __post_init__(self) -> None:
+        if self.arch != "auto" and self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; valid choices: auto, {', '.join(ARCHS)}")
+        check_sampling(self.cfg, self.top_k, self.top_p, self.temperature)
+        check_tiling(self.tile, self.tile_overlap)
+
+
+@dataclass
+class AlignVARMethodConfig(VARSRMethodConfig):
+    """Options of ``alignvar``: the ``varsr`` options plus the SCA mode.
+
+    ``sca: null`` (the default) evaluates a checkpoint as it was trained: the SCA settings stored in our
+    checkpoint's metadata, or ``none`` for official VARSR checkpoints (which have no SCA weights). A given
+    mode overrides the stored one (e.g. ``random`` to test a Laplacian-trained gate with random maps).
+    """
+
+    sca: Literal["laplacian", "random", "none"] | None = None
+
+
+def _require_file(path: str | None, what: str, method: str, key: str) -> Path:
+    if not path:
+        raise MissingCheckpointError(
+            f"{method}: no {key} given; download {what} from {RELEASE} (checkpoints/) and set {key}: "
+            f"/path/to/{what} (--{key} on the command line); methods never run with random weights"
+        )
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise MissingCheckpointError(
+            f"{method}: {key} file not found: {p}; download {what} from {RELEASE} (checkpoints/) and put it "
+            f"there, or give its actual path ({key}: in YAML, --{key} on the command line)"
+        )
+    return p
+
+
+class AlignVARMethod(SRMethod):
+    """VARSR / AlignVAR as an ``SRMethod`` (x4; ``inference_steps`` = scales at the model's training size)."""
+
+    scale = 4
+
+    def __init__(self, config: VARSRMethodConfig, name: str) -> None:
+        super().__init__()
+        ckpt = _require_file(config.checkpoint, "VARSR.pth", name, "checkpoint")
+        vqvae = None
+        if config.vqvae is not None or ckpt.suffix != ".safetensors":
+            vqvae = _require_file(config.vqvae, "VQVAE.pth", name, "vqvae")
+        sca_cfg = checkpoint_sca(ckpt, getattr(config, "sca", "none"))
+        sca = sca_cfg.mask_input
+        model_cfg = AlignVARConfig(
+            arch="auto",
+            checkpoint=str(ckpt),
+            vqvae=str(vqvae) if vqvae else None,
+            sca=sca_cfg,
+            cfg=config.cfg,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            temperature=config.temperature,
+            seed=config.seed,
+            use_refiner=config.use_refiner,
+            color_fix=config.color_fix,
+            precision=config.precision,
+        )
+        self.model = AlignVAR.from_pretrained(ckpt, vqvae, model_cfg)
+        if self.model.sca_untrained:
+            raise ValueError(
+                f"{name}: {ckpt} has no SCA weights (an official VARSR checkpoint?), so sca: {sca} would run an "
+                f"untrained gate; use sca: none (= VARSR) or a checkpoint trained with SCA"
+            )
+        if config.arch != "auto":
+            check_arch(self.model, config.arch, ckpt)
+        if config.inference_only:
+            self.model.release_training_weights()
+        self.name = name
+        # ``tile`` x ``tile`` output tiles of the upsampled LR, generated row-major from one stream and
+        # cross-faded over ``tile_overlap`` pixels (raised cosine, no margin); one tile = the whole image
+        self.tiler = None
+        if config.tile is not None:
+            self.tiler = functools.partial(
+                tiled_upscale, scale=1, tile=config.tile, overlap=config.tile_overlap, ramp=1.0
+            )
+        size = self.model.transformer.cfg.image_size
+        self.inference_steps = ScaleSchedule.for_size(size, size).num_scales
+        if config.device:
+            self.to(config.device)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """transformer (whole: incl. stem and refiner), vqvae, refiner, sca, lr_stem (``to`` moves all)."""
+        tr = self.model.transformer
+        out = {"transformer": tr, "vqvae": self.model.vqvae, "lr_stem": tr.con_embedding}
+        if tr.diffloss is not None:
+            out["refiner"] = tr.diffloss
+        if self.model.sca is not None:
+            out["sca"] = self.model.sca
+        return out
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Disjoint per-component counts (``transformer`` excludes the LR stem and the refiner)."""
+        return self.model.parameter_counts()
+
+    def parameter_total(self) -> int:
+        """The whole model's parameters (disjoint counts summed), also after ``release_training_weights``."""
+        return sum(self.model.parameter_counts().values())
+
+    @torch.inference_mode()
+    def upscale(self, lr: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
+        return self.model.upscale(lr.to(self.device), tiler=self.tiler)
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+
+
+def check_tiling(tile: int | None, overlap: int) -> None:
+    """``tile`` (output pixels, a multiple of 16) and ``tile_overlap`` (in [0, tile))."""
+    if tile is None:
+        return
+    if tile < 16 or tile % 16:
+        raise ValueError(f"tile must be a positive multiple of 16 (output pixels), got {tile}")
+    if overlap < 0 or overlap >= tile:
+        raise ValueError(f"tile_overlap must be in [0, tile), got {overlap} for tile {tile}")
+
+
+def checkpoint_sca(checkpoint: Path, mode: str | None) -> SCAConfig:
+    """The SCA settings to evaluate ``checkpoint`` with: those stored in our checkpoint's metadata (gate
+    width etc. must match its weights), with ``mask_input`` replaced by ``mode`` when one is given; for
+    files without our metadata (official VARSR) ``mode`` or, when None, ``none``."""
+    stored = stored_config(checkpoint)
+    if stored is None:
+        return SCAConfig(mask_input=mode or "none")
+    return stored.sca if mode is None else dataclasses.replace(stored.sca, mask_input=mode)
+
+
+def check_arch(model: AlignVAR, arch: str, source: Path) -> None:
+    """Refuse a checkpoint whose transformer sizes differ from the named ``arch``."""
+    want, have = ARCHS[arch].transformer, model.transformer.cfg
+    keys = ("depth", "width", "heads", "vocab", "cvae")
+    diff = [
+        f"{k} {getattr(have, k)} (arch {arch}: {getattr(want, k)})"
+        for k in keys
+        if getattr(want, k) != getattr(have, k)
+    ]
+    if diff:
+        raise ValueError(f"{source}: checkpoint does not match arch {arch!r}: {', '.join(diff)}; use arch auto")
+
+
+@register(
+    "methods",
+    "varsr",
+    description="VARSR (CVPR'25) with the official checkpoints; SCA off",
+    config=VARSRMethodConfig,
+)
+def build_varsr(config: VARSRMethodConfig) -> AlignVARMethod:
+    return AlignVARMethod(config, "varsr")
+
+
+@register(
+    "methods",
+    "alignvar",
+    description="AlignVAR: VARSR + SCA structure gating (HCC-trained weights)",
+    config=AlignVARMethodConfig,
+)
+def build_alignvar_method(config: AlignVARMethodConfig) -> AlignVARMethod:
+    return AlignVARMethod(config, "alignvar")
+
+
+@register(
+    "models",
+    "alignvar",
+    description="AlignVAR / VARSR x4 SR model (VQ-VAE + next-scale transformer)",
+    config=AlignVARConfig,
+)
+def build_alignvar(config: AlignVARConfig) -> AlignVAR:
+    return AlignVAR.from_config(config)

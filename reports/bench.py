@@ -1,0 +1,353 @@
+"""Self-contained HTML report of a bench run: ``render_report(run_dir) -> Path``.
+
+The page is a list of ``Section`` objects rendered with jinja2 (``autoescape=True``) into
+``templates/report.html.j2``; images are embedded as base64 PNG, CSS is inline, nothing is fetched from
+anywhere. Each core section is built by a function returning plain data for its template, so other reports
+(efficiency, ablations, plots) add their own sections without touching this file::
+
+    render_report(run_dir, extra_sections=[Section("Efficiency", html=table_html)])
+    render_report(run_dir, extra_sections=[Section("Ablation", template="ablation.html.j2",
+                                                   context={...})], template_dirs=["my/templates"])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.bench.layout import LATENCY_COL, RunResults, load_run
+from harness.core.atomic import write_text
+from reports import images as render
+from reports.page import Section, format_value, template_env
+
+THUMB_SIDE = 256  # full-view thumbnails in the grid (px, longer side)
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+
+
+def metric_label(run: RunResults, metric: str) -> dict[str, Any]:
+    lower = run.lower_better(metric)
+    name = "latency (s/img)" if metric == LATENCY_COL else metric
+    return {
+        "name": name,
+        "arrow": "\u2193" if lower else "\u2191",
+        "lower_better": lower,
+        "hint": "lower is better" if lower else "higher is better",
+    }
+
+
+# ----------------------------------------------------------------------------------------------- sections
+def alerts(run: RunResults) -> list[str]:
+    """Banner lines: failed methods and skipped images."""
+    lines = [
+        f"{f['method']} failed on {f['dataset']}: {f['error']} (traceback: {f.get('traceback', '?')})"
+        for f in run.failures
+    ]
+    lines += [f"skipped image {s['dataset']}/{s['image']}: {s['error']}" for s in run.skipped]
+    by_method: dict[tuple[str, str], int] = {}
+    for s in run.meta.get("method_skipped", []):  # non-strict output folders without some outputs
+        by_method[(s["method"], s["dataset"])] = by_method.get((s["method"], s["dataset"]), 0) + 1
+    lines += [
+        f"{method} on {dataset}: {n} image(s) without output skipped; its means cover fewer images"
+        for (method, dataset), n in by_method.items()
+    ]
+    if run.meta.get("status") not in (None, "ok") and not run.failures:
+        lines.append(f"run status: {run.meta.get('status')}")
+    return lines
+
+
+def overview_section(run: RunResults) -> Section:
+    env = run.env
+    packages = env.get("packages", {})
+    git = env.get("git", {}) or {}
+    commit = git.get("commit")
+    rows = [
+        ("experiment", run.name),
+        ("description", run.config.get("description") or ""),
+        ("finished", run.meta.get("finished", "")),
+        ("device", f"{env.get('device', '?')} ({env.get('device_name', '?')})"),
+        ("host", f"{env.get('hostname', '?')}, {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores)"),
+        ("git", f"{commit[:12]}{' (dirty)' if git.get('dirty') else ''}" if commit else "not a git checkout"),
+        ("python / torch", f"{env.get('python', '?')} / {packages.get('torch', '?')}"),
+        ("torchvision / pyiqa", f"{packages.get('torchvision', '?')} / {packages.get('pyiqa', '?')}"),
+        ("command", " ".join(env.get("command", []))),
+        (
+            "bootstrap",
+            "95% percentile bootstrap of the mean, {} resamples".format(
+                run.meta.get("bootstrap", {}).get("n_boot", "?")
+            ),
+        ),
+    ]
+    config_text = (
+        (run.run_dir / "config.yaml").read_text(encoding="utf-8") if (run.run_dir / "config.yaml").is_file() else ""
+    )
+    return Section(
+        "Overview",
+        template="overview.html.j2",
+        context={"rows": rows, "config_text": config_text, "notes": run.meta.get("notes", [])},
+    )
+
+
+def quality_table(run: RunResults, dataset: str) -> dict[str, Any]:
+    """Rows = methods, columns = metrics (+ latency); cells = mean, CI and whether it is the column's best."""
+    summary = run.summary[run.summary["dataset"] == dataset]
+    present = set(summary["metric"])
+    metrics = [m for m in [*run.metrics, LATENCY_COL] if m in present]
+    methods = [m for m in run.methods if m in set(summary["method"])]
+    stats = {(r.method, r.metric): r for r in summary.itertuples(index=False)}
+    best = {}
+    for metric in metrics:
+        means = [stats[(m, metric)].mean for m in methods if (m, metric) in stats]
+        means = [v for v in means if v is not None and math.isfinite(v)]
+        if means:
+            best[metric] = min(means) if run.lower_better(metric) else max(means)
+    rows = []
+    for method in methods:
+        cells = []
+        for metric in metrics:
+            r = stats.get((method, metric))
+            if r is None:
+                cells.append({"mean": None, "ci": None, "best": False})
+                continue
+            ci = None if not math.isfinite(r.ci_low) else (r.ci_low, r.ci_high)
+            cells.append({"mean": r.mean, "ci": ci, "best": best.get(metric) == r.mean, "n": r.n})
+        rows.append({"method": method, "cells": cells})
+    n_images = int(summary["n"].max()) if not summary.empty else 0
+    return {
+        "dataset": dataset,
+        "n_images": n_images,
+        "columns": [metric_label(run, m) for m in metrics],
+        "rows": rows,
+    }
+
+
+def results_section(run: RunResults) -> Section:
+    tables = [quality_table(run, d) for d in run.datasets]
+    return Section("Results", template="results.html.j2", context={"tables": [t for t in tables if t["rows"]]})
+
+
+def per_image_section(run: RunResults) -> Section:
+    tables = []
+    for dataset in run.datasets:
+        table = run.images(dataset)
+        if table.empty:
+            continue
+        metrics = [m for m in [*run.metrics, LATENCY_COL] if m in table.columns]
+        rows = [
+            {"image": r["image"], "method": r["method"], "cells": [r[m] for m in metrics]}
+            for _, r in table.sort_values(["image"], kind="stable").iterrows()
+        ]
+        tables.append({"dataset": dataset, "columns": [metric_label(run, m) for m in metrics], "rows": rows})
+    return Section("Per-image results", template="per_image.html.j2", context={"tables": tables})
+
+
+def comparison_grid(run: RunResults, dataset: str, crop_size: int, max_images: int) -> dict[str, Any]:
+    """LR (nearest) | each method | HR, full views with a box and the same zoomed crop for every column."""
+    table = run.images(dataset)
+    methods = [m for m in run.methods if m in set(table["method"])] if not table.empty else []
+    first_metric = next((m for m in run.metrics if m in table.columns), None)
+    keys = [k for k in dict.fromkeys(table["image"]) if run.reference(dataset, "lr", k).is_file()] if methods else []
+    rows = []
+    for key in keys[:max_images]:
+        hr_path = run.reference(dataset, "hr", key)
+        hr = render.read_rgb(hr_path) if hr_path.is_file() else None
+        outputs = {m: render.read_rgb(p) for m in methods if (p := run.sr_image(dataset, m, key)).is_file()}
+        if not outputs:
+            continue
+        height, width = next(iter(outputs.values())).shape[:2]
+        lr = render.nearest_upscale(render.read_rgb(run.reference(dataset, "lr", key)), height, width)
+        box = render.choose_crop(list(outputs.values()), hr, crop_size)
+        columns = [("LR (nearest)", lr, None)]
+        for method, img in outputs.items():
+            value = table[(table["method"] == method) & (table["image"] == key)]
+            score = value[first_metric].iloc[0] if first_metric is not None and not value.empty else None
+            columns.append((method, img, score))
+        if hr is not None:
+            columns.append(("HR", hr, None))
+        cells = [
+            {
+                "label": label,
+                "score": score,
+                "full": render.to_data_uri(render.thumbnail(img, THUMB_SIDE, box)),
+                "crop": render.to_data_uri(render.zoomed_crop(img, box)),
+            }
+            for label, img, score in columns
+        ]
+        rows.append({"image": key, "box": box, "cells": cells})
+    return {"dataset": dataset, "rows": rows, "metric": first_metric}
+
+
+def grid_section(run: RunResults) -> Section:
+    report_cfg = run.config.get("report") or {}
+    crop = int(report_cfg.get("crop_size", 96))
+    limit = int(report_cfg.get("max_images_in_grid", 6))
+    grids = [g for d in run.datasets if (g := comparison_grid(run, d, crop, limit))["rows"]]
+    return Section("Visual comparison", template="grid.html.j2", context={"grids": grids})
+
+
+def default_sections(run: RunResults) -> list[Section]:
+    """Overview, Results (Table 1), Efficiency (Table 2, when ``efficiency.json`` exists), per image, grid."""
+    pass  # imports this module
+
+    efficiency = efficiency_section(run)
+    return [
+        overview_section(run),
+        results_section(run),
+        *([efficiency] if efficiency is not None else []),
+        per_image_section(run),
+        grid_section(run),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- page
+def render_html(
+    run: RunResults,
+    sections: Sequence[Section],
+    *,
+    title: str | None = None,
+    template_dirs: Sequence[str | Path] = (),
+) -> str:
+    env = template_env(template_dirs)
+    report_cfg = run.config.get("report") or {}
+    title = title or report_cfg.get("title") or f"{run.name}: benchmark report"
+    rendered = [{"title": s.title, "anchor": s.anchor, "body": s.render(env)} for s in sections]
+    return env.get_template("report.html.j2").render(
+        title=title, alerts=alerts(run), sections=rendered, generated=run.meta.get("finished", "")
+    )
+
+
+def render_report(
+    run_dir: str | Path,
+    output: str | Path | None = None,
+    *,
+    extra_sections: Sequence[Section] = (),
+    template_dirs: Sequence[str | Path] = (),
+    title: str | None = None,
+) -> Path:
+    """Render ``run_dir`` to ``output`` (default ``run_dir/report.html``) atomically; return the path."""
+    run = load_run(run_dir)
+    html = render_html(run, [*default_sections(run), *extra_sections], title=title, template_dirs=template_dirs)
+    path = Path(output) if output is not None else run.run_dir / "report.html"
+    write_text(path, html)
+    return path
+
+
+# ---- merged from reports.bench
+COLUMNS = ("Method", "Params (M)", "Steps", "Time (s)", "IQR (s)", "Peak memory (MiB)", "Device")
+REPORTED_MARK = "\u2020"  # dagger
+
+_TEMPLATE = """\
+<p class="caption">{{ caption }}</p>
+<table class="efficiency">
+  <thead><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
+  <tbody>
+  {% for r in rows %}
+    <tr{% if r.reported %} class="reported"{% endif %}><td class="text">{{ r.method }}</td><td>{{ r.params }}</td>
+      <td>{{ r.steps }}</td>
+      {% if r.error %}<td colspan="3" class="text error" title="{{ r.error }}">not measured: {{ r.error }}</td>
+      {% else %}<td>{{ r.time }}{% if r.reported %} {{ mark }}{% endif %}</td><td>{{ r.iqr }}</td>
+      <td>{{ r.memory }}</td>{% endif %}
+      <td class="text">{{ r.device }}</td></tr>
+  {% endfor %}
+  </tbody>
+</table>
+{% if any_reported %}<p class="caption">{{ mark }} reported: the median (IQR) of the per-image seconds in the
+method's timings file, measured elsewhere (possibly other hardware and image sizes), not by this run.</p>{% endif %}
+{% for t in throughput %}
+<h3>Throughput: {{ t.method }}</h3>
+<table class="throughput">
+  <thead><tr><th>batch size</th><th>s / batch</th><th>s / image</th><th>images / s</th></tr></thead>
+  <tbody>{% for r in t.rows %}<tr><td>{{ r.batch_size }}</td>
+  {% if r.error %}<td colspan="3" class="text">{{ r.error }}</td>
+  {% else %}<td>{{ r.seconds_per_batch | num }}</td><td>{{ r.seconds_per_image | num }}</td>
+  <td>{{ r.images_per_second | num }}</td>{% endif %}</tr>{% endfor %}</tbody>
+</table>
+{% endfor %}
+"""
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else float("nan")
+
+
+def efficiency_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Numeric Table-2 rows from ``efficiency.json`` (NaN / None where unknown), methods in file order."""
+    rows = []
+    for name, entry in (data.get("methods") or {}).items():
+        total = (entry.get("params") or {}).get("total")
+        latency = entry.get("latency") or {}
+        peak = entry.get("peak_memory_bytes")
+        rows.append(
+            {
+                "Method": name,
+                "Params (M)": total / 1e6 if total is not None else float("nan"),
+                "Steps": entry.get("inference_steps"),
+                "Time (s)": _num(latency.get("median")),
+                "IQR (s)": _num(latency.get("iqr")),
+                "Peak memory (MiB)": peak / 2**20 if peak is not None else float("nan"),
+                "Device": entry.get("device", data.get("device")),
+                "Source": entry.get("time_source", "unknown"),
+                "Error": entry.get("error"),
+            }
+        )
+    return rows
+
+
+def caption(data: dict[str, Any]) -> str:
+    """What the numbers mean: input size, batch, repeats, device and memory basis."""
+    h, w = data.get("lr_size") or ("?", "?")
+    out = data.get("output_size")
+    size = f"LR {w}\u00d7{h}" + (f" \u2192 {out[1]}\u00d7{out[0]}" if out else "")
+    text = (
+        f"Batch 1, {size} (seeded random input), median and IQR of {data.get('repeats', '?')} timed calls "
+        f"after {data.get('warmup', '?')} warm-up call(s) on {data.get('device', '?')} "
+        f"({data.get('device_name', '?')}). Params counted once per tensor; unknown (\u2013) for methods "
+        f"whose weights are not in this process."
+    )
+    if data.get("memory_basis"):
+        text += f" Peak memory: {data['memory_basis']}."
+    return text
+
+
+def efficiency_context(data: dict[str, Any]) -> dict[str, Any]:
+    """Template context: formatted rows, caption, throughput tables."""
+    rows = []
+    for row in efficiency_rows(data):
+        steps = row["Steps"]
+        rows.append(
+            {
+                "method": row["Method"],
+                "params": format_value(row["Params (M)"]),
+                "steps": str(steps) if steps is not None else "\u2013",
+                "time": format_value(row["Time (s)"]),
+                "iqr": format_value(row["IQR (s)"]),
+                "memory": format_value(row["Peak memory (MiB)"]),
+                "device": row["Device"] or "\u2013",
+                "reported": row["Source"] == "reported",
+                "error": row["Error"],
+            }
+        )
+    throughput = [
+        {"method": name, "rows": entry["throughput"]}
+        for name, entry in (data.get("methods") or {}).items()
+        if entry.get("throughput")
+    ]
+    return {
+        "caption": caption(data),
+        "columns": COLUMNS,
+        "rows": rows,
+        "mark": REPORTED_MARK,
+        "any_reported": any(r["reported"] for r in rows),
+        "throughput": throughput,
+    }
+
+
+def efficiency_section(run: RunResults) -> Section | None:
+    """The "Efficiency" section, or None when the run has no ``efficiency.json``."""
+    if not run.efficiency:
+        return None
+    html = template_env().from_string(_TEMPLATE).render(**efficiency_context(run.efficiency))
+    return Section("Efficiency", html=html)

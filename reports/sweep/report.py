@@ -1,0 +1,45 @@
+"""``render_sweep_report(sweep_dir) -> Path``: the sweep's cells, their sections, one self-contained HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.core.atomic import write_text
+from reports.sweep.cells import load_sweep_cells
+from reports.sweep.sections import (
+    Exporter,
+    accumulation_sections,
+    attention_sections,
+    exports_section,
+    result_sections,
+    sca_mask_sections,
+    unfinished_sections,
+)
+
+
+def render_sweep_report(sweep_dir: str | Path, output: str | Path | None = None, *, title: str | None = None) -> Path:
+    """Render the sweep page to ``output`` (default ``sweep_dir/report.html``) and the exports next to it
+    (``<output folder>/exports/``); returns the page's path."""
+    from reports.page import template_env
+
+    sweep_dir = Path(sweep_dir)
+    cells = load_sweep_cells(sweep_dir)
+    if not cells:
+        raise FileNotFoundError(f"{sweep_dir / 'cells'}: no sweep cells found")
+    output = Path(output) if output is not None else sweep_dir / "report.html"
+    out = Exporter(output.parent / "exports")
+    sections = result_sections(sweep_dir, cells, out)
+    sections += attention_sections(cells, out)
+    sections += accumulation_sections(cells, out)
+    sections += sca_mask_sections(cells)
+    sections += unfinished_sections(sweep_dir, cells)  # after the others: reading per-image tables adds problems
+    sections.append(exports_section(out))
+
+    env = template_env()
+    rendered = [{"title": s.title, "anchor": s.anchor, "body": s.render(env)} for s in sections]
+    alerts = [f"{c.name}: {c.status}{': ' + c.error if c.error else ''}" for c in cells if c.status == "failed"]
+    html = env.get_template("report.html.j2").render(
+        title=title or f"{sweep_dir.name}: sweep report", alerts=alerts, sections=rendered, generated=""
+    )
+    write_text(output, html)
+    return output
