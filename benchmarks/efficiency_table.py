@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_experiment(args.experiment, args.overrides)
     device = resolve_device(cfg.bench.device)
-    methods = {spec.name: spec.build().to(device) for spec in cfg.methods}
+    methods = {spec.name: spec.create().to(device) for spec in cfg.methods}
     try:
         table = efficiency_table(
             methods,

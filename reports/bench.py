@@ -235,7 +235,7 @@ def render_report(
     return path
 
 
-# ---- merged from reports.bench
+# ----------------------------------------------------------------------------------------------- efficiency
 COLUMNS = ("Method", "Params (M)", "Steps", "Time (s)", "IQR (s)", "Peak memory (MiB)", "Device")
 REPORTED_MARK = "\u2020"  # dagger
 

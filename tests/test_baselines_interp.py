@@ -8,18 +8,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from harness.core.registry import build, entries
+from harness.core.registry import create, list_entries
 from methods.base import SRMethod
 
 NAMES = ["nearest", "bilinear", "bicubic", "lanczos"]
 
 
 def method(name: str, **options) -> SRMethod:
-    return build("methods", name, options)
+    return create("methods", name, options)
 
 
 def test_registered():
-    assert set(NAMES) <= set(entries("methods"))
+    assert set(NAMES) <= set(list_entries("methods"))
     for name in NAMES:
         m = method(name)
         assert isinstance(m, SRMethod) and m.scale == 4 and m.modules() == {} and m.parameter_counts() == {}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.mapping import ConfigError
-from harness.core.registry import build
+from harness.core.registry import create
 from methods.adapters.command import CommandError, CommandMethod, CommandTimeoutError
 
 PY = shlex.quote(sys.executable)
@@ -37,7 +37,7 @@ def _lr(batch: int = 2, h: int = 6, w: int = 5) -> torch.Tensor:
 
 
 def _method(**options) -> CommandMethod:
-    return build("methods", "command", options)
+    return create("methods", "command", options)
 
 
 def test_per_image_command_upscales_and_records_time():

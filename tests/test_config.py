@@ -40,12 +40,12 @@ def _toy_dataset():
 
 
 def test_register_and_build_by_name():
-    method = registry.build("methods", "_toy_method", {"scale": 2, "inner": {"lambda": 0.5}})
+    method = registry.create("methods", "_toy_method", {"scale": 2, "inner": {"lambda": 0.5}})
     assert isinstance(method, _ToyMethod)
     assert method.options.scale == 2
     assert method.options.inner.weight == 0.5
-    assert registry.build("datasets", "_toy_data") == ["a", "b"]
-    assert registry.entries("methods")["_toy_method"].description == "toy method for config tests"
+    assert registry.create("datasets", "_toy_data") == ["a", "b"]
+    assert registry.list_entries("methods")["_toy_method"].description == "toy method for config tests"
     listing = registry.describe().splitlines()
     assert any(line.split() == ["_toy_method", "toy", "method", "for", "config", "tests"] for line in listing)
 
@@ -56,7 +56,7 @@ def test_unknown_name_lists_choices():
     assert str(err.value).startswith("unknown method '_toy_methd'; valid choices: ")
     assert "_toy_method" in str(err.value)
     with pytest.raises(registry.RegistryError, match="unknown registry kind 'method'; valid kinds: methods"):
-        registry.entries("method")
+        registry.list_entries("method")
 
 
 def test_duplicate_registration_rejected():

@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.core.imageio import ImageError, load_image
+from harness.core.imageio import ImageError, load_image, quantize_8bit
 from harness.core.mapping import ConfigError
-from harness.core.registry import build
+from harness.core.registry import create
 from harness.data import bundled as bundled_mod
 from harness.data.datasets import SRDataset
-from harness.data.degradations.base import Degradation, make_generator, quantize_8bit
+from harness.data.degradations.base import Degradation, make_generator
 from harness.data.degradations.bicubic import BicubicConfig, BicubicDegradation, downsample_bicubic, imresize
 from harness.data.pairing import DatasetError
 
@@ -36,7 +36,7 @@ def _pairs(root: Path, stems: list[str], lr_hw=(8, 8), hr_hw=(32, 32), lr="LR", 
 
 
 def paired(**options) -> SRDataset:
-    return build("datasets", "paired", options)
+    return create("datasets", "paired", options)
 
 
 # ----------------------------------------------------------------------------------------------- paired
@@ -170,7 +170,7 @@ def test_single_dataset(tmp_path):
     _write(tmp_path / "in" / "p.png", 10, 12)
     _write(tmp_path / "in" / "q.jpg", 6, 6)
     (tmp_path / "in" / "notes.txt").write_text("ignored")
-    ds = build("datasets", "single", {"lr_dir": str(tmp_path / "in"), "scale": 2})
+    ds = create("datasets", "single", {"lr_dir": str(tmp_path / "in"), "scale": 2})
     assert ds.keys == ["p", "q"] and not ds.has_reference and ds.scale == 2 and ds.name == "in"
     s = ds[0]
     assert s.hr is None and s.hr_path is None and s.lr.shape == (3, 10, 12)
@@ -217,7 +217,7 @@ def test_image_modes(tmp_path):
 # ----------------------------------------------------------------------------------------------- bicubic
 def test_bicubic_exact_size_quantised_and_deterministic():
     hr = torch.rand(2, 3, 48, 36, generator=make_generator(1))
-    deg = build("degradations", "bicubic", {"scale": 4})
+    deg = create("degradations", "bicubic", {"scale": 4})
     assert isinstance(deg, Degradation)
     a, b = deg(hr, make_generator(5)), deg(hr, make_generator(6))
     assert a.shape == (2, 3, 12, 9) and torch.equal(a, b)  # deterministic, seed-independent
@@ -248,7 +248,7 @@ def test_bicubic_matlab_closed_form_and_torch_agreement():
 # ----------------------------------------------------------------------------------------------- bundled
 def test_bundled_generation_and_cache_reuse(tmp_path, monkeypatch):
     opts = {"cache_dir": str(tmp_path), "count": 2, "hr_size": 64, "images": ["astronaut", "tid2013_I04"]}
-    ds = build("datasets", "bundled", opts)
+    ds = create("datasets", "bundled", opts)
     assert ds.generated and ds.keys == ["astronaut", "tid2013_I04"] and ds.has_reference
     s = ds[0]
     assert s.hr.shape == (3, 64, 64) and s.lr.shape == (3, 16, 16)
@@ -258,15 +258,15 @@ def test_bundled_generation_and_cache_reuse(tmp_path, monkeypatch):
     def no_generation(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr("harness.core.registry.build", no_generation)
+    monkeypatch.setattr("harness.core.registry.create", no_generation)
     again = bundled_mod.ensure_bundled(
         bundled_mod.resolve_images(["astronaut", "tid2013_I04"], 2), 64, 4, "bicubic", {}, 0, tmp_path
     )
     assert not again.generated and again.root == ds.cache_path
     monkeypatch.undo()
-    ds2 = build("datasets", "bundled", opts)
+    ds2 = create("datasets", "bundled", opts)
     assert not ds2.generated and torch.equal(ds2[1].lr, ds[1].lr)
-    ds3 = build("datasets", "bundled", {**opts, "seed": 1, "degradation_options": {"kernel": "torch"}})
+    ds3 = create("datasets", "bundled", {**opts, "seed": 1, "degradation_options": {"kernel": "torch"}})
     assert ds3.generated and ds3.cache_path != ds.cache_path
 
 
@@ -279,9 +279,9 @@ def test_bundled_default_set_and_errors(tmp_path, monkeypatch):
     with pytest.raises(bundled_mod.BundledError, match="bundled images not available: lena; valid choices"):
         bundled_mod.resolve_images(["lena"], None)
     with pytest.raises(ConfigError, match="hr_size=250 must be a positive multiple of scale=4"):
-        build("datasets", "bundled", {"hr_size": 250})
+        create("datasets", "bundled", {"hr_size": 250})
     with pytest.raises(bundled_mod.BundledError, match="degradation_options.scale=2 disagrees with scale=4"):
-        build(
+        create(
             "datasets",
             "bundled",
             {"cache_dir": str(tmp_path), "count": 1, "degradation_options": {"scale": 2}},

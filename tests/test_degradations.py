@@ -343,7 +343,7 @@ def test_presets_differ_exactly_in_the_documented_keys():
         (30.0, 95.0),
         True,
     )
-    entries = registry.entries("degradations")
+    entries = registry.list_entries("degradations")
     assert entries["realesrgan_x4plus"].config is RealESRGANConfig
     assert entries["stablesr_mild"].config is StableSRMildConfig
 
@@ -383,12 +383,12 @@ def test_yaml_override_takes_effect(photo):
         "exp.yaml",
     )
     assert spec.options.jpeg_range == (42.0, 42.0) and spec.options.noise_range == (1.0, 15.0)
-    deg = spec.build()
+    deg = spec.create()
     draws = deg.draw(5, make_generator(0))
     assert {d.first.jpeg_quality for d in draws} == {42} and {d.second.jpeg_quality for d in draws} == {77}
     assert all(1 / 255 <= d.first.sigma <= 15 / 255 and 1 / 255 <= d.second.sigma <= 12 / 255 for d in draws)
     assert all(0.05 <= d.first.poisson_scale <= 2.0 and 0.6 <= d.second.resize_scale <= 1.2 for d in draws)
-    default = registry.build("degradations", "stablesr_mild")
+    default = registry.create("degradations", "stablesr_mild")
     assert not torch.equal(deg(photo, make_generator(0)), default(photo, make_generator(0)))
     assert spec.to_dict()["jpeg_range2"] == [77.0, 77.0]
 

@@ -17,7 +17,7 @@ from harness.bench.efficiency import (
     throughput_vs_batch,
 )
 from harness.core.imageio import save_image
-from harness.core.registry import build
+from harness.core.registry import create
 from methods.base import SRMethod
 
 MIB = 2**20
@@ -82,7 +82,7 @@ def output_folder(tmp_path):
         save_image(torch.zeros(3, 16, 16), folder / f"{key}.png")
     csv = tmp_path / "timings.csv"
     csv.write_text("image,seconds\na.png,2.0\nb.png,4.0\nc.png,9.0\n")
-    return build("methods", "output_folder", {"path": str(folder), "timings_csv": str(csv), "inference_steps": 1})
+    return create("methods", "output_folder", {"path": str(folder), "timings_csv": str(csv), "inference_steps": 1})
 
 
 def test_count_parameters_closed_form():
@@ -98,7 +98,7 @@ def test_count_parameters_closed_form():
 
 def test_count_parameters_unknown_for_precomputed_and_external(output_folder):
     assert count_parameters(output_folder) == {"total": None}
-    command = build("methods", "command", {"command": "tool {input} {output}"})
+    command = create("methods", "command", {"command": "tool {input} {output}"})
     assert count_parameters(command) == {"total": None}
     command.close()
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.mapping import ConfigError, from_dict
-from harness.core.registry import build
+from harness.core.registry import create
 from harness.core.tiling import tiled_upscale
 from methods.adapters.alignvar import AlignVARMethod, AlignVARMethodConfig, MissingCheckpointError, VARSRMethodConfig
 from methods.alignvar.colorfix import adain_color_fix
@@ -369,7 +369,7 @@ def test_checkpoint_round_trip_and_yaml_config(tiny: AlignVAR, tmp_path, astrona
         from_dict(AlignVARConfig, {"sca": {"mask_input": "sobel"}})
     with pytest.raises(ConfigError, match="unknown arch 'd99'"):
         from_dict(AlignVARConfig, {"arch": "d99"})
-    built = build("models", "alignvar", {"arch": "tiny", "checkpoint": str(path)})
+    built = create("models", "alignvar", {"arch": "tiny", "checkpoint": str(path)})
     assert isinstance(built, AlignVAR) and built.transformer.cfg == tiny.transformer.cfg
     assert isinstance(ARCHS["tiny"].transformer, TransformerConfig)
 
@@ -383,7 +383,7 @@ def test_methods_refuse_random_weights_and_count_components(tiny: AlignVAR, tmp_
         "random weights"
     )
     path = tiny.save(tmp_path / "tiny.safetensors")
-    method = build("methods", "alignvar", {"checkpoint": str(path), "sca": "none", "arch": "tiny"})
+    method = create("methods", "alignvar", {"checkpoint": str(path), "sca": "none", "arch": "tiny"})
     assert method.inference_steps == 4 and method.model.sca is None
     counts = method.parameter_counts()
     # the whole model (SCA off here), not only what inference keeps resident

@@ -10,7 +10,7 @@ import torch
 
 from harness.core.imageio import load_image, save_image
 from harness.core.mapping import ConfigError
-from harness.core.registry import build
+from harness.core.registry import create
 from methods.adapters.output_files import MissingOutputError, OutputFolderError
 from methods.adapters.output_folder import OutputFolderMethod
 
@@ -30,7 +30,7 @@ def folder(tmp_path):
 
 
 def _method(path, **options) -> OutputFolderMethod:
-    return build("methods", "output_folder", {"path": str(path), **options})
+    return create("methods", "output_folder", {"path": str(path), **options})
 
 
 def test_loads_outputs_by_key_any_extension(folder):
@@ -113,7 +113,7 @@ def test_ambiguous_and_missing_folder(tmp_path):
 
 def test_config_validation(tmp_path):
     with pytest.raises(ConfigError) as err:
-        build("methods", "output_folder", {"path": str(tmp_path), "filename_tmpl": "{}_{}"})
+        create("methods", "output_folder", {"path": str(tmp_path), "filename_tmpl": "{}_{}"})
     assert str(err.value) == (
         "<config>: methods.output_folder: filename_tmpl must contain '{}' exactly once, got '{}_{}'"
     )
@@ -159,8 +159,8 @@ def test_osediff_folder_reproduces_published_psnr_ssim(drealsr_dir):
     sr = method.upscale(lr, keys)
     assert sr.shape == hr.shape == (10, 3, 512, 512)
 
-    psnr = build("metrics", "psnr", {"y_channel": True, "crop_border": 0, "device": "cpu"})
-    ssim = build("metrics", "ssim", {"y_channel": True, "crop_border": 0, "device": "cpu"})
+    psnr = create("metrics", "psnr", {"y_channel": True, "crop_border": 0, "device": "cpu"})
+    ssim = create("metrics", "ssim", {"y_channel": True, "crop_border": 0, "device": "cpu"})
     got_psnr, got_ssim = psnr(sr, hr).tolist(), ssim(sr, hr).tolist()
     for key, p, s in zip(keys, got_psnr, got_ssim):
         assert p == pytest.approx(published[key][0], abs=1e-3), key
@@ -168,7 +168,7 @@ def test_osediff_folder_reproduces_published_psnr_ssim(drealsr_dir):
 
     # Interpolation runs on the same LR batch. Measured on these 10 images: bicubic (MATLAB kernel) 32.08 dB
     # mean PSNR-Y vs OSEDiff 29.03 dB, the usual perception-distortion gap of a generative method.
-    up = build("methods", "bicubic", {"scale": 4}).upscale(lr, keys)
+    up = create("methods", "bicubic", {"scale": 4}).upscale(lr, keys)
     assert up.shape == sr.shape
     bicubic_psnr = psnr(up, hr).mean().item()
     assert bicubic_psnr > sum(got_psnr) / len(got_psnr) + 2.0

@@ -16,7 +16,7 @@ from harness.bench.runner import run_bench
 from harness.config.experiment import experiment_from_dict, load_experiment
 from harness.core.imageio import save_image
 from harness.core.mapping import ConfigError
-from harness.core.registry import build, register
+from harness.core.registry import create, register
 from methods.adapters.output_files import OutputFolderError
 from methods.adapters.output_folder import OutputFolderConfig, OutputFolderMethod, dataset_paths
 from methods.base import SRMethod
@@ -36,7 +36,7 @@ def _level(value: float) -> float:
 
 
 def _method(**options) -> OutputFolderMethod:
-    return build("methods", "output_folder", options)
+    return create("methods", "output_folder", options)
 
 
 @pytest.fixture

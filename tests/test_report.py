@@ -308,7 +308,7 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     """``run.py demo`` on two bundled images with the real components (skipped until they are registered)."""
     needed = {"datasets": ["bundled"], "methods": ["nearest", "bilinear", "bicubic", "lanczos"],
               "metrics": ["psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"]}  # fmt: skip
-    missing = [n for kind, names in needed.items() for n in names if n not in registry.entries(kind)]
+    missing = [n for kind, names in needed.items() for n in names if n not in registry.list_entries(kind)]
     if missing:
         pytest.skip(f"not registered yet: {', '.join(missing)}")
     from harness.cli.main import main

@@ -422,7 +422,7 @@ def test_cli_bench_exit_codes(tmp_path, capsys):
 
 def _real_components_available() -> bool:
     names = {"datasets": ["bundled"], "methods": ["bicubic"], "metrics": ["psnr", "ssim"]}
-    return all(n in registry.entries(kind) for kind, ns in names.items() for n in ns)
+    return all(n in registry.list_entries(kind) for kind, ns in names.items() for n in ns)
 
 
 @pytest.mark.slow
@@ -439,8 +439,8 @@ def test_bench_real_components(tmp_path):
     run_dir = run(cfg)
     table = pd.read_csv(run_dir / "metrics/bundled.csv")
     assert len(table) == 2 and table["psnr"].between(10, 60).all()
-    ds = cfg.datasets[0].build()
-    psnr, ssim = cfg.metrics[0].build(), cfg.metrics[1].build()
+    ds = cfg.datasets[0].create()
+    psnr, ssim = cfg.metrics[0].create(), cfg.metrics[1].create()
     for i, row in table.iterrows():
         sample = ds[i]
         assert row["image"] == sample.key

@@ -17,7 +17,7 @@ from spandrel.architectures.ESRGAN import ESRGAN
 from spandrel.architectures.SwinIR import SwinIR
 
 from harness.core.mapping import ConfigError
-from harness.core.registry import build
+from harness.core.registry import create
 from harness.core.tiling import blend_profile, tile_starts, tiled_upscale
 from methods.adapters.spandrel import PRESETS, CheckpointError, SpandrelMethod
 
@@ -119,7 +119,7 @@ def test_realesrgan_pth_and_safetensors_load_the_same_weights(realesrgan_files, 
         reference = rrdb(lr).clamp(0, 1)
     outs = []
     for path in (pth, st):
-        method = build("methods", "realesrgan", {"checkpoint": str(path)})
+        method = create("methods", "realesrgan", {"checkpoint": str(path)})
         assert isinstance(method, SpandrelMethod)
         assert (method.architecture, method.scale, method.inference_steps) == ("ESRGAN", 4, 1)
         assert method.info()["tags"] == ["8nf", "1nb"]
@@ -136,13 +136,13 @@ def test_bsrgan_layout_x2_and_expected_scale(tmp_path):
     assert "RRDB_trunk.0.RDB1.conv1.weight" in sd and "HRconv.weight" in sd and "upconv1.weight" in sd
     path = tmp_path / "BSRGANx2_tiny.pth"
     torch.save(sd, path)
-    method = build("methods", "bsrgan", {"checkpoint": str(path), "expected_scale": 2})
+    method = create("methods", "bsrgan", {"checkpoint": str(path), "expected_scale": 2})
     assert method.scale == 2
     lr = _lr(10, 14)
     with torch.no_grad():
         torch.testing.assert_close(method.upscale(lr, ["a"]), model(lr).clamp(0, 1), rtol=0, atol=1e-6)
     with pytest.raises(CheckpointError) as err:
-        build("methods", "bsrgan", {"checkpoint": str(path), "expected_scale": 4})
+        create("methods", "bsrgan", {"checkpoint": str(path), "expected_scale": 4})
     assert str(err.value) == f"{path}: expected a x4 model, but the checkpoint is x2 (ESRGAN)"
 
 
@@ -152,7 +152,7 @@ def test_pixel_unshuffle_x2_pads_to_multiple_of_4(tmp_path):
     model = ESRGAN(in_nc=12, out_nc=3, num_filters=NUM_FEAT, num_blocks=NUM_BLOCK, scale=4, shuffle_factor=2)
     path = tmp_path / "RealESRGAN_tiny_x2plus.pth"
     torch.save({"params_ema": _old_to_new(model.eval().state_dict(), "realesrgan")}, path)
-    method = build(
+    method = create(
         "methods", "realesrgan", {"checkpoint": str(path), "expected_scale": 2, "tile": 30, "tile_overlap": 8}
     )
     assert method.scale == 2 and "unshuffle" in method.info()["tags"]
@@ -167,7 +167,7 @@ def test_pixel_unshuffle_x2_pads_to_multiple_of_4(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:torch.meshgrid")
 def test_swinir_odd_and_tiny_inputs(swinir_file, swinir_model):
-    method = build("methods", "swinir", {"checkpoint": str(swinir_file)})
+    method = create("methods", "swinir", {"checkpoint": str(swinir_file)})
     assert (method.architecture, method.scale) == ("SwinIR", 4)
     assert method.info()["size_requirements"] == {"minimum": 16, "multiple_of": 1, "square": False}
     lr = _lr(21, 19)  # not a multiple of the window (8): SwinIR pads internally, output cropped
@@ -182,26 +182,26 @@ def test_swinir_odd_and_tiny_inputs(swinir_file, swinir_model):
 def test_wrong_preset_is_an_exact_error(realesrgan_files, swinir_file):
     pth, _ = realesrgan_files
     with pytest.raises(CheckpointError) as err:
-        build("methods", "swinir", {"checkpoint": str(pth)})
+        create("methods", "swinir", {"checkpoint": str(pth)})
     assert str(err.value) == (
         f"{pth}: method 'swinir' expects a SwinIR checkpoint, but spandrel detected ESRGAN; use the method "
         "type matching the file, or 'spandrel' for any supported architecture"
     )
     with pytest.raises(CheckpointError, match=r"method 'realesrgan' expects a RRDBNet checkpoint, but spandrel"):
-        build("methods", "realesrgan", {"checkpoint": str(swinir_file)})
+        create("methods", "realesrgan", {"checkpoint": str(swinir_file)})
     # the generic method takes either
-    assert build("methods", "spandrel", {"checkpoint": str(swinir_file)}).architecture == "SwinIR"
+    assert create("methods", "spandrel", {"checkpoint": str(swinir_file)}).architecture == "SwinIR"
 
 
 def test_missing_checkpoint_names_path_and_download(tmp_path):
     path = tmp_path / "RealESRGAN_x4plus.pth"
     with pytest.raises(CheckpointError) as err:
-        build("methods", "realesrgan", {"checkpoint": str(path)})
+        create("methods", "realesrgan", {"checkpoint": str(path)})
     assert str(err.value) == (
         f"{path}: checkpoint not found; download {PRESETS['realesrgan'].weights} and set 'checkpoint' to its path"
     )
     with pytest.raises(CheckpointError, match=r"not found; download any checkpoint of an architecture spandrel"):
-        build("methods", "spandrel", {"checkpoint": str(path)})
+        create("methods", "spandrel", {"checkpoint": str(path)})
 
 
 class _NotATensor:
@@ -212,7 +212,7 @@ def test_unsafe_and_unsupported_files_are_refused(tmp_path):
     pickled = tmp_path / "code.pth"
     torch.save({"params": {"w": torch.zeros(1)}, "opt": _NotATensor()}, pickled)
     with pytest.raises(CheckpointError) as err:
-        build("methods", "spandrel", {"checkpoint": str(pickled)})
+        create("methods", "spandrel", {"checkpoint": str(pickled)})
     assert str(err.value).startswith(f"{pickled}: cannot be loaded safely with torch.load(weights_only=True): ")
     assert str(err.value).endswith("if you trust the file, convert it to .safetensors first")
 
@@ -222,7 +222,7 @@ def test_unsafe_and_unsupported_files_are_refused(tmp_path):
     ts = tmp_path / "model.pt"
     scripted.save(str(ts))
     with pytest.raises(CheckpointError) as err:
-        build("methods", "spandrel", {"checkpoint": str(ts)})
+        create("methods", "spandrel", {"checkpoint": str(ts)})
     assert str(err.value) == (
         f"{ts}: is a TorchScript archive (contains code), which is never loaded; "
         "export its state_dict to .safetensors instead"
@@ -231,25 +231,25 @@ def test_unsafe_and_unsupported_files_are_refused(tmp_path):
     unknown = tmp_path / "unknown.safetensors"
     save_file({"foo.weight": torch.zeros(2, 2)}, str(unknown))
     with pytest.raises(CheckpointError, match=r"does not recognise this architecture \(first keys: foo.weight\)"):
-        build("methods", "spandrel", {"checkpoint": str(unknown)})
+        create("methods", "spandrel", {"checkpoint": str(unknown)})
 
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"x")
     with pytest.raises(CheckpointError, match=r"unsupported checkpoint extension '.onnx'"):
-        build("methods", "spandrel", {"checkpoint": str(onnx)})
+        create("methods", "spandrel", {"checkpoint": str(onnx)})
 
 
 def test_config_validation_names_the_key(realesrgan_files):
     pth, _ = realesrgan_files
     with pytest.raises(ConfigError) as err:
-        build("methods", "realesrgan", {"checkpoint": str(pth), "tile": 32, "tile_overlap": 32})
+        create("methods", "realesrgan", {"checkpoint": str(pth), "tile": 32, "tile_overlap": 32})
     assert str(err.value) == "<config>: methods.realesrgan: tile_overlap (32) must be smaller than tile (32)"
     with pytest.raises(ConfigError, match=r"methods.spandrel.half: expected bool"):
-        build("methods", "spandrel", {"checkpoint": str(pth), "half": "yes"})
+        create("methods", "spandrel", {"checkpoint": str(pth), "half": "yes"})
 
 
 def test_half_only_on_cuda(realesrgan_files):
-    method = build("methods", "realesrgan", {"checkpoint": str(realesrgan_files[0]), "half": True}).to("cpu")
+    method = create("methods", "realesrgan", {"checkpoint": str(realesrgan_files[0]), "half": True}).to("cpu")
     assert method.dtype == torch.float32  # fp16 is used on CUDA only (spandrel: supports_half for RRDBNet)
     assert method.descriptor.supports_half and method.info()["dtype"] == "float32"
 
@@ -263,19 +263,19 @@ def test_tiled_equals_untiled_for_rrdbnet(realesrgan_files):
     """
     pth, _ = realesrgan_files
     lr = _lr(100, 90)  # larger than the tile in both dimensions (2 x 2 tiles)
-    whole = build("methods", "realesrgan", {"checkpoint": str(pth)}).upscale(lr, ["a"])
-    tiled_method = build("methods", "realesrgan", {"checkpoint": str(pth), "tile": 88, "tile_overlap": 80})
+    whole = create("methods", "realesrgan", {"checkpoint": str(pth)}).upscale(lr, ["a"])
+    tiled_method = create("methods", "realesrgan", {"checkpoint": str(pth), "tile": 88, "tile_overlap": 80})
     assert tiled_method.info()["tile"] == 88 and 80 * 0.5 / 2 >= RRDB_RADIUS
     tiled = tiled_method.upscale(lr, ["a"])
     assert tiled.shape == whole.shape == (1, 3, 400, 360)
     assert (tiled - whole).abs().max().item() < 1e-6
-    seamy = build("methods", "realesrgan", {"checkpoint": str(pth), "tile": 88, "tile_overlap": 4}).upscale(lr, ["a"])
+    seamy = create("methods", "realesrgan", {"checkpoint": str(pth), "tile": 88, "tile_overlap": 4}).upscale(lr, ["a"])
     assert (seamy - whole).abs().max().item() > 1e-4  # the comparison above can fail
 
 
 def test_swinir_tiling_warns_discouraged(swinir_file):
     with pytest.warns(UserWarning, match=r"spandrel discourages tiling for SwinIR"):
-        method = build("methods", "swinir", {"checkpoint": str(swinir_file), "tile": 24, "tile_overlap": 8})
+        method = create("methods", "swinir", {"checkpoint": str(swinir_file), "tile": 24, "tile_overlap": 8})
     assert method.upscale(_lr(40, 33), ["a"]).shape == (1, 3, 160, 132)
 
 

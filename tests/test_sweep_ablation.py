@@ -32,26 +32,26 @@ def _tiny(mask_input: str, path: Path) -> Path:
 
 
 def test_alignvar_method_uses_the_sca_mode_it_was_trained_with(tmp_path):
-    from harness.core.registry import build
+    from harness.core.registry import create
 
     random_ckpt = _tiny("random", tmp_path / "random.safetensors")
     off_ckpt = _tiny("none", tmp_path / "off.safetensors")
     # default: as trained (mode and gate width from the metadata: the gate loads strictly, hidden=8 matters)
-    method = build("methods", "alignvar", {"checkpoint": str(random_ckpt)})
+    method = create("methods", "alignvar", {"checkpoint": str(random_ckpt)})
     assert method.model.config.sca.mask_input == "random" and method.model.sca.mask_input == "random"
     assert not method.model.sca_untrained
-    assert build("methods", "alignvar", {"checkpoint": str(off_ckpt)}).model.sca is None
+    assert create("methods", "alignvar", {"checkpoint": str(off_ckpt)}).model.sca is None
     # an explicit mode overrides the stored one
-    assert build("methods", "alignvar", {"checkpoint": str(random_ckpt), "sca": "none"}).model.sca is None
-    laplacian = build("methods", "alignvar", {"checkpoint": str(random_ckpt), "sca": "laplacian"})
+    assert create("methods", "alignvar", {"checkpoint": str(random_ckpt), "sca": "none"}).model.sca is None
+    laplacian = create("methods", "alignvar", {"checkpoint": str(random_ckpt), "sca": "laplacian"})
     assert laplacian.model.sca.mask_input == "laplacian"
     # a model trained without SCA cannot be evaluated with an (untrained) gate
     with pytest.raises(ValueError, match=r"has no SCA weights .* so sca: laplacian would run an untrained gate"):
-        build("methods", "alignvar", {"checkpoint": str(off_ckpt), "sca": "laplacian"})
+        create("methods", "alignvar", {"checkpoint": str(off_ckpt), "sca": "laplacian"})
 
 
 def test_official_checkpoints_default_to_sca_off(tmp_path):
-    from harness.core.registry import build
+    from harness.core.registry import create
     from methods.alignvar.configs import AlignVARConfig
     from methods.alignvar.model import AlignVAR
 
@@ -59,7 +59,7 @@ def test_official_checkpoints_default_to_sca_off(tmp_path):
     model = AlignVAR.from_config(AlignVARConfig(arch="tiny"))
     torch.save(model.transformer.state_dict(), tmp_path / "VARSR.pth")
     torch.save(model.vqvae.state_dict(), tmp_path / "VQVAE.pth")
-    method = build(
+    method = create(
         "methods",
         "alignvar",
         {"checkpoint": str(tmp_path / "VARSR.pth"), "vqvae": str(tmp_path / "VQVAE.pth")},

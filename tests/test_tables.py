@@ -28,7 +28,7 @@ from bs4 import BeautifulSoup
 from harness.config.experiment import ExperimentConfig, load_experiment
 from harness.core.imageio import save_image
 from harness.core.mapping import ConfigError
-from harness.core.registry import build
+from harness.core.registry import create
 from methods.adapters.output_folder import OutputFolderConfig, dataset_paths
 from methods.base import SRMethod
 
@@ -106,7 +106,7 @@ def _write_outputs(
         folders[ds_spec.name] = folder
         if timings_csv is not None:
             timings_files[ds_spec.name] = timings_csv
-        for sample in ds_spec.build().samples():
+        for sample in ds_spec.create().samples():
             start = time.perf_counter()
             sr = interpolation.upscale(sample.lr[None], [sample.key])[0]
             seconds = time.perf_counter() - start
@@ -143,7 +143,7 @@ def make_standins(cfg: ExperimentConfig) -> Standins:
             _alignvar(seed, "none" if spec.type == "varsr" else opt.sca).save(path)
             written.checkpoints[spec.name] = path
         elif spec.type == "output_folder":
-            interpolation = build("methods", INTERPOLATIONS[folders % len(INTERPOLATIONS)])
+            interpolation = create("methods", INTERPOLATIONS[folders % len(INTERPOLATIONS)])
             folders += 1
             written.folders[spec.name], written.timings[spec.name] = _write_outputs(cfg, opt, interpolation)
     return written

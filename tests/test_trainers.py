@@ -52,7 +52,7 @@ def trained_runs(tmp_path_factory):
     cfg = load_experiment(TINY, cut)
     from harness.training.stage import train_dir_of
 
-    trainer = cfg.train.build()
+    trainer = cfg.train.create()
     trainer.fit(train_dir_of(cfg), seed=cfg.seed, model_spec=cfg.model, stop_after=4, output_root=root)
     assert cli(["train", str(TINY), *cut]) == 0  # resumes from the step-4 checkpoint
     return root

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from harness.core.imageio import quantize_8bit
 from harness.core.mapping import ConfigError, from_dict
-from harness.data.degradations.base import quantize_8bit
 from harness.data.degradations.ops import usm_sharpen
 from harness.data.pairing import DatasetError
 from harness.data.training.config import PairedSourceConfig, SourceConfig, TrainDataConfig

@@ -97,7 +97,7 @@ def build_for_analysis(spec: Any) -> Any:
     options = spec.options
     if dataclasses.is_dataclass(options) and "inference_only" in {f.name for f in dataclasses.fields(options)}:
         spec = dataclasses.replace(spec, options=dataclasses.replace(options, inference_only=False))
-    return spec.build()
+    return spec.create()
 
 
 def analysed_model(cfg: Any, checkpoint: str | Path | None) -> tuple[Any, str, Any]:
@@ -143,7 +143,7 @@ def run_analysis(
     if not cfg.datasets:
         raise ValueError(f"{cfg.source}: datasets: empty; the analyze stage runs on the first dataset")
     d_spec = cfg.datasets[0]
-    dataset = d_spec.build()
+    dataset = d_spec.create()
     model, name, closer = analysed_model(cfg, checkpoint)
     model = model.to(resolve_device(opts.device or cfg.bench.device)).eval()
     run_dir = Path(run_dir)

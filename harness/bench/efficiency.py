@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness.bench import efficiency as E
-from harness.bench.layout import write_efficiency
+from harness.bench.layout import first_line, write_efficiency
 from harness.bench.prepare import BenchContext, BenchHook
 from harness.config.experiment import EfficiencyConfig
+from harness.core.envinfo import device_name
 
 if TYPE_CHECKING:
     from methods.base import SRMethod
@@ -386,16 +386,8 @@ def efficiency_table(
     return table
 
 
-# ---- merged from harness.bench.efficiency
+# ----------------------------------------------------------------------------------------------- bench hook
 FORMAT_VERSION = 1
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def reported_stats(method: Any) -> dict[str, Any] | None:
@@ -413,11 +405,6 @@ def reported_stats(method: Any) -> dict[str, Any] | None:
     }
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def measure_method(method: Any, opts: EfficiencyConfig) -> dict[str, Any]:
     """One ``efficiency.json`` entry for ``method`` (on its current device); errors go into ``error``."""
     precomputed = bool(getattr(method, "precomputed", False))
@@ -432,9 +419,9 @@ def measure_method(method: Any, opts: EfficiencyConfig) -> dict[str, Any]:
         "throughput": [],
         "error": None,
     }
-    if E.params_known(method):
+    if params_known(method):
         entry["params"] = {
-            "total": E.count_parameters(method)["total"],
+            "total": count_parameters(method)["total"],
             "components": method.parameter_counts(),
         }
     if precomputed:
@@ -442,20 +429,20 @@ def measure_method(method: Any, opts: EfficiencyConfig) -> dict[str, Any]:
         if stats is not None:
             entry["time_source"], entry["latency"] = "reported", stats
         return entry
-    lr = E.random_lr(1, opts.lr_size, method.device)
+    lr = random_lr(1, opts.lr_size, method.device)
     try:
-        stats = E.measure_latency(method, lr, repeats=opts.repeats, warmup=opts.warmup)
+        stats = measure_latency(method, lr, repeats=opts.repeats, warmup=opts.warmup)
         entry["time_source"] = "measured"
         entry["latency"] = {"median": stats.median, "iqr": stats.iqr, "mean": stats.mean,
                             "n": len(stats.all), "all": list(stats.all)}  # fmt: skip
         if opts.memory:
-            entry["peak_memory_bytes"] = E.peak_memory(method, lr, warmup=0)
+            entry["peak_memory_bytes"] = peak_memory(method, lr, warmup=0)
         if opts.batch_sizes:
-            entry["throughput"] = E.throughput_vs_batch(
+            entry["throughput"] = throughput_vs_batch(
                 method, opts.lr_size, opts.batch_sizes, repeats=opts.repeats, warmup=1
             )
     except Exception as exc:  # noqa: BLE001 - an efficiency problem must not fail the quality bench
-        entry["error"] = _first_line(exc)
+        entry["error"] = first_line(exc)
         if method.device.type == "cuda":
             torch.cuda.empty_cache()
     del lr
@@ -477,7 +464,7 @@ class EfficiencyHook(BenchHook):
         try:
             entry = measure_method(method, self.options)
         except Exception as exc:  # noqa: BLE001 - never fail the quality bench (the runner would)
-            entry = {"error": _first_line(exc)}
+            entry = {"error": first_line(exc)}
         self.entries[method_name] = {"type": spec_types.get(method_name), **entry}
 
     def on_end(self, ctx: BenchContext, summary: Any) -> None:
@@ -500,7 +487,7 @@ class EfficiencyHook(BenchHook):
             "repeats": opts.repeats,
             "warmup": opts.warmup,
             "device": str(device),
-            "device_name": _device_name(device),
-            "memory_basis": E.memory_basis(device) if opts.memory else None,
+            "device_name": device_name(device),
+            "memory_basis": memory_basis(device) if opts.memory else None,
             "methods": methods,
         }

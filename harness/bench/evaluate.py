@@ -1,6 +1,6 @@
-"""One cell of a bench run: one method on one dataset, batch by batch, into per-image metric rows.
+"""The evaluation of one method on one dataset, batch by batch, into per-image metric rows.
 
-``run_cell`` upscales in batches of same-size images, times every batch, quantises the output to 8 bit (so
+``evaluate`` upscales in batches of same-size images, times every batch, quantises the output to 8 bit (so
 the metrics equal what the saved PNGs give), computes per-image metrics and saves the SR PNGs (and, once per
 dataset, the LR/HR references). Corrupt input images stop the run (``CorruptInputError``) or are skipped
 (``bench.on_corrupt``). A non-strict precomputed method is evaluated on the images it has
@@ -22,12 +22,7 @@ from harness.bench import layout as R
 from harness.bench.layout import first_line
 from harness.bench.prepare import BenchContext, BenchHook
 from harness.core.device import sync_device
-from harness.core.imageio import ImageError, save_image
-
-
-def quantize_8bit(img: torch.Tensor) -> torch.Tensor:
-    """Round to the 8-bit grid exactly as ``save_image`` does, so metrics equal those of the saved PNGs."""
-    return img.clamp(0.0, 1.0).mul(255.0).add(0.5).floor().div(255.0)
+from harness.core.imageio import ImageError, quantize_8bit, save_image
 
 
 def _is_strict(method: Any) -> bool:
@@ -72,7 +67,7 @@ class DatasetState:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_cell(
+def evaluate(
     ctx: BenchContext,
     ds_name: str,
     ds: Any,

@@ -1,9 +1,10 @@
-"""Validation of a bench run before any work starts: build every component and check they fit together.
+"""Everything a bench run checks and builds before any work starts, and what it then hands around.
 
-``prepare(cfg, device)`` first checks that every file and folder the experiment names exists
-(``harness.bench.prepare``: datasets, checkpoints, output folders, metric weights), then builds every dataset,
-method and metric and cross-checks them (scales, method checks, set-level metrics need saved images). All
-problems are reported in ONE ``BenchValidationError``.
+``prepare(cfg, device)`` first checks that every file and folder the experiment names exists (``Requirement``:
+datasets, checkpoints, output folders, metric weights; all missing paths in one error), then builds every
+dataset, method and metric and cross-checks them (scales, method checks, set-level metrics need saved images).
+All problems are reported in one ``BenchValidationError``. The result, ``Prepared``, is what the runner and its
+hooks (``BenchHook``, seeing a ``BenchContext``) work with.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def prepare(cfg: ExperimentConfig, device: torch.device) -> Prepared:
             problems.append(f"{kind}: empty; list at least one {kind[:-1]}")
         for i, spec in enumerate(specs):
             try:
-                built[spec.name] = spec.build()
+                built[spec.name] = spec.create()
             except Exception as exc:  # noqa: BLE001 - collected and reported together
                 problems.append(f"{kind}[{i}] ({spec.name}): {first_line(exc)}")
         return built
@@ -94,7 +95,7 @@ def prepare(cfg: ExperimentConfig, device: torch.device) -> Prepared:
     return Prepared(datasets, methods, metrics, notes)
 
 
-# ---- merged from harness.bench.prepare
+# ----------------------------------------------------------------------------------------------- context
 class MetricFlags(NamedTuple):
     lower_better: bool
     needs_reference: bool
@@ -154,7 +155,7 @@ class BenchHook:
     def on_end(self, ctx: BenchContext, summary: pd.DataFrame) -> None: ...
 
 
-# ---- merged from harness.bench.prepare
+# ----------------------------------------------------------------------------------------------- paths
 Kind = Literal["file", "dir"]
 
 

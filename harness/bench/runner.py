@@ -1,32 +1,13 @@
-"""The benchmark runner: every method on every dataset, per-image metrics, saved outputs, summary statistics.
+"""``run_bench(cfg)``: every method on every dataset, per-image metrics, saved outputs, summary statistics.
 
-``run_bench(cfg)`` is the whole ``run.py bench`` command as a function (a sweep calls it once per cell):
+1. ``prepare``: check every path the experiment names, build every dataset, method and metric and check they
+   fit together; all problems are reported in one ``BenchValidationError`` before any work starts.
+2. For each method (built once, moved to the device once) and each dataset, ``evaluate`` it; a method that
+   raises is recorded (traceback in ``errors/``) and the others carry on.
+3. Summary statistics with bootstrap CIs and set-level metrics (FID) from the saved folders; ``summary.json``
+   is written last. ``BenchFailedError`` is raised at the very end if any method failed (the CLI exits 1).
 
-1. ``prepare`` (``harness.bench.prepare``): first check that every file and folder the experiment names exists
-   (``harness.bench.prepare``: datasets, checkpoints, output folders, metric weights; all missing paths in one
-   error), then build every dataset, method and metric and check they fit together (scales, method checks,
-   set-level metrics need saved images). All problems are reported in ONE ``BenchValidationError`` before any
-   work starts.
-2. For each method (built once, moved to the device once) and each dataset, ``run_cell``
-   (``harness.bench.evaluate``): upscale in batches of same-size images, time every batch, quantise the output to
-   8 bit (so the metrics equal what the saved PNGs give), compute per-image metrics, save the SR PNGs. A method
-   that raises is recorded (traceback in ``errors/``, ``harness.bench.runner``) and the others carry on;
-   corrupt input images stop the run or are skipped (``bench.on_corrupt``).
-   A non-strict precomputed method (``output_folder`` with ``strict: false``) is evaluated on the images it
-   has (``available(keys)``); the others are recorded as skipped for that method (``method_skipped`` in
-   ``summary.json``, a note in the report). Precomputed methods get the per-image latency they report
-   (``reported_latency(key)``), marked ``latency_source: reported``.
-3. Set-level metrics (FID) from the saved folders; summary statistics with bootstrap CIs
-   (``harness.bench.runner``); ``summary.json`` written last. Raises ``BenchFailedError`` at the very end if
-   any method failed (the CLI exits 1).
-
-``bench.efficiency`` (or ``run.py bench --efficiency``) adds ``harness.bench.efficiency.EfficiencyHook``, which
-writes ``efficiency.json`` (the paper's Table 2: params, steps, latency, peak memory per method). Hooks see a
-``BenchContext`` (``harness.bench.prepare``); the device is resolved by ``harness.core.device``.
-
-The on-disk layout is defined in ``harness.bench.layout``. The names other modules import from here
-(``run_bench``, ``resolve_device``, the error types, ``BenchContext``, ``BenchHook``, ...) are listed in
-``__all__``.
+Hooks (``BenchHook``) see the run as it goes; ``bench.efficiency`` adds the efficiency hook (Table 2).
 """
 
 from __future__ import annotations
@@ -42,8 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harness.bench import layout as R
-from harness.bench.evaluate import CorruptInputError, DatasetState, latency_source, run_cell
+from harness.bench import layout
+from harness.bench.efficiency import EfficiencyHook
+from harness.bench.evaluate import CorruptInputError, DatasetState, evaluate, latency_source
 from harness.bench.layout import record_failure
 from harness.bench.prepare import BenchContext, BenchHook, Prepared, prepare
 from harness.config.experiment import ExperimentConfig
@@ -53,8 +35,24 @@ from harness.core.device import resolve_device
 from harness.core.envinfo import collect_env
 
 
+class RunExistsError(FileExistsError):
+    """The run directory already holds a finished run and ``force`` was not given."""
+
+
+class BenchFailedError(RuntimeError):
+    """Raised after all outputs are written when at least one method (or set-level metric) failed."""
+
+    def __init__(self, run_dir: Path, failures: list[dict[str, Any]]):
+        self.run_dir = Path(run_dir)
+        self.failures = failures
+        lines = [f"{f['method']} on {f['dataset']}: {f['error']}" for f in failures]
+        super().__init__(
+            f"{len(failures)} failure(s) in {run_dir} (tracebacks in {run_dir / 'errors'}):\n  " + "\n  ".join(lines)
+        )
+
+
 def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators (each cell starts from the same state)."""
+    """Seed Python's, NumPy's and torch's global generators (each method x dataset starts from one state)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -69,7 +67,7 @@ def _claim_run_dir(run_dir: Path, force: bool) -> None:
 
 
 def _clear_run_dir(run_dir: Path) -> None:
-    for entry in R.OUTPUT_ENTRIES:
+    for entry in layout.OUTPUT_ENTRIES:
         path = run_dir / entry
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -113,7 +111,7 @@ def run_bench(
 
     try:
         _clear_run_dir(run_dir)
-        R.write_config(run_dir, dump_yaml(cfg.to_dict()))
+        layout.write_config(run_dir, dump_yaml(cfg.to_dict()))
         write_json(run_dir / "env.json", collect_env(dev))
         for hook in hooks:
             hook.on_start(ctx)
@@ -130,7 +128,7 @@ def run_bench(
                 seed_everything(cfg.seed)
                 try:
                     with torch.inference_mode():
-                        rows = run_cell(
+                        rows = evaluate(
                             ctx, ds_name, ds, m_name, method.for_dataset(ds_name), states[ds_name], hooks, progress
                         )
                 except CorruptInputError:
@@ -139,8 +137,8 @@ def run_bench(
                     failures.append(record_failure(run_dir, ds_name, m_name, exc))
                     continue
                 states[ds_name].rows.extend(rows)
-                table = R.per_image_table(states[ds_name].rows, prepared.image_metrics(ds))
-                R.write_per_image(run_dir, ds_name, table, cfg.bench.results_format)
+                table = layout.per_image_table(states[ds_name].rows, prepared.image_metrics(ds))
+                layout.write_per_image(run_dir, ds_name, table, cfg.bench.results_format)
             close(m_name)
     finally:
         for m_name in prepared.methods:
@@ -149,9 +147,9 @@ def run_bench(
     for hook in hooks:
         hook.on_end(ctx, summary)
     skipped = {name: state.skipped for name, state in states.items()}
-    meta = R.run_meta(cfg, dev, prepared, skipped, failures, started)
+    meta = layout.run_meta(cfg, dev, prepared, skipped, failures, started)
     annotate_meta(meta, prepared, states)
-    R.write_summary(run_dir, summary, meta)
+    layout.write_summary(run_dir, summary, meta)
     if failures:
         raise BenchFailedError(run_dir, failures)
     return run_dir
@@ -162,21 +160,19 @@ def config_hooks(cfg: ExperimentConfig, given: Sequence[BenchHook] = ()) -> list
     options = getattr(cfg.bench, "efficiency", None)
     if options is None:
         return []
-    from harness.bench.efficiency import EfficiencyHook
-
     if any(isinstance(h, EfficiencyHook) for h in given):
         return []
     return [EfficiencyHook(options)]
 
 
-# ---- merged from harness.bench.runner
+# ----------------------------------------------------------------------------------------------- summary
 def _preview(names: Sequence[str], limit: int = 10) -> str:
     shown = ", ".join(names[:limit])
     return shown if len(names) <= limit else f"{shown}, ... and {len(names) - limit} more"
 
 
 def annotate_meta(meta: dict[str, Any], prepared: Prepared, states: dict[str, DatasetState]) -> None:
-    """Add what ``results.run_meta`` does not record: per-method skips and where each latency comes from."""
+    """Add what ``layout.run_meta`` does not record: per-method skips and where each latency comes from."""
     notes = []
     for name, method in prepared.methods.items():
         source = latency_source(method)
@@ -187,7 +183,9 @@ def annotate_meta(meta: dict[str, Any], prepared: Prepared, states: dict[str, Da
     skipped = []
     for ds_name, state in states.items():
         for m_name, items in state.method_skipped.items():
-            skipped += [{"dataset": ds_name, "method": m_name, R.IMAGE_COL: k, "error": e} for k, e in items.items()]
+            skipped += [
+                {"dataset": ds_name, "method": m_name, layout.IMAGE_COL: k, "error": e} for k, e in items.items()
+            ]
             notes.append(
                 f"{m_name} on {ds_name}: {len(items)} image(s) without output skipped (strict: false), its "
                 f"statistics cover the other images only: {_preview(list(items))}"
@@ -205,15 +203,15 @@ def summary_table(ctx: BenchContext, states: dict[str, DatasetState], failures: 
         if table.empty:
             continue
         directions = {k: prepared.flags[k].lower_better for k in prepared.image_metrics(ds)}
-        directions[R.LATENCY_COL] = True
-        parts.append(R.summarize(table, directions, n_boot=cfg.bench.bootstrap_samples, seed=cfg.seed))
+        directions[layout.LATENCY_COL] = True
+        parts.append(layout.summarize(table, directions, n_boot=cfg.bench.bootstrap_samples, seed=cfg.seed))
         for mt_name, flags in prepared.flags.items():
             if not flags.set_level or (flags.needs_reference and not ds.has_reference):
                 continue
             for m_name in dict.fromkeys(table["method"]):
                 sr_dir, hr_dir = (
-                    R.sr_image_dir(run_dir, ds_name, m_name),
-                    R.reference_dir(run_dir, ds_name, "hr"),
+                    layout.sr_image_dir(run_dir, ds_name, m_name),
+                    layout.reference_dir(run_dir, ds_name, "hr"),
                 )
                 try:
                     value = float(prepared.metrics[mt_name].compute_sets(sr_dir, hr_dir))
@@ -221,26 +219,7 @@ def summary_table(ctx: BenchContext, states: dict[str, DatasetState], failures: 
                     failures.append(record_failure(run_dir, ds_name, f"{m_name} ({mt_name})", exc))
                     continue
                 n_images = int((table["method"] == m_name).sum())
-                parts.append(R.set_level_row(ds_name, m_name, mt_name, value, n_images, flags.lower_better))
+                parts.append(layout.set_level_row(ds_name, m_name, mt_name, value, n_images, flags.lower_better))
     orders = {"dataset": list(prepared.datasets), "method": list(prepared.methods),
-              "metric": [*prepared.metrics, R.LATENCY_COL]}  # fmt: skip
-    return R.order_summary(parts, orders)
-
-
-# ---- merged from harness.bench.runner
-
-
-class RunExistsError(FileExistsError):
-    """The run directory already holds a finished run and ``force`` was not given."""
-
-
-class BenchFailedError(RuntimeError):
-    """Raised after all outputs are written when at least one method (or set-level metric) failed."""
-
-    def __init__(self, run_dir: Path, failures: list[dict[str, Any]]):
-        self.run_dir = Path(run_dir)
-        self.failures = failures
-        lines = [f"{f['method']} on {f['dataset']}: {f['error']}" for f in failures]
-        super().__init__(
-            f"{len(failures)} failure(s) in {run_dir} (tracebacks in {run_dir / 'errors'}):\n  " + "\n  ".join(lines)
-        )
+              "metric": [*prepared.metrics, layout.LATENCY_COL]}  # fmt: skip
+    return layout.order_summary(parts, orders)

@@ -150,7 +150,7 @@ def _setup(args: argparse.Namespace) -> _Target:
     model = var_model(method, m_spec.name)
     model.eval()
     out = args.output or (cfg.run_dir / "analysis")
-    return _Target(model, method, m_spec.name, d_spec.build(), d_spec.name, out, options)
+    return _Target(model, method, m_spec.name, d_spec.create(), d_spec.name, out, options)
 
 
 def _run_analysis(args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ def load_demo_config(path: str | Path, overrides: list[str], notes: list[str] | 
         if spec.get("type") in OPTIONAL_METRICS:
             options = {k: v for k, v in spec.items() if k not in ("type", "name")}
             try:
-                registry.build("metrics", spec["type"], options)
+                registry.create("metrics", spec["type"], options)
             except Exception as exc:  # noqa: BLE001 - any reason: leave it out, say why
                 reason = str(exc).strip() or type(exc).__name__  # the whole message: it says how to fix it
                 note = f"metric {spec.get('name', spec['type'])!r} left out (not available offline): {reason}"

@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.core import registry
 
     if args.kind:
-        entries = registry.entries(args.kind)
+        entries = registry.list_entries(args.kind)
         width = max((len(n) for n in entries), default=0)
         for name, entry in entries.items():
             print(f"{name:<{width}}  {entry.description}")

@@ -22,8 +22,8 @@ class ComponentSpec:
     name: str
     options: Any = None  # the component's config dataclass instance, or None when it takes no options
 
-    def build(self, **kwargs: Any) -> Any:
-        return registry.build(self.kind, self.type, self.options, **kwargs)
+    def create(self, **kwargs: Any) -> Any:
+        return registry.create(self.kind, self.type, self.options, **kwargs)
 
     def to_dict(self) -> dict:
         out = {"type": self.type}

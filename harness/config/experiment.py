@@ -81,7 +81,7 @@ class SweepConfig:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     zip: dict[str, list[Any]] = field(default_factory=dict)
     stages: list[Literal["train", "bench", "analyze"]] = field(default_factory=lambda: ["train", "bench"])
-    backend: Literal["local", "submitit", "ray"] = "local"
+    backend: Literal["local", "submitit"] = "local"
     workers: int = 1  # local CPU workers (ignored when GPUs are visible: one cell per GPU)
     backend_options: dict[str, Any] = field(default_factory=dict)
 

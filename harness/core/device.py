@@ -1,4 +1,4 @@
-"""The device a bench (or an analysis) runs on: ``auto`` resolution, and synchronisation for timing."""
+"""The device a run uses: ``auto`` resolution with checks that the device exists, and sync for timing."""
 
 from __future__ import annotations
 
@@ -7,13 +7,31 @@ import torch
 from harness.core.mapping import ConfigError
 
 
-def resolve_device(name: str | torch.device | None) -> torch.device:
-    """``auto`` (or None) -> ``cuda`` when available, else ``cpu``; anything else as given."""
+def resolve_device(
+    name: str | torch.device | None, *, key: str = "bench.device", local_rank: int | None = None
+) -> torch.device:
+    """``auto`` (or None) -> ``cuda`` when available, else ``cpu``; anything else as given, checked.
+
+    A device that does not exist here (CUDA without a GPU, ``cuda:3`` on a machine with one GPU, a typo) raises
+    ``ConfigError`` naming ``key`` and the value, before anything is loaded. Under DDP (``local_rank``), a
+    plain ``cuda`` means this process's GPU, ``cuda:<local_rank>``.
+    """
     if name is None or str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"bench.device: {name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"{key}: {name!r} is not a device ({exc}); use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{key}: {str(name)!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+        if device.index is None and local_rank is not None:
+            device = torch.device("cuda", local_rank)
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{key}: {str(device)!r} does not exist; this machine has {count} CUDA device(s)")
+    elif device.type not in ("cpu", "mps"):
+        raise ConfigError(f"{key}: {str(name)!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device
 
 

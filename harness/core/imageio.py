@@ -85,6 +85,12 @@ def _load_16bit_colour(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).clamp_(0.0, 1.0).contiguous()
 
 
+def quantize_8bit(img: torch.Tensor) -> torch.Tensor:
+    """Round [0, 1] values to the nearest of the 256 levels of an 8-bit image, exactly as ``save_image`` does
+    (half up), so that metrics on a quantised tensor equal those of the saved PNG."""
+    return img.clamp(0.0, 1.0).mul(255.0).add(0.5).floor().div(255.0)
+
+
 def tensor_to_uint8(img: torch.Tensor) -> np.ndarray:
     """(3, H, W) or (1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded half away from zero."""
     if img.dim() == 4:

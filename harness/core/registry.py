@@ -1,15 +1,17 @@
 """Decorator registries for methods, datasets, metrics, degradations, models and trainers.
 
 Each entry is a factory (a class or function) plus an optional typed config dataclass; YAML blocks of the form
-``{type: NAME, **options}`` are validated against that dataclass (see ``harness.config.experiment``) and built by name::
+``{type: NAME, **options}`` are validated against that dataclass (``harness.config.components``) and created by
+name::
 
     @register("methods", "bicubic", description="Bicubic upscaling (PyTorch, antialias off)")
     class Bicubic(SRMethod): ...
 
-    method = build("methods", "bicubic")
+    method = create("methods", "bicubic")
 
 Plugins live in the modules listed in ``PLUGIN_MODULES``; they are imported lazily on first lookup, each on its
-own, so one broken optional module (say, a baseline whose dependency is missing) cannot break the others.
+own, so one broken module (say, a baseline whose dependency is missing) cannot break the others: it is warned
+about, listed by ``describe`` (``run.py list``) and named in the error of any lookup that fails.
 """
 
 from __future__ import annotations
@@ -93,18 +95,14 @@ def load_plugins(modules: tuple[str, ...] = PLUGIN_MODULES) -> dict[str, str]:
     for module in modules:
         try:
             importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module or module.startswith(f"{exc.name}."):
-                continue  # module not written yet / not shipped: nothing to register
-            _IMPORT_ERRORS[module] = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the rest
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the rest (a missing one counts)
             _IMPORT_ERRORS[module] = f"{type(exc).__name__}: {exc}"
     for module, err in _IMPORT_ERRORS.items():
         warnings.warn(f"plugin module {module} failed to import: {err}", stacklevel=2)
     return dict(_IMPORT_ERRORS)
 
 
-def entries(kind: str) -> dict[str, Entry]:
+def list_entries(kind: str) -> dict[str, Entry]:
     """All entries of one kind, by name (plugins loaded)."""
     _check_kind(kind)
     load_plugins()
@@ -113,14 +111,15 @@ def entries(kind: str) -> dict[str, Entry]:
 
 def get(kind: str, name: str) -> Entry:
     """The entry ``name`` of ``kind``; an unknown name raises RegistryError listing the valid names."""
-    available = entries(kind)
+    available = list_entries(kind)
     if name not in available:
         valid = ", ".join(available) or "(none registered)"
-        raise RegistryError(f"unknown {kind[:-1]} {name!r}; valid choices: {valid}")
+        broken = "".join(f"; plugin module {m} failed to import ({e})" for m, e in _IMPORT_ERRORS.items())
+        raise RegistryError(f"unknown {kind[:-1]} {name!r}; valid choices: {valid}{broken}")
     return available[name]
 
 
-def build(kind: str, name: str, options: Any = None, **kwargs: Any) -> Any:
+def create(kind: str, name: str, options: Any = None, **kwargs: Any) -> Any:
     """Build entry ``name``. ``options`` is its validated config dataclass (or a dict, validated here)."""
     entry = get(kind, name)
     if entry.config is None:
@@ -138,7 +137,7 @@ def describe() -> str:
     """A human-readable listing of every registered entry (``run.py list``)."""
     lines: list[str] = []
     for kind in KINDS:
-        kind_entries = entries(kind)
+        kind_entries = list_entries(kind)
         lines.append(f"{kind} ({len(kind_entries)})")
         width = max((len(n) for n in kind_entries), default=0)
         for name, entry in kind_entries.items():

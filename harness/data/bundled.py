@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from filelock import FileLock
 
 from harness.core.atomic import write_json
-from harness.core.imageio import load_image, save_image
-from harness.data.degradations.base import make_generator, quantize_8bit
+from harness.core.imageio import load_image, quantize_8bit, save_image
+from harness.data.degradations.base import make_generator
 
 CACHE_VERSION = 1  # bump when the generation recipe changes, so stale caches are not reused
 
@@ -198,7 +198,7 @@ def ensure_bundled(
     with FileLock(str(root) + ".lock"):
         if _complete(manifest, keys):
             return BundledFiles(root, keys, generated=False)
-        degradation = registry.build("degradations", degradation_name, options)
+        degradation = registry.create("degradations", degradation_name, options)
         want = (3, hr_size // scale, hr_size // scale)
         for key, src in images.items():
             hr = hr_tile(load_image(src), hr_size, str(src))

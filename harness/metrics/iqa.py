@@ -329,7 +329,7 @@ def build_metric(spec: Any, device: str | None = None) -> Metric:
         spec = parse_component("metrics", spec, "metrics", "<build_metric>")
     if not isinstance(spec, ComponentSpec):
         raise TypeError(f"build_metric: expected a ComponentSpec, name or mapping, got {type(spec).__name__}")
-    metric = spec.build(**({"device": device} if device is not None else {}))
+    metric = spec.create(**({"device": device} if device is not None else {}))
     metric.name = spec.name
     return metric
 

@@ -133,6 +133,4 @@ def make_backend(
         return LocalScheduler(local_slots(workers, gpus), isolation=isolation)
     if name == "submitit":
         return SubmititBackend(options, sweep_dir, sweep_name, source)
-    if name == "ray":
-        raise ConfigError(f"{source}: sweep.backend: 'ray' is not available in this build; use local or submitit")
     raise ConfigError(f"{source}: sweep.backend: unknown backend {name!r}; valid choices: local, submitit")

@@ -39,26 +39,9 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
 
 
-def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None and info is not None and info.enabled:
-        device = torch.device("cuda", info.local_rank)
-    return device
-
-
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
-
-
-def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if info.enabled:
-        value = value.clone()
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value /= info.world_size
-    return value
 
 
 def any_rank_true(flag: bool, device: torch.device, info: DistInfo) -> bool:

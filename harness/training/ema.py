@@ -31,9 +31,3 @@ class EMA:
             raise KeyError(f"EMA state lacks {sorted(missing)[:3]}")
         for name in self.shadow:
             self.shadow[name].copy_(state[name])
-
-    @torch.no_grad()
-    def copy_to(self, model: torch.nn.Module) -> None:
-        for name, p in model.named_parameters():
-            if name in self.shadow:
-                p.copy_(self.shadow[name].to(p.dtype))

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from harness.core.device import resolve_device
 from harness.training import distributed as dist_utils
 from harness.training.checkpointing import (
     Checkpoint,
@@ -159,10 +160,9 @@ def train_loop(
     a checkpoint is written there).
     """
     train_dir = Path(train_dir)
-    info0 = dist_utils.DistInfo()
-    device = dist_utils.resolve_device(loop.device, info0)
+    device = resolve_device(loop.device, key="train.loop.device")
     info = dist_utils.init_distributed(device)
-    device = dist_utils.resolve_device(loop.device, info)
+    device = resolve_device(loop.device, key="train.loop.device", local_rank=info.local_rank if info.enabled else None)
     task.setup(device)
     module = task.module.to(device)
     optimizer = build_optimizer(module, optim)

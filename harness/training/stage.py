@@ -43,14 +43,14 @@ def run_train(cfg: ExperimentConfig, *, resume: bool = True, device: str | None 
         raise ConfigError(f"{cfg.source}: train: this experiment has no 'train:' block")
     from harness.core.envinfo import collect_env
 
-    trainer = cfg.train.build()
+    trainer = cfg.train.create()
     options = cfg.train.options
     if device is not None and hasattr(options, "loop"):
         options.loop.device = device
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "train_config.yaml", dump_yaml(cfg.to_dict()))
-    from harness.training.distributed import resolve_device
+    from harness.core.device import resolve_device
 
     loop_device = getattr(getattr(options, "loop", None), "device", "auto")
     write_json(run_dir / "train_env.json", collect_env(resolve_device(device or loop_device)))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from harness.core.imageio import quantize_8bit
+
 
 class Degradation:
     """HR (B, 3, H, W) float in [0, 1] -> LR (B, 3, H // scale, W // scale) float in [0, 1].
@@ -46,8 +48,3 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     generator = torch.Generator(device=device)
     generator.manual_seed(int(seed))
     return generator
-
-
-def quantize_8bit(img: torch.Tensor) -> torch.Tensor:
-    """Round [0, 1] values to the nearest of the 256 levels of an 8-bit image (half up, as when saving)."""
-    return img.clamp(0.0, 1.0).mul(255.0).add(0.5).floor().div(255.0)

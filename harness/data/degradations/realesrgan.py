@@ -31,9 +31,10 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.core.imageio import quantize_8bit
 from harness.core.registry import register
 from harness.data.degradations import ops
-from harness.data.degradations.base import Degradation, quantize_8bit
+from harness.data.degradations.base import Degradation
 from harness.data.degradations.kernels import Sampler, draw_blur_kernel, draw_final_sinc
 from harness.data.degradations.realesrgan_config import RealESRGANConfig, StableSRMildConfig
 

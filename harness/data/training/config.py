@@ -89,4 +89,4 @@ def build_degradation(spec: DegradationSpec, scale: int, validate_only: bool = F
             options = from_dict(entry.config, options, path="degradation.options", source="data")
         except ConfigError as exc:
             raise ValueError(str(exc).removeprefix("data: ")) from None
-    return None if validate_only else registry.build("degradations", spec.name, options)
+    return None if validate_only else registry.create("degradations", spec.name, options)

@@ -33,7 +33,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from harness.data.degradations.base import make_generator, quantize_8bit
+from harness.core.imageio import quantize_8bit
+from harness.data.degradations.base import make_generator
 from harness.data.pairing import DatasetError
 from harness.data.training.config import (
     DegradationSpec,
