@@ -68,9 +68,10 @@ def test_per_folder_command_with_template():
 def test_shell_mode_and_env(tmp_path):
     script = tmp_path / "up.py"
     script.write_text(PIL_UPSCALE)
-    method = _method(
-        command='"$UPSCALER" "$SCRIPT" {input} {output} {scale} && echo done',
+    method = _method(  # a shell parses the command: the values come from the environment, never the text
+        command='"$UPSCALER" "$SCRIPT" "$ALIGNVAR_INPUT" "$ALIGNVAR_OUTPUT" "$ALIGNVAR_SCALE" && echo done',
         shell=True,
+        mode="image",
         env={"UPSCALER": sys.executable, "SCRIPT": str(script)},
         cwd=str(tmp_path),
         scale=2,

@@ -138,7 +138,9 @@ def test_infer_precision_flag(tiny_checkpoint: Path, tmp_path: Path, capsys) -> 
     assert not out.exists()
     assert infer(*args, "--precision", "bf16") == 0
     bf16 = load_image(out / "x.png")
-    assert infer(*args) == 0  # fp32, the default
+    assert infer(*args) == 3  # the output exists: replaced only with --overwrite
+    assert "1 output(s) exist already" in capsys.readouterr().err
+    assert infer(*args, "--overwrite") == 0  # fp32, the default
     fp32 = load_image(out / "x.png")
     assert bf16.shape == fp32.shape == (3, 64, 64)
     assert not torch.equal(bf16, fp32)  # autocast really ran ...

@@ -262,7 +262,7 @@ def test_bench_reads_each_datasets_folder_through_the_current_runner(tmp_path):
                 },
             ],  # fmt: skip
             "metrics": [{"type": "_t_outfolder_level", "name": "level"}],
-            "bench": {"device": "cpu", "bootstrap_samples": 50, "save_images": False},
+            "bench": {"device": "cpu", "bootstrap_samples": 100, "save_images": False},
         },
         source="test.yaml",
     )

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from harness.bench.evaluate import CorruptInputError, quantize_8bit
+from harness.bench.evaluate import quantize_8bit
 from harness.bench.layout import RunNotFoundError, load_run, safe_name
 from harness.bench.prepare import BenchValidationError
 from harness.bench.runner import BenchFailedError, RunExistsError, run_bench
@@ -228,7 +228,7 @@ def test_full_bench_outputs_and_values(tmp_path):
         assert (run_dir / "references/tiny/lr" / f"{key}.png").is_file()
         assert (run_dir / "references/tiny/hr" / f"{key}.png").is_file()
     # atomic writes: no temporary files left anywhere
-    assert [p for p in run_dir.rglob(".*")] == []
+    assert sorted(p.name for p in run_dir.rglob(".*")) == [".harness-files.json", ".lock"]  # lock, file manifest
 
     table = pd.read_csv(run_dir / "metrics/tiny.csv")
     assert list(table.columns) == ["dataset", "method", "image", "mae", "level", "latency_s"]
@@ -276,13 +276,22 @@ def test_full_bench_outputs_and_values(tmp_path):
 
 def test_existing_run_needs_force(tmp_path):
     cfg = make_cfg(tmp_path)
-    run_dir = run(cfg)
-    stale = run_dir / "images/tiny/old_method"
-    stale.mkdir(parents=True)
-    with pytest.raises(RunExistsError, match="already holds a finished run; pass --force"):
+    two = make_cfg(
+        tmp_path, methods=[{"type": "_t_runner_box", "name": "box"}, {"type": "_t_runner_box", "name": "old"}]
+    )
+    run_dir = run(two)
+    stale = run_dir / "images/tiny/old"  # the harness's own outputs of a method no longer in the config
+    assert stale.is_dir()
+    with pytest.raises(
+        RunExistsError, match="already holds a finished run from a different config or code:\n  config.methods"
+    ):
         run(cfg)
     run(cfg, force=True)
-    assert not stale.exists()  # a forced run starts from a clean slate
+    assert not stale.exists()  # a forced run leaves exactly the new run's outputs
+    with pytest.raises(
+        RunExistsError, match="already holds a finished run from the same config and code; pass --force"
+    ):
+        run(cfg)
 
 
 def test_failing_method_is_recorded_and_others_finish(tmp_path):
@@ -326,17 +335,20 @@ def test_corrupt_images(tmp_path, mode):
         bench={"on_corrupt": mode},
         methods=[{"type": "_t_runner_box", "name": "a"}, {"type": "_t_runner_box", "name": "b"}],
     )
-    if mode == "fail":
-        with pytest.raises(CorruptInputError, match=r"(?s)/data/tiny/img1.png: cannot decode image .*on_corrupt=skip"):
-            run(cfg)
-        assert not (tmp_path / "runs/exp/summary.json").exists()
-        return
-    with pytest.warns(UserWarning, match="skipping tiny/img1: /data/tiny/img1.png: cannot decode image"):
-        run_dir = run(cfg)
+    action = "skipping" if mode == "skip" else "cannot evaluate"
+    with pytest.warns(UserWarning, match=f"{action} tiny/img1: /data/tiny/img1.png: cannot decode image"):
+        if mode == "fail":  # the other images are evaluated and written; the run then fails
+            with pytest.raises(BenchFailedError, match=r"tiny/img1 \(input, load\): /data/tiny/img1.png: cannot"):
+                run(cfg)
+            run_dir = tmp_path / "runs/exp"
+        else:
+            run_dir = run(cfg)
     table = pd.read_csv(run_dir / "metrics/tiny.csv")
     assert list(table["image"]) == ["img0", "img2", "img0", "img2"]
     meta = json.loads((run_dir / "summary.json").read_text())
-    assert meta["status"] == "ok" and meta["datasets"]["tiny"]["n_skipped"] == 1
+    assert meta["status"] == ("ok" if mode == "skip" else "failed") and meta["datasets"]["tiny"]["n_skipped"] == 1
+    assert meta["evaluation"] == [{"dataset": "tiny", "method": m, "n_images": 3, "n_evaluated": 2, "n_failed": 1}
+                                  for m in ("a", "b")]  # fmt: skip
     error = "/data/tiny/img1.png: cannot decode image (OSError: truncated)"
     assert meta["skipped"] == [{"dataset": "tiny", "image": "img1", "error": error}]
     assert load_run(run_dir).skipped[0]["image"] == "img1"
@@ -404,20 +416,20 @@ def test_cli_bench_exit_codes(tmp_path, capsys):
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump({
         "name": "cli", "datasets": [{"type": "_t_runner_tiny"}], "methods": ["_t_runner_box"],
-        "metrics": ["_t_runner_mae"], "bench": {"device": "cpu", "bootstrap_samples": 50},
+        "metrics": ["_t_runner_mae"], "bench": {"device": "cpu", "bootstrap_samples": 100},
     }))  # fmt: skip
     root = tmp_path / "out"
     assert main(["bench", str(exp), "--output-root", str(root), "--no-progress"]) == 0
     assert (root / "cli/summary.json").is_file()
     assert f"results: {root / 'cli'}" in capsys.readouterr().out
-    assert main(["bench", str(exp), "--output-root", str(root), "--no-progress"]) == 1
+    assert main(["bench", str(exp), "--output-root", str(root), "--no-progress"]) == 3
     assert "already holds a finished run" in capsys.readouterr().err
     code = main(["bench", str(exp), "methods.0=_t_runner_boom", "--output-root", str(root), "--force",
                  "--no-progress", "--report"])  # fmt: skip
     assert code == 1 and (root / "cli/errors/_t_runner_tiny___t_runner_boom.txt").is_file()
     assert (root / "cli/report.html").is_file()
     assert main(["bench", str(exp), "bench.batch_size=0", "--output-root", str(root)]) == 2
-    assert "bench.batch_size must be >= 1" in capsys.readouterr().err
+    assert "bench.batch_size: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def _real_components_available() -> bool:

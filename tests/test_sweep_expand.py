@@ -109,7 +109,7 @@ def test_invalid_value_in_one_cell_fails_up_front_naming_cell_and_key():
     # a __post_init__ check and an unknown (typo) key are reported the same way
     with pytest.raises(
         ConfigError,
-        match=r"^exp.yaml \[sweep cell bench.batch_size=0\]: bench: bench.batch_size must be >= 1, got 0$",
+        match=r"^exp.yaml \[sweep cell bench.batch_size=0\]: bench.batch_size: must be >= 1, got 0$",
     ):
         expand(spec_of({"sweep": {"grid": {"bench.batch_size": [1, 0]}}}))
     with pytest.raises(ConfigError, match=r"\[sweep cell bench.batchsize=1\]: bench.batchsize: unknown key; valid"):

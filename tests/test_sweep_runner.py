@@ -14,7 +14,8 @@ import pytest
 from harness.cli.main import main
 from harness.config.experiment import load_experiment
 from harness.core.mapping import ConfigError
-from harness.sweep.cache import CellLock, read_state, write_state
+from harness.core.runlock import RunLock
+from harness.sweep.cache import read_state, write_state
 from harness.sweep.expand import SweepSpec
 from harness.sweep.runner import run_sweep
 
@@ -92,7 +93,7 @@ def test_2x3_grid_completes_with_six_cells_summary_and_logs(tmp_path):
         assert state["status"] == "done" and state["attempts"] == 1 and state["pid"] == os.getpid()
         assert state["result"] == {"score": score(cell), "nested": {"seed": cell.config.seed}}
         assert state["overrides"] == cell.overrides and state["id"] == cell.id
-        assert state["code_version"].keys() == {"commit", "dirty", "diff_sha256"}
+        assert state["code_version"].keys() == {"version", "commit", "dirty", "diff_sha256"}
         log = (d / "log.txt").read_text()
         assert f"hello from {cell.name}" in log and f"a logging line from {cell.name}" in log
         reloaded = load_experiment(d / "config.yaml")  # the cell's config is a normal experiment file
@@ -187,7 +188,7 @@ def test_dry_run_lists_states_and_writes_nothing(tmp_path, capsys):
     write_state(dirs[1], {**read_state(dirs[1]), "status": "running", "pid": 999999, "host": "h"})
     (dirs[3] / "state.json").unlink()
     capsys.readouterr()
-    with CellLock(dirs[0]):
+    with RunLock(dirs[0]):
         listing = run_sweep(spec, dry_run=True, progress=False)
     out = capsys.readouterr().out.splitlines()
     assert [r["status"] for r in listing.rows] == [
@@ -304,7 +305,7 @@ def test_default_cell_function_benches_each_cell_in_its_own_folder(tmp_path):
         "datasets": [{"type": "bundled", "name": "bundled", "hr_size": 64, "scale": 4}],
         "methods": ["bicubic"],
         "metrics": ["psnr_y"],
-        "bench": {"device": "cpu", "save_images": False, "bootstrap_samples": 20},
+        "bench": {"device": "cpu", "save_images": False, "bootstrap_samples": 100},
         "sweep": {"stages": ["bench"], "grid": {"bench.max_images": [1, 2]}},
     }
     result = run_sweep(SweepSpec.from_raw(data, source="b.yaml"), isolation="inline", progress=False)

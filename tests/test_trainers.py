@@ -49,11 +49,9 @@ def trained_runs(tmp_path_factory):
     full = _overrides(root, steps=10, tok_steps=40, extra=("name=full",))
     assert cli(["train", str(TINY), *full]) == 0
     cut = _overrides(root, steps=10, tok_steps=40, extra=("name=cut",))
-    cfg = load_experiment(TINY, cut)
-    from harness.training.stage import train_dir_of
+    from harness.training.stage import run_train
 
-    trainer = cfg.train.create()
-    trainer.fit(train_dir_of(cfg), seed=cfg.seed, model_spec=cfg.model, stop_after=4, output_root=root)
+    run_train(load_experiment(TINY, cut), stop_after=4)  # an interruption after step 4
     assert cli(["train", str(TINY), *cut]) == 0  # resumes from the step-4 checkpoint
     return root
 

@@ -2,13 +2,14 @@
 
 ``evaluate`` upscales in batches of same-size images, times every batch, quantises the output to 8 bit (so
 the metrics equal what the saved PNGs give), computes per-image metrics and saves the SR PNGs (and, once per
-dataset, the LR/HR references). Corrupt input images stop the run (``CorruptInputError``) or are skipped
-(``bench.on_corrupt``). A non-strict precomputed method is evaluated on the images it has
+dataset, the LR/HR references). An image that fails at any stage is recorded (``DatasetState``) and the others
+are evaluated (``evaluate``). A non-strict precomputed method is evaluated on the images it has
 (``unavailable_keys``); precomputed methods get the per-image latency they report (``reported_latency``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -61,10 +62,32 @@ def latency_source(method: Any) -> str:
 class DatasetState:
     """Per-dataset bookkeeping shared by all methods."""
 
-    skipped: dict[str, str] = field(default_factory=dict)  # image key -> error
+    skipped: dict[str, str] = field(default_factory=dict)  # image key -> why it could not be loaded
     method_skipped: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> {key: reason}
+    image_failures: list[dict[str, str]] = field(default_factory=list)  # {dataset, method, image, stage, error}
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # method -> {n_images, n_evaluated, n_failed}
     refs_saved: set[str] = field(default_factory=set)
     rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ImageFailure(Exception):
+    """One image (or batch) failed at ``stage`` (upscale, output, reference, metric, memory); says why."""
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(message)
+        self.stage = stage
+
+
+# Images failing in a row, from the first one, after which the method counts as broken (its error becomes one
+# failure of the whole method x dataset, with its traceback) instead of being retried on every image; the same
+# when no image at all worked.
+BROKEN_AFTER = 3
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return f"out of memory ({first_line(exc)})"
+    return first_line(exc) if not isinstance(exc, ImageFailure) else str(exc)
 
 
 def evaluate(
@@ -77,7 +100,14 @@ def evaluate(
     hooks: Sequence[BenchHook],
     progress: bool,
 ) -> list[dict[str, Any]]:
-    """Upscale one dataset with one method; return its per-image rows."""
+    """Upscale one dataset with one method; return its per-image rows.
+
+    An image that fails (its file cannot be read, the method fails on it or returns the wrong size, a metric
+    cannot be computed on it or returns a non-finite value, or it does not fit in memory) is recorded in
+    ``state`` with its stage and reason, and the other images are evaluated: a failing batch is retried image by
+    image. A method failing on its first ``BROKEN_AFTER`` images, or on every image, is broken: its error is
+    raised (the runner records it as the method's failure on this dataset).
+    """
     cfg, device, run_dir = ctx.cfg, ctx.device, ctx.run_dir
     n = len(ds) if cfg.bench.max_images is None else min(len(ds), cfg.bench.max_images)
     keys = list(ds.keys)
@@ -93,67 +123,131 @@ def evaluate(
     if unavailable:
         reason = "no precomputed output (strict: false)"
         state.method_skipped.setdefault(m_name, {}).update({k: reason for k in keys[:n] if k in unavailable})
+    counts = state.counts.setdefault(m_name, {"n_images": 0, "n_evaluated": 0, "n_failed": 0})
+    streak: dict[str, Any] = {"failed": 0, "succeeded": 0, "last": None}
 
-    def flush(batch: list[Any]) -> None:
+    def compute(batch: list[Any]) -> list[dict[str, Any]]:
         nonlocal warm
         lr = torch.stack([s.lr for s in batch]).to(device)
         batch_keys = [s.key for s in batch]
-        if not warm:
-            method.upscale(lr, batch_keys)
+        try:
+            if not warm:
+                method.upscale(lr, batch_keys)
+                sync_device(device)
+                warm = True
+            start = time.perf_counter()
+            sr = method.upscale(lr, batch_keys)
             sync_device(device)
-            warm = True
-        start = time.perf_counter()
-        sr = method.upscale(lr, batch_keys)
-        sync_device(device)
-        seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - start
+        except Exception as exc:  # noqa: BLE001 - attributed to this batch, retried per image
+            raise ImageFailure("upscale", _reason(exc)) from exc
         expected = (len(batch), 3, lr.shape[-2] * scale, lr.shape[-1] * scale)
         if tuple(sr.shape) != expected:
-            raise ValueError(
+            raise ImageFailure(
+                "output",
                 f"method {m_name!r} returned shape {tuple(sr.shape)} for LR batch "
-                f"{tuple(lr.shape)} ({batch_keys[0]}...); expected {expected}"
+                f"{tuple(lr.shape)} ({batch_keys[0]}...); expected {expected}",
             )
         sr = quantize_8bit(sr.float())
         hr = torch.stack([s.hr for s in batch]).to(device) if ds.has_reference else None
         if hr is not None and hr.shape != sr.shape:
-            raise ValueError(
+            raise ImageFailure(
+                "reference",
                 f"dataset {ds_name!r}: HR of {batch_keys[0]} has shape {tuple(hr.shape[1:])}, "
-                f"SR has {tuple(sr.shape[1:])}"
+                f"SR has {tuple(sr.shape[1:])}",
             )
         values = {}
         for mt_name, metric in metrics.items():
-            out = metric(sr, hr if flags[mt_name].needs_reference else None)
-            values[mt_name] = torch.as_tensor(out).reshape(-1).double().cpu().tolist()
+            try:
+                out = metric(sr, hr if flags[mt_name].needs_reference else None)
+                values[mt_name] = torch.as_tensor(out).reshape(-1).double().cpu().tolist()
+            except Exception as exc:  # noqa: BLE001
+                raise ImageFailure("metric", f"{mt_name}: {_reason(exc)}") from exc
             if len(values[mt_name]) != len(batch):
                 raise ValueError(f"metric {mt_name!r} returned {len(values[mt_name])} values for {len(batch)}")
+            bad = [v for v in values[mt_name] if not math.isfinite(v)]
+            if bad:
+                raise ImageFailure("metric", f"{mt_name} returned {bad[0]} (not a finite number)")
+        out_rows = []
         for j, sample in enumerate(batch):
             if cfg.bench.save_images:
                 save_image(sr[j].cpu(), R.sr_image_path(run_dir, ds_name, m_name, sample.key))
             row = {"dataset": ds_name, "method": m_name, R.IMAGE_COL: sample.key}
             row.update({k: v[j] for k, v in values.items()})
             row[R.LATENCY_COL] = seconds / len(batch) if timed else reported_latency(method, sample.key)
-            rows.append(row)
+            out_rows.append(row)
         for hook in hooks:
             hook.on_batch(ctx, ds_name, m_name, batch_keys, seconds)
+        return out_rows
+
+    mine: list[dict[str, str]] = []  # this method's image failures
+
+    def broken(exc: ImageFailure) -> BaseException:
+        """The method failed on every image so far: the original error stands for them all."""
+        for item in mine:
+            state.image_failures.remove(item)
+        counts["n_failed"] -= len(mine)
+        return exc.__cause__ if exc.__cause__ is not None else exc
+
+    def record(sample: Any, exc: ImageFailure) -> None:
+        streak["failed"] += 1
+        counts["n_failed"] += 1
+        item = {"dataset": ds_name, "method": m_name, R.IMAGE_COL: sample.key, "stage": exc.stage, "error": str(exc)}
+        state.image_failures.append(item)
+        mine.append(item)
+        streak["last"] = exc
+        if streak["succeeded"] == 0 and streak["failed"] >= BROKEN_AFTER:
+            raise broken(exc)
+
+    def attempt(batch: list[Any]) -> list[dict[str, Any]]:
+        try:
+            return compute(batch)
+        except (MemoryError, torch.OutOfMemoryError) as exc:  # e.g. an 8000x8000 input: that image only
+            raise ImageFailure("memory", _reason(exc)) from exc
+
+    def flush(batch: list[Any]) -> None:
+        try:
+            done = attempt(batch)
+        except ImageFailure as exc:
+            if len(batch) == 1:
+                record(batch[0], exc)
+                return
+            done = []
+            for sample in batch:  # isolate the failing image(s)
+                try:
+                    done += attempt([sample])
+                except ImageFailure as single:
+                    record(sample, single)
+        streak["succeeded"] += len(done)
+        counts["n_evaluated"] += len(done)
+        rows.extend(done)
+        if device.type == "cuda" and len(done) < len(batch):
+            torch.cuda.empty_cache()  # after an out-of-memory image
 
     batch: list[Any] = []
     with tqdm(total=n, desc=f"{m_name} | {ds_name}", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for i in range(n):
             key = keys[i]
             needs_ref = cfg.bench.save_images and key not in state.refs_saved and (need_all_refs or key in grid_keys)
-            if key in state.skipped or (key in unavailable and not needs_ref):
+            if key not in unavailable:
+                counts["n_images"] += 1
+            if key in state.skipped:
+                counts["n_failed"] += key not in unavailable
+                bar.update(1)
+                continue
+            if key in unavailable and not needs_ref:
                 bar.update(1)
                 continue
             try:
                 sample = ds[i]
             except Exception as exc:  # noqa: BLE001 - a data problem, never blamed on the method
-                if not isinstance(exc, ImageError):
-                    raise CorruptInputError(f"loading {ds_name}/{key} failed: {first_line(exc)}") from exc
-                if cfg.bench.on_corrupt == "fail":
-                    raise CorruptInputError(
-                        f"{exc}\n(bench.on_corrupt is 'fail'; set bench.on_corrupt=skip to skip unreadable images)"
-                    ) from None
-                warnings.warn(f"skipping {ds_name}/{key}: {exc}", stacklevel=2)
-                state.skipped[key] = str(exc)
+                reason = (
+                    str(exc) if isinstance(exc, ImageError) else f"loading {ds_name}/{key} failed: {first_line(exc)}"
+                )
+                action = "skipping" if cfg.bench.on_corrupt == "skip" else "cannot evaluate"
+                warnings.warn(f"{action} {ds_name}/{key}: {reason}", stacklevel=2)
+                state.skipped[key] = reason
+                counts["n_failed"] += key not in unavailable
                 bar.update(1)
                 continue
             if needs_ref:
@@ -172,8 +266,6 @@ def evaluate(
         if batch:
             flush(batch)
             bar.update(len(batch))
+    if mine and not rows:  # not one image worked: the method failed on this dataset
+        raise broken(streak["last"])
     return rows
-
-
-class CorruptInputError(RuntimeError):
-    """An input image could not be read and ``bench.on_corrupt`` is ``fail``."""

@@ -8,12 +8,15 @@ A run directory ``runs/<experiment>/`` holds::
     summary.json                 run metadata, per (dataset, method, metric) statistics, failures, skips
     summary.csv                  the statistics as a flat table (SUMMARY_COLUMNS)
     efficiency.json              optional, written by an efficiency hook
+    identity.json                config hash, input data manifest (file names, sizes, sha256), code version
     images/<dataset>/<method>/<image>.png        SR outputs (bench.save_images)
     references/<dataset>/{lr,hr}/<image>.png     LR/HR references for the report grid and set-level metrics
     errors/<dataset>__<method>.txt               tracebacks of failed methods
+    errors/images.csv                            images that failed: dataset, method, image, stage, error
 
 Report, regression checks and sweeps read a run with ``load_run(run_dir) -> RunResults``. ``summary.json`` is
-written last, so its presence marks a finished run.
+written last, so its presence marks a finished run. The runner builds a run in a staging folder and moves it
+into place when it has finished (``harness.core.runfolder``).
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ OUTPUT_ENTRIES = (
     "images",
     "references",
     "errors",
+    "identity.json",
     "report.html",
 )
+IMAGE_FAILURE_COLUMNS = ("dataset", "method", "image", "stage", "error")
 
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=,@-]*$")
 
@@ -146,14 +151,18 @@ def summarize(
     """Per (dataset, method, metric) statistics of a per-image table (columns SUMMARY_COLUMNS).
 
     ``lower_better`` maps each metric column to summarise (in order) to its direction; columns absent from
-    ``table`` or entirely NaN for a method are left out.
+    ``table`` or entirely NaN for a method are left out. ``n_boot=0`` switches the CIs off (NaN bounds).
     """
     rows = []
     for (dataset, method), group in table.groupby(["dataset", "method"], sort=False):
         for metric, low in lower_better.items():
             if metric not in group or group[metric].isna().all():
                 continue
-            stats = describe(group[metric].to_numpy(dtype=float), n_boot=n_boot, alpha=alpha, seed=seed)
+            values = group[metric].to_numpy(dtype=float)
+            if n_boot == 0:
+                stats = {**describe(values, n_boot=1, alpha=alpha, seed=seed), "ci_low": math.nan, "ci_high": math.nan}
+            else:
+                stats = describe(values, n_boot=n_boot, alpha=alpha, seed=seed)
             rows.append({"dataset": dataset, "method": method, "metric": metric, **stats, "lower_better": bool(low)})
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
@@ -240,6 +249,20 @@ def write_config(run_dir: Path, config_yaml: str) -> None:
     write_text(Path(run_dir) / "config.yaml", config_yaml)
 
 
+def image_failures_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "errors" / "images.csv"
+
+
+def write_image_failures(run_dir: Path, failures: list[dict[str, Any]]) -> Path | None:
+    """``errors/images.csv``: one row per image that failed (IMAGE_FAILURE_COLUMNS); nothing when none did."""
+    if not failures:
+        return None
+    table = pd.DataFrame(failures, columns=list(IMAGE_FAILURE_COLUMNS))
+    path = image_failures_path(run_dir)
+    write_with(path, lambda tmp: table.to_csv(tmp, index=False))
+    return path
+
+
 # ----------------------------------------------------------------------------------------------- reading
 @dataclass
 class RunResults:
@@ -254,6 +277,8 @@ class RunResults:
     efficiency: dict[str, Any] | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    image_failures: list[dict[str, Any]] = field(default_factory=list)  # images that failed (name, stage, why)
+    identity: dict[str, Any] | None = None  # identity.json: config hash, data manifest, code version
 
     @property
     def name(self) -> str:
@@ -339,6 +364,8 @@ def load_run(run_dir: str | Path) -> RunResults:
     per_image = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(ID_COLUMNS))
     efficiency_path = run_dir / "efficiency.json"
     efficiency = _read_json(efficiency_path) if efficiency_path.is_file() else None
+    identity_path = run_dir / "identity.json"
+    identity = _read_json(identity_path) if identity_path.is_file() else None
     return RunResults(
         run_dir=run_dir,
         config=config or {},
@@ -349,6 +376,8 @@ def load_run(run_dir: str | Path) -> RunResults:
         efficiency=efficiency,
         failures=list(meta.get("failures", [])),
         skipped=list(meta.get("skipped", [])),
+        image_failures=list(meta.get("image_failures", [])),
+        identity=identity,
     )
 
 

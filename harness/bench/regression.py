@@ -15,6 +15,11 @@ tolerance. Tolerances come from a YAML file (``yaml.safe_load``)::
 
 A metric without an entry has tolerance 0 (any significant worsening counts). Latency is not compared unless
 asked for (it measures the machine as much as the method).
+
+Two runs whose input data differ (the ``datasets/`` groups of their data manifests, ``identity.json``) are not
+compared: a difference would be blamed on the method. ``allow_data_change`` compares them anyway and says so in
+the notes and the verdict. A non-finite score (NaN, inf) in the new run where the reference has a finite one is
+a regression of its own (status ``non-finite``).
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
+from harness.bench.inputs import dataset_groups
 from harness.bench.layout import IMAGE_COL, LATENCY_COL, RunResults, load_run
+from harness.core.identity import RunIdentity, format_differences
 from harness.core.mapping import ConfigError, from_dict
 from harness.core.stats import paired_bootstrap
 
@@ -115,11 +123,12 @@ class MetricComparison:
     worsening: float  # > 0 means worse, in the metric's units
     tolerance: float
     significant: bool
-    status: str  # regression | worse (within tolerance) | worse (not significant) | improved | no change
+    status: str  # regression | non-finite | worse (within tolerance) | worse (not significant) | improved | ...
+    n_non_finite: int = 0  # images scored NaN/inf in the new run but finite in the reference
 
     @property
     def regressed(self) -> bool:
-        return self.status == "regression"
+        return self.status in ("regression", "non-finite")
 
 
 def classify(worsening: float, significant: bool, tolerance: float) -> str:
@@ -141,6 +150,7 @@ class RegressionReport:
     n_boot: int
     rows: list[MetricComparison]
     notes: list[str] = field(default_factory=list)
+    data_changed: list[str] = field(default_factory=list)  # data manifest differences, compared anyway
 
     @property
     def regressed(self) -> bool:
@@ -241,11 +251,21 @@ def compare_runs(
     n_boot: int = 2000,
     seed: int = 0,
     include_latency: bool = False,
+    allow_data_change: bool = False,
 ) -> RegressionReport:
     """Compare every (dataset, method, metric) of ``new_dir`` with ``ref_dir`` (see the module docstring)."""
     tol = tolerances or Tolerances()
     new, ref = load_run(new_dir), load_run(ref_dir)
     notes: list[str] = []
+    data_changed = _data_differences(new, ref, notes)
+    if data_changed and not allow_data_change:
+        raise RegressionError(
+            "the runs were made from different input data, so a difference would be blamed on the method:\n"
+            + format_differences(data_changed)
+            + "\ncompare runs on the same data, or pass --allow-data-change to compare them anyway"
+        )
+    if data_changed:
+        notes.append(f"input data differ ({len(data_changed)} difference(s)); compared anyway (--allow-data-change)")
     if new.per_image.empty or ref.per_image.empty:
         empty = new.run_dir if new.per_image.empty else ref.run_dir
         raise RegressionError(f"{empty}: no per-image metrics (metrics/<dataset>.csv) to compare")
@@ -288,13 +308,22 @@ def compare_runs(
             if b[metric].isna().all() and a[metric].isna().all():
                 continue
             lower = _direction(new, ref, metric, tol)
+            x, y = a[metric].to_numpy(float), b[metric].to_numpy(float)
+            lost = ~np.isfinite(x) & np.isfinite(y)  # scored in the reference, NaN/inf now: a failure
+            if not np.isfinite(y).all():
+                notes.append(
+                    f"{dataset}/{method}/{metric}: {int((~np.isfinite(y)).sum())} image(s) without a finite score "
+                    "in the reference are left out"
+                )
+            keep = np.isfinite(x) & np.isfinite(y)
             res = paired_bootstrap(
-                a[metric].to_numpy(float),
-                b[metric].to_numpy(float),
-                n_boot=n_boot,
-                alpha=tol.alpha,
-                seed=seed,
+                np.where(keep, x, np.nan), np.where(keep, y, np.nan), n_boot=n_boot, alpha=tol.alpha, seed=seed
             )
+            if lost.any():
+                rows.append(
+                    _non_finite_row(dataset, method, metric, lower, x, y, lost, res, tol.allowed(metric, lower))
+                )
+                continue
             if res.n == 0:
                 notes.append(f"{dataset}/{method}/{metric}: no image has a score in both runs")
                 continue
@@ -323,4 +352,42 @@ def compare_runs(
                     status=classify(worsening, significant, allowed),
                 )
             )
-    return RegressionReport(new.run_dir, ref.run_dir, tol.alpha, n_boot, rows, notes)
+    return RegressionReport(new.run_dir, ref.run_dir, tol.alpha, n_boot, rows, notes, data_changed)
+
+
+def _non_finite_row(dataset, method, metric, lower, x, y, lost, res, allowed) -> MetricComparison:
+    """The comparison of a metric some of whose new scores are NaN/inf: a failure, whatever the others say."""
+    return MetricComparison(
+        dataset=dataset,
+        method=method,
+        metric=metric,
+        n=int(len(x)),
+        lower_better=lower,
+        mean_ref=float(np.mean(y[np.isfinite(y)])) if np.isfinite(y).any() else math.nan,
+        mean_new=float(np.mean(x)) if len(x) else math.nan,
+        diff=res.mean_diff,
+        ci_low=res.ci_low,
+        ci_high=res.ci_high,
+        p_value=res.p_value,
+        worsening=math.inf,
+        tolerance=allowed,
+        significant=True,
+        status="non-finite",
+        n_non_finite=int(lost.sum()),
+    )
+
+
+def _data_differences(new: RunResults, ref: RunResults, notes: list[str]) -> list[str]:
+    """The differences between the dataset groups of the two runs' data manifests ([] when equal)."""
+    missing = [r.run_dir for r in (new, ref) if not r.identity or "data" not in r.identity]
+    if missing:
+        notes.append(
+            f"no data manifest (identity.json) in {', '.join(map(str, missing))}: run by an earlier version; "
+            "whether both runs read the same images is not checked"
+        )
+        return []
+    old, now = (RunIdentity.from_json(r.identity) for r in (ref, new))
+    old.data, now.data = dataset_groups(old.data), dataset_groups(now.data)
+    if old.data == now.data:
+        return []
+    return RunIdentity("bench", {}, old.data, code={}).differences(RunIdentity("bench", {}, now.data, code={}))

@@ -3,9 +3,14 @@
 1. ``prepare``: check every path the experiment names, build every dataset, method and metric and check they
    fit together; all problems are reported in one ``BenchValidationError`` before any work starts.
 2. For each method (built once, moved to the device once) and each dataset, ``evaluate`` it; a method that
-   raises is recorded (traceback in ``errors/``) and the others carry on.
+   raises is recorded (traceback in ``errors/``) and the others carry on; an image that fails is recorded
+   (``errors/images.csv``) and the other images are evaluated.
 3. Summary statistics with bootstrap CIs and set-level metrics (FID) from the saved folders; ``summary.json``
-   is written last. ``BenchFailedError`` is raised at the very end if any method failed (the CLI exits 1).
+   is written last. ``BenchFailedError`` is raised at the very end if any method failed, or images failed and
+   the run is strict (the CLI exits 1).
+
+The run folder is locked (one writer), its identity recorded (``identity.json``: config, data manifest, code),
+and the run built in a staging folder that replaces the previous run only once it has finished.
 
 Hooks (``BenchHook``) see the run as it goes; ``bench.efficiency`` adds the efficiency hook (Table 2).
 """
@@ -13,8 +18,8 @@ Hooks (``BenchHook``) see the run as it goes; ``bench.efficiency`` adds the effi
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import random
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,14 +30,18 @@ import torch
 
 from harness.bench import layout
 from harness.bench.efficiency import EfficiencyHook
-from harness.bench.evaluate import CorruptInputError, DatasetState, evaluate, latency_source
+from harness.bench.evaluate import DatasetState, evaluate, latency_source
+from harness.bench.inputs import bench_config, bench_identity
 from harness.bench.layout import record_failure
 from harness.bench.prepare import BenchContext, BenchHook, Prepared, prepare
 from harness.config.experiment import ExperimentConfig
 from harness.config.files import dump_yaml
+from harness.core import runfolder
 from harness.core.atomic import write_json
 from harness.core.device import resolve_device
 from harness.core.envinfo import collect_env
+from harness.core.identity import RunIdentity, format_differences, read_identity, write_identity
+from harness.core.runlock import RunLock, is_locked
 
 
 class RunExistsError(FileExistsError):
@@ -40,15 +49,26 @@ class RunExistsError(FileExistsError):
 
 
 class BenchFailedError(RuntimeError):
-    """Raised after all outputs are written when at least one method (or set-level metric) failed."""
+    """Raised after all outputs are written when a method (or set-level metric) failed, or images failed and the
+    run is strict (``bench.strict``, or unreadable inputs with ``bench.on_corrupt: fail``)."""
 
-    def __init__(self, run_dir: Path, failures: list[dict[str, Any]]):
+    def __init__(self, run_dir: Path, failures: list[dict[str, Any]], image_failures: Sequence[dict] = ()):
         self.run_dir = Path(run_dir)
         self.failures = failures
+        self.image_failures = list(image_failures)
         lines = [f"{f['method']} on {f['dataset']}: {f['error']}" for f in failures]
-        super().__init__(
-            f"{len(failures)} failure(s) in {run_dir} (tracebacks in {run_dir / 'errors'}):\n  " + "\n  ".join(lines)
-        )
+        lines += [
+            f"{f['dataset']}/{f['image']} ({f.get('method') or 'input'}, {f['stage']}): {f['error']}"
+            for f in self.image_failures[:MAX_LISTED]
+        ]
+        if len(self.image_failures) > MAX_LISTED:
+            lines.append(f"... and {len(self.image_failures) - MAX_LISTED} more image failures")
+        n = len(failures) + len(self.image_failures)
+        where = f"tracebacks in {run_dir / 'errors'}" if failures else f"see {layout.image_failures_path(run_dir)}"
+        super().__init__(f"{n} failure(s) in {run_dir} ({where}):\n  " + "\n  ".join(lines))
+
+
+MAX_LISTED = 10
 
 
 def seed_everything(seed: int) -> None:
@@ -58,22 +78,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _claim_run_dir(run_dir: Path, force: bool) -> None:
+def bench_owned(run_dir: Path) -> dict[str, str]:
+    """The harness's files in ``run_dir`` (its file manifest); a finished run of an earlier version without a
+    manifest is recognised by its ``summary.json`` and its output entries adopted."""
+    owned = runfolder.read_manifest(run_dir)
+    if "bench" in owned.values() or not (run_dir / "summary.json").is_file():
+        return owned
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return owned
+    if not (isinstance(summary, dict) and "results" in summary and "experiment" in summary):
+        return owned
+    legacy = {rel: "bench" for entry in layout.OUTPUT_ENTRIES for rel in runfolder.files_under(run_dir, entry)}
+    return {**legacy, **owned}
+
+
+def _claim_run_dir(cfg: ExperimentConfig, run_dir: Path, force: bool, owned: dict[str, str]) -> None:
+    """Refuse a run folder holding files the harness did not write, or a finished run without ``force``."""
+    found = runfolder.conflicts(run_dir, layout.OUTPUT_ENTRIES, owned)
+    if found:
+        raise runfolder.conflict_error(run_dir, found, "a bench run")
     if (run_dir / "summary.json").exists() and not force:
+        recorded = read_identity(run_dir)
+        if recorded is None:
+            how = "(made by an earlier version: its identity was not recorded)"
+        else:
+            diff = recorded.differences(RunIdentity("bench", bench_config(cfg), recorded.data))
+            how = (
+                "from the same config and code"
+                if not diff
+                else "from a different config or code:\n" + format_differences(diff) + "\n"
+            )
         raise RunExistsError(
-            f"{run_dir} already holds a finished run; pass --force (force=True) to overwrite "
-            f"it or choose another name/output_root"
+            f"{run_dir} already holds a finished run {how}; pass --force (force=True) to replace it (the new run "
+            f"is built beside it and replaces it only once it has finished) or choose another name/output_root"
         )
-
-
-def _clear_run_dir(run_dir: Path) -> None:
-    for entry in layout.OUTPUT_ENTRIES:
-        path = run_dir / entry
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def run_bench(
@@ -89,17 +129,39 @@ def run_bench(
 
     ``notes`` are extra lines for ``summary.json`` and the report (e.g. "metric X left out: no weights").
 
-    Raises BenchValidationError (nothing run), RunExistsError, CorruptInputError (on_corrupt=fail), or
-    BenchFailedError after writing every output when some method failed.
+    The run folder is locked for the whole run (``RunLockedError`` names the holder), the run is written to a
+    staging folder inside it and moved into place when it has finished, so a failing run (or ``force`` over a
+    finished one) leaves the previous run as it was. Raises ConfigError / BenchValidationError (nothing run),
+    RunExistsError, RunFolderError (files the harness did not write in the way), or BenchFailedError after
+    writing every output when some method failed (or, when strict, some image).
     """
     dev = resolve_device(device if device is not None else cfg.bench.device)
     run_dir = cfg.run_dir
-    _claim_run_dir(run_dir, force)
+    lock = RunLock(run_dir, "bench run folder")
+    if run_dir.is_dir():  # the cheap refusals first, before anything is built (and before any folder is made)
+        if is_locked(run_dir):
+            lock.acquire()  # raises RunLockedError naming the holder
+        _claim_run_dir(cfg, run_dir, force, bench_owned(run_dir))
     hooks = [*hooks, *config_hooks(cfg, hooks)]
     prepared = prepare(cfg, dev)
     prepared.notes[:0] = list(notes)
+    with lock:
+        runfolder.clean_leftovers(run_dir)
+        owned = bench_owned(run_dir)
+        _claim_run_dir(cfg, run_dir, force, owned)  # again, now that the folder is ours
+        identity = bench_identity(cfg, prepared)
+        with runfolder.Staging(run_dir, "bench", replaces=("bench", "report"), last=("summary.json",)) as staging:
+            failures, image_failures = _run(cfg, staging.path, dev, prepared, hooks, identity, progress)
+            staging.commit(extra_owned=owned)
+    if failures or image_failures:
+        raise BenchFailedError(run_dir, failures, image_failures)
+    return run_dir
+
+
+def _run(cfg, out_dir: Path, dev, prepared: Prepared, hooks, identity: RunIdentity, progress: bool):
+    """Every method on every dataset into ``out_dir``; returns (method failures, image failures that fail it)."""
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    ctx = BenchContext(cfg, run_dir, dev, prepared)
+    ctx = BenchContext(cfg, out_dir, dev, prepared)
     states = {name: DatasetState() for name in prepared.datasets}
     failures: list[dict[str, Any]] = []
     closed: set[str] = set()
@@ -110,9 +172,9 @@ def run_bench(
             prepared.methods[name].close()
 
     try:
-        _clear_run_dir(run_dir)
-        layout.write_config(run_dir, dump_yaml(cfg.to_dict()))
-        write_json(run_dir / "env.json", collect_env(dev))
+        layout.write_config(out_dir, dump_yaml(cfg.to_dict()))
+        write_json(out_dir / "env.json", collect_env(dev))
+        write_identity(out_dir, identity)
         for hook in hooks:
             hook.on_start(ctx)
         for m_name, method in prepared.methods.items():
@@ -121,7 +183,7 @@ def run_bench(
                 for hook in hooks:
                     hook.on_method_start(ctx, m_name, method)
             except Exception as exc:  # noqa: BLE001
-                failures.extend(record_failure(run_dir, d, m_name, exc) for d in prepared.datasets)
+                failures.extend(record_failure(out_dir, d, m_name, exc) for d in prepared.datasets)
                 close(m_name)
                 continue
             for ds_name, ds in prepared.datasets.items():
@@ -131,14 +193,14 @@ def run_bench(
                         rows = evaluate(
                             ctx, ds_name, ds, m_name, method.for_dataset(ds_name), states[ds_name], hooks, progress
                         )
-                except CorruptInputError:
-                    raise
+                except OSError:
+                    raise  # writing the run failed (disk full, permissions): the whole run stops
                 except Exception as exc:  # noqa: BLE001 - one method failing must not stop the others
-                    failures.append(record_failure(run_dir, ds_name, m_name, exc))
+                    failures.append(record_failure(out_dir, ds_name, m_name, exc))
                     continue
                 states[ds_name].rows.extend(rows)
                 table = layout.per_image_table(states[ds_name].rows, prepared.image_metrics(ds))
-                layout.write_per_image(run_dir, ds_name, table, cfg.bench.results_format)
+                layout.write_per_image(out_dir, ds_name, table, cfg.bench.results_format)
             close(m_name)
     finally:
         for m_name in prepared.methods:
@@ -147,12 +209,23 @@ def run_bench(
     for hook in hooks:
         hook.on_end(ctx, summary)
     skipped = {name: state.skipped for name, state in states.items()}
+    loads = [
+        {"dataset": d, "method": "", layout.IMAGE_COL: k, "stage": "load", "error": e}
+        for d, state in states.items()
+        for k, e in state.skipped.items()
+    ]
+    others = [f for state in states.values() for f in state.image_failures]
+    # the image failures that fail the run: every one when strict, unreadable inputs with on_corrupt 'fail'
+    failing = loads + others if cfg.bench.strict else loads if cfg.bench.on_corrupt == "fail" else []
     meta = layout.run_meta(cfg, dev, prepared, skipped, failures, started)
     annotate_meta(meta, prepared, states)
-    layout.write_summary(run_dir, summary, meta)
-    if failures:
-        raise BenchFailedError(run_dir, failures)
-    return run_dir
+    meta["identity"] = {"config_sha256": identity.config_sha256, "data_sha256": identity.data_sha256,
+                        "code": identity.code}  # fmt: skip
+    if failing:
+        meta["status"] = "failed"
+    layout.write_image_failures(out_dir, loads + others)
+    layout.write_summary(out_dir, summary, meta)
+    return failures, failing
 
 
 def config_hooks(cfg: ExperimentConfig, given: Sequence[BenchHook] = ()) -> list[BenchHook]:
@@ -191,6 +264,18 @@ def annotate_meta(meta: dict[str, Any], prepared: Prepared, states: dict[str, Da
                 f"statistics cover the other images only: {_preview(list(items))}"
             )
     meta["method_skipped"] = skipped
+    evaluation, failed = [], []
+    for ds_name, state in states.items():
+        for m_name, counts in state.counts.items():
+            evaluation.append({"dataset": ds_name, "method": m_name, **counts})
+            if counts["n_failed"]:
+                notes.append(
+                    f"{m_name} on {ds_name}: {counts['n_evaluated']} of {counts['n_images']} image(s) evaluated, "
+                    f"{counts['n_failed']} failed (errors/images.csv); its statistics cover the evaluated ones"
+                )
+        failed += state.image_failures
+    meta["evaluation"] = evaluation
+    meta["image_failures"] = failed
     meta["notes"] = [*meta.get("notes", []), *notes]
 
 

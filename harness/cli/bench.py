@@ -15,6 +15,12 @@ metrics/<dataset>.csv, summary.json, summary.csv, images/, errors/).
 Every file and folder the experiment names (datasets, checkpoints, output folders, metric weights) is checked
 first; if any is missing, one error lists them all and nothing runs.
 
+An image that fails (unreadable, too small for a metric, out of memory, wrong size from an output folder) is
+recorded in errors/images.csv and the report, and the other images are evaluated; --strict (bench.strict)
+makes any such failure fail the run. The run folder is locked while the run writes it (a second run of the
+same name stops at once, naming the first), its identity (config, input data, code) is recorded in
+identity.json, and a new run is built beside the old one and replaces it only once it has finished.
+
 --efficiency (or `bench.efficiency: {lr_size: 128}` in the experiment) also measures the paper's Table 2 for
 every method: parameters, inference steps, latency median/IQR at batch 1 on a fixed LR size after warm-up,
 peak memory, device -> efficiency.json and an "Efficiency" section in the report.
@@ -31,7 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. bench.batch_size=4")
     parser.add_argument("--output-root", metavar="DIR", help="write runs under DIR instead of output_root")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: bench.device)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing finished run")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing finished run (the new one replaces it only once it has finished)",
+    )
+    parser.add_argument("--strict", action="store_true", help="fail the run (exit 1) if any image fails")
     parser.add_argument(
         "--weights-dir",
         metavar="DIR",
@@ -87,17 +98,19 @@ def apply_efficiency_flags(cfg, args: argparse.Namespace) -> None:
 
 
 def execute(cfg, args: argparse.Namespace, *, force: bool, report: bool, notes: tuple[str, ...] = ()) -> int:
-    """Bench (and optionally report) a loaded config, print where the results are; return the exit code."""
-    from harness.bench.evaluate import CorruptInputError
-    from harness.bench.runner import BenchFailedError, RunExistsError, run_bench
-    from harness.core.imageio import ImageError
+    """Bench (and optionally report) a loaded config, print where the results are; return the exit code.
 
+    The report is written under the run folder's lock and recorded as the harness's own file.
+    """
+    from harness.bench.runner import BenchFailedError, run_bench
+    from harness.core import runfolder
+    from harness.core.device import resolve_device
+    from harness.core.runlock import RunLock
+
+    resolve_device(args.device if args.device is not None else cfg.bench.device, key="--device / bench.device")
     status = 0
     try:
         run_dir = run_bench(cfg, device=args.device, force=force, progress=not args.no_progress, notes=notes)
-    except (RunExistsError, CorruptInputError, ImageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except BenchFailedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         run_dir, status = exc.run_dir, 1
@@ -106,7 +119,10 @@ def execute(cfg, args: argparse.Namespace, *, force: bool, report: bool, notes: 
     if report:
         from reports.bench import render_report
 
-        print(f"report: {render_report(run_dir)}")
+        with RunLock(run_dir, "bench run folder"):
+            path = render_report(run_dir)
+            runfolder.register(run_dir, [path], "report")
+        print(f"report: {path}")
     return status
 
 
@@ -119,7 +135,18 @@ def _print_summary(run_dir) -> None:
     table = run.summary.pivot_table(index=["dataset", "method"], columns="metric", values="mean", sort=False)
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     for item in run.skipped:
-        print(f"skipped {item['dataset']}/{item['image']}: {item['error']}", file=sys.stderr)
+        print(f"not evaluated {item['dataset']}/{item['image']}: {item['error']}", file=sys.stderr)
+    for item in run.image_failures:
+        print(
+            f"failed {item['dataset']}/{item['image']} ({item['method']}, {item['stage']}): {item['error']}",
+            file=sys.stderr,
+        )
+    for row in run.meta.get("evaluation", []):
+        if row.get("n_failed"):
+            print(
+                f"{row['method']} on {row['dataset']}: {row['n_evaluated']} evaluated / {row['n_failed']} failed",
+                file=sys.stderr,
+            )
     for note in run.meta.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
     if run.efficiency:
@@ -139,5 +166,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_experiment(args.experiment, args.overrides)
     if args.output_root:
         cfg.output_root = args.output_root
+    if args.strict:
+        cfg.bench.strict = True
     apply_efficiency_flags(cfg, args)
     return execute(cfg, args, force=args.force, report=args.report)

@@ -21,7 +21,15 @@ examples:
 
 Outputs are PNGs named after the inputs (OUT/<stem>.png); with one input image, --output may name the
 PNG itself. Weights are never random: a missing checkpoint is an error that says where to get it.
+
+The output folder may not be, or be inside, the input folder; existing outputs are replaced only with
+--overwrite; one process writes an output folder at a time. An image that fails is reported and the others
+are still written (exit 1).
 """
+
+
+class OutputExistsError(FileExistsError):
+    """Outputs already exist (and --overwrite was not given), or the output would overwrite an input."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="SCA mask input (alignvar only; default: the mode stored in the checkpoint, none for official VARSR)",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     parser.add_argument(
         "--color-fix",
         choices=("adain", "wavelet", "none"),
@@ -86,6 +95,37 @@ def _targets(inputs: list[Path], output: Path) -> list[Path]:
     return [output / f"{p.stem}.png" for p in inputs]
 
 
+def _is_within(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_outputs(inputs: list[Path], targets: list[Path], input_arg: Path, overwrite: bool) -> None:
+    """Refuse outputs that would overwrite an input, land in the input folder, or exist (without overwrite)."""
+    names: dict[Path, Path] = {}
+    for src, dst in zip(inputs, targets):
+        if dst in names:
+            raise OutputExistsError(f"{names[dst]} and {src} would both be written to {dst}; rename one of them")
+        names[dst] = src
+    sources = {p.resolve() for p in inputs}
+    clash = [t for t in targets if t.resolve() in sources]
+    if clash:
+        raise OutputExistsError(f"{clash[0]}: the output would overwrite the input image; choose another --output")
+    if input_arg.is_dir():
+        inside = [t for t in targets if _is_within(t.parent, input_arg)]
+        if inside:
+            raise OutputExistsError(
+                f"--output {inside[0].parent} is (inside) the input folder {input_arg}; outputs there would mix with "
+                f"(or replace) the LR originals: choose a folder outside it"
+            )
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(str(p) for p in existing[:5]) + (
+            f" and {len(existing) - 5} more" if len(existing) > 5 else ""
+        )
+        raise OutputExistsError(f"{len(existing)} output(s) exist already: {shown}; pass --overwrite to replace them")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
@@ -106,12 +146,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from harness.core.device import resolve_device
+    from harness.core.runlock import RunLock
+
+    device = str(resolve_device(args.device, key="--device"))  # before anything is loaded
     try:
         inputs = _inputs(Path(args.input))
         targets = _targets(inputs, Path(args.output))
+        check_outputs(inputs, targets, Path(args.input), args.overwrite)
         options = dict(
             checkpoint=args.checkpoint,
             vqvae=args.vqvae,
@@ -139,15 +181,21 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for note in method.model.load_notes:
         print(f"note: {note}", file=sys.stderr)
-    written = []
-    for src, dst in tqdm(list(zip(inputs, targets)), desc=f"infer {args.method}", unit="img", file=sys.stderr):
-        try:
-            lr = load_image(src)
-        except ImageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        sr = method.upscale(lr[None], [src.stem])[0]
-        written.append(save_image(sr.cpu(), dst))
+    written, failed = [], []
+    with RunLock(targets[0].parent, "infer output folder", leave_no_trace=True):
+        check_outputs(inputs, targets, Path(args.input), args.overwrite)  # again, now that the folder is ours
+        for src, dst in tqdm(list(zip(inputs, targets)), desc=f"infer {args.method}", unit="img", file=sys.stderr):
+            try:
+                lr = load_image(src)
+                sr = method.upscale(lr[None], [src.stem])[0]
+            except (ImageError, MemoryError, torch.OutOfMemoryError, ValueError) as exc:
+                print(f"error: {src}: {exc}", file=sys.stderr)
+                failed.append(src)
+                continue
+            written.append(save_image(sr.cpu(), dst))
     where = written[0] if len(written) == 1 else Path(args.output)
     print(f"wrote {len(written)} x4 image(s) to {where}")
+    if failed:
+        print(f"error: {len(failed)} of {len(inputs)} image(s) failed (see above)", file=sys.stderr)
+        return 1
     return 0

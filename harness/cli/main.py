@@ -1,14 +1,18 @@
-"""``python run.py COMMAND``: dispatches to one module per command.
+"""``python run.py COMMAND``: dispatches to one module per command, and turns errors into exit codes.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; heavy
-imports (torch, pyiqa) happen inside ``run`` so that ``--help`` stays fast.
+imports (torch, pyiqa) happen inside ``run`` so that ``--help`` stays fast. A user error (bad config or input,
+a run folder that is taken, a failed run) is printed as one ``error: ...`` message with its exit code
+(``EXIT_CODES``), never as a traceback; ``--debug`` (or ``ALIGNVAR_DEBUG=1``) shows the traceback too.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 COMMANDS = {
     "list": "harness.cli.list_cmd",
@@ -23,12 +27,82 @@ COMMANDS = {
 }
 
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFLICT, EXIT_IO, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 70, 130
+EXIT_CODES = """\
+exit codes:
+  0    success
+  1    the run finished but failed (a method or, with --strict, an image failed; a regression; a cell failed;
+       training diverged); everything it wrote is in its run folder
+  2    bad command line, config or input (file not found, unreadable checkpoint, ...); nothing was run
+  3    the run folder is taken: it holds a finished run (use --force), a run made from another config, data
+       or code, files alignvar-bench did not write, or another process is writing it
+  4    reading or writing failed (permission denied, disk full, ...)
+  70   internal error (a bug: the traceback is printed; please report it)
+  130  interrupted (Ctrl-C)
+--debug (before or after COMMAND) or ALIGNVAR_DEBUG=1 also prints the traceback of an error."""
+
+# Error classes by exit code, as (module, class name): looked up only in modules already imported, so that
+# handling an error never imports anything heavy.
+_USER_ERRORS = {
+    EXIT_USAGE: [
+        ("harness.core.mapping", "ConfigError"),
+        ("harness.core.registry", "RegistryError"),
+        ("harness.core.imageio", "ImageError"),
+        ("harness.data.pairing", "DatasetError"),
+        ("harness.data.bundled", "BundledError"),
+        ("harness.bench.layout", "RunNotFoundError"),
+        ("harness.bench.regression", "RegressionError"),
+        ("methods.alignvar.weights", "CheckpointError"),
+        ("methods.adapters.alignvar", "MissingCheckpointError"),
+        ("methods.adapters.output_files", "OutputFolderError"),
+        ("methods.adapters.spandrel", "CheckpointError"),
+        ("harness.metrics.weights", "MissingWeightsError"),
+    ],
+    EXIT_CONFLICT: [
+        ("harness.bench.runner", "RunExistsError"),
+        ("harness.core.runlock", "RunLockedError"),
+        ("harness.core.identity", "IdentityMismatchError"),
+        ("harness.core.runfolder", "RunFolderError"),
+        ("harness.cli.infer", "OutputExistsError"),
+    ],
+    EXIT_FAILED: [
+        ("harness.bench.runner", "BenchFailedError"),
+        ("harness.training.loop", "TrainingDiverged"),
+        ("harness.training.checkpointing", "NoUsableCheckpointError"),
+    ],
+}
+
+
+def exit_code_of(exc: BaseException) -> int | None:
+    """The exit code of a user error (``_USER_ERRORS``, or an OSError), None for anything else (a bug)."""
+    for code, names in _USER_ERRORS.items():
+        for module_name, cls_name in names:
+            cls = getattr(sys.modules.get(module_name), cls_name, None)
+            if isinstance(cls, type) and isinstance(exc, cls):
+                return code
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return EXIT_USAGE
+    if isinstance(exc, OSError):
+        return EXIT_IO
+    return None
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+    return text or type(exc).__name__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="alignvar-bench: train, ablate and benchmark AlignVAR and other x4 SR methods.",
-        epilog="Run 'python run.py COMMAND --help' for a command's options. Start with 'python run.py demo'.",
+        epilog="Run 'python run.py COMMAND --help' for a command's options. Start with 'python run.py demo'.\n\n"
+        + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--debug", action="store_true", help="also print the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         try:
@@ -41,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=module.HELP,
             description=getattr(module, "DESCRIPTION", module.HELP),
+            epilog=EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(cmd)
+        cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         cmd.set_defaults(_run=module.run)
     return parser
 
@@ -61,17 +137,28 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     if not getattr(args, "command", None):
         parser.print_help()
-        return 2
-    from harness.core.mapping import ConfigError
-
+        return EXIT_USAGE
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("ALIGNVAR_DEBUG", "") not in ("", "0")
     try:
         return int(args._run(args) or 0)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - every error leaves through here, as a message and an exit code
+        code = exit_code_of(exc)
+        if code is None or debug:
+            traceback.print_exc()
+        if code is None:
+            print(
+                f"internal error: {type(exc).__name__}: {_message(exc)}\n(this is a bug in alignvar-bench; please "
+                "report it with the traceback above)",
+                file=sys.stderr,
+            )
+            return EXIT_INTERNAL
+        config_error = getattr(sys.modules.get("harness.core.mapping"), "ConfigError", ())
+        prefix = "config error" if isinstance(exc, config_error) else "error"
+        print(f"{prefix}: {_message(exc)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ Tolerance file (YAML), e.g.:
     psnr_y: {max_drop: 0.05}        # higher-is-better: allowed mean drop
     lpips: {max_increase: 0.002}    # lower-is-better: allowed mean increase
 
+A NaN/inf score in the new run where the reference has a finite one fails the check. Runs made from different
+input data (their identity.json data manifests differ) are not compared unless --allow-data-change is given,
+which the verdict then says.
+
 Exit status: 0 no regression, 1 regression, 2 the runs cannot be compared (the message says why).
 """
 
@@ -28,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--include-latency", action="store_true", help="also compare latency_s")
+    parser.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="compare runs even though their input images differ (printed in the verdict)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             n_boot=args.n_boot,
             seed=args.seed,
             include_latency=args.include_latency,
+            allow_data_change=args.allow_data_change,
         )
     except (RegressionError, RunNotFoundError) as exc:
         print(f"regress: {exc}", file=sys.stderr)
@@ -53,7 +63,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     output = args.output or Path(args.new_run) / "regression.html"
     write_html(report, output)
+    if Path(output).resolve().parent == Path(args.new_run).resolve():
+        from harness.core import runfolder
+
+        runfolder.register(args.new_run, [Path(output).name], "report")  # the harness's file: replaced with the run
     n_bad = sum(r.regressed for r in report.rows)
     verdict = f"FAIL: {n_bad} regression(s)" if report.regressed else "PASS: no regression"
+    n_nan = sum(r.status == "non-finite" for r in report.rows)
+    if n_nan:
+        verdict += f", {n_nan} with NaN/inf scores in the new run"
+    if report.data_changed:
+        verdict += f" [input data changed: {len(report.data_changed)} difference(s), compared by --allow-data-change]"
     print(f"{verdict} (alpha {report.alpha}); diff page: {output}")
     return 1 if report.regressed else 0

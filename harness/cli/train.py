@@ -7,8 +7,9 @@ import argparse
 HELP = "train a tokenizer (type: vqvae) or AlignVAR (type: alignvar) from an experiment YAML"
 DESCRIPTION = """\
 Train as described by the experiment's 'train:' block (and 'model:' for AlignVAR). Output goes to
-<output_root>/<name>/train/ (checkpoints/, metrics.csv, model.safetensors); an interrupted run resumes from its
-latest checkpoint when started again. Multi-GPU: launch with torchrun, e.g.
+<output_root>/<name>/train/ (checkpoints/, metrics.csv, model.safetensors, identity.json); an interrupted run
+resumes from its latest good checkpoint when started again with the same config, data and code (anything else
+is refused, naming the keys that differ; --force trains afresh). Multi-GPU: launch with torchrun, e.g.
   torchrun --nproc-per-node=8 run.py train experiments/train_lsdir_ffhq.yaml
 Then evaluate with 'run.py bench' (a method with checkpoint: "@trained" uses the result) or 'run.py train ...
 --bench'."""
@@ -19,7 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.hcc.lambda=0.5 train.loop.steps=100")
     parser.add_argument("--output-root", help="override output_root (default: the YAML's, usually runs/)")
     parser.add_argument("--device", help="training device: auto, cpu, cuda, cuda:N (default: the YAML's)")
-    parser.add_argument("--no-resume", action="store_true", help="start from scratch even if checkpoints exist")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="train afresh, never resume (the new run replaces the old one only once it has finished)",
+    )
+    parser.add_argument("--no-resume", action="store_true", help="the same as --force")
     parser.add_argument("--bench", action="store_true", help="after training, run the experiment's benchmark")
 
 
@@ -31,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output_root:
         overrides.append(f"output_root={args.output_root}")
     cfg = load_experiment(args.config, overrides)
-    checkpoint = run_train(cfg, resume=not args.no_resume, device=args.device)
+    checkpoint = run_train(cfg, force=args.force or args.no_resume, device=args.device)
     print(f"trained checkpoint: {checkpoint}")
     if args.bench:
         from harness.bench.runner import run_bench

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from harness.config.components import ComponentSpec, parse_component
 from harness.config.files import load_yaml_tree, parse_override, set_by_path
 from harness.core.mapping import ConfigError, from_dict, to_dict
+from harness.core.runfolder import check_run_name, run_folder
 
 
 # ----------------------------------------------------------------------------------------------- experiment
@@ -49,6 +50,9 @@ class EfficiencyConfig:
             raise ValueError(f"bench.efficiency.batch_sizes must be >= 1, got {self.batch_sizes}")
 
 
+MIN_BOOTSTRAP_SAMPLES = 100
+
+
 @dataclass
 class BenchConfig:
     """How ``run.py bench`` evaluates methods on datasets."""
@@ -56,15 +60,25 @@ class BenchConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int = 1
     save_images: bool = True
-    max_images: int | None = None  # evaluate only the first N images of every dataset
-    on_corrupt: Literal["fail", "skip"] = "fail"  # a file that cannot be decoded
-    bootstrap_samples: int = 1000  # for the 95% CIs in summaries and reports
+    max_images: int | None = None  # evaluate only the first N images of every dataset (null: all)
+    # an input file that cannot be decoded is recorded and the other images are evaluated; "fail" then fails
+    # the run (exit 1), "skip" does not
+    on_corrupt: Literal["fail", "skip"] = "fail"
+    strict: bool = False  # any image that fails (unreadable, metric error, wrong size, out of memory) fails the run
+    bootstrap_samples: int = 1000  # for the 95% CIs in summaries and reports; 0 switches the CIs off
     results_format: Literal["csv", "parquet"] = "csv"
     efficiency: EfficiencyConfig | None = None  # set (e.g. `bench.efficiency: {}`) to write efficiency.json
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"bench.batch_size must be >= 1, got {self.batch_size}")
+            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"max_images: must be >= 1, or null for every image, got {self.max_images}")
+        if self.bootstrap_samples != 0 and self.bootstrap_samples < MIN_BOOTSTRAP_SAMPLES:
+            raise ValueError(
+                f"bootstrap_samples: must be >= {MIN_BOOTSTRAP_SAMPLES} (fewer resamples give unstable CI "
+                f"bounds), or 0 to switch the CIs off, got {self.bootstrap_samples}"
+            )
 
 
 @dataclass
@@ -145,7 +159,8 @@ class ExperimentConfig:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.output_root) / self.name
+        """``<output_root>/<name>``, checked to stay inside ``output_root`` (``ConfigError`` otherwise)."""
+        return run_folder(self.output_root, self.name)
 
     def to_dict(self) -> dict:
         out = {}
@@ -198,6 +213,10 @@ def experiment_from_dict(data: dict, source: str = "<config>") -> ExperimentConf
     )
     plain_cls.__module__ = __name__
     plain = from_dict(plain_cls, data, source=source)
+    try:
+        check_run_name(plain.name)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     kwargs = {f.name: getattr(plain, f.name) for f in dataclasses.fields(plain)}
     return ExperimentConfig(**kwargs, **parsed, source=source)
 

@@ -1,8 +1,9 @@
 """Strict mapping between plain (YAML) data and dataclasses: ``from_dict``, ``to_dict``, ``ConfigError``.
 
 ``from_dict`` builds a dataclass from a mapping and ``to_dict`` turns it back into plain data. Nothing is
-coerced except ints widening to float; a wrong key or a wrong type raises ``ConfigError`` naming the source
-file and the key path, e.g.::
+coerced except ints widening to float and exponent-notation strings such as ``1e-4`` (which YAML 1.1, hence
+``yaml.safe_load``, reads as strings) becoming floats for float fields; a wrong key or a wrong type raises
+``ConfigError`` naming the source file and the key path, e.g.::
 
     experiments/demo.yaml: bench.batch_size: expected int, got 'two' (str)
 
@@ -16,10 +17,14 @@ An object with its own ``to_dict`` method (a component block, an experiment) is 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union
+
+# A number in scientific notation without a dot (`1e-4`, `5E+3`), which YAML 1.1 leaves a string
+_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -110,6 +115,8 @@ def _convert(tp: Any, value: Any, path: str, source: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+            return float(value)  # `1e-4`: YAML 1.1 (safe_load) reads a float without a dot as a string
         raise fail()
     if tp is str:
         if isinstance(value, str):

@@ -11,7 +11,9 @@ Each photograph is resized so its short side is ``hr_size`` (only ever down: nev
 cropped to an ``hr_size`` square HR tile, quantised to 8 bits, and degraded by a registered degradation into
 the LR image. HR and LR PNGs are cached under ``<cache root>/bundled/<hash of the settings>/`` (cache root:
 ``$ALIGNVAR_CACHE`` or ``~/.cache/alignvar-bench``), written atomically under a file lock, with a manifest
-written last; a later build with the same settings reads the cache and generates nothing.
+written last that holds the sha256 of every PNG. A later build with the same settings reads the cache and
+generates nothing, after checking every file against its digest: an entry with a missing or edited file is
+rebuilt (with a warning), never trusted.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 from filelock import FileLock
 
 from harness.core.atomic import write_json
+from harness.core.identity import file_sha256
 from harness.core.imageio import load_image, quantize_8bit, save_image
 from harness.data.degradations.base import make_generator
 
@@ -148,6 +152,7 @@ class BundledFiles:
     root: Path
     keys: list[str]
     generated: bool  # False when it was read from an existing cache
+    digests: dict[str, str] = field(default_factory=dict)  # file path -> sha256 (checked)
 
     @property
     def hr_dir(self) -> Path:
@@ -196,8 +201,9 @@ def ensure_bundled(
     keys = list(images)
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
-        if _complete(manifest, keys):
-            return BundledFiles(root, keys, generated=False)
+        checked = _verified(manifest, keys)
+        if checked is not None:
+            return BundledFiles(root, keys, generated=False, digests=checked)
         degradation = registry.create("degradations", degradation_name, options)
         want = (3, hr_size // scale, hr_size // scale)
         for key, src in images.items():
@@ -210,18 +216,36 @@ def ensure_bundled(
                 )
             save_image(hr, root / "hr" / f"{key}.png")
             save_image(lr, root / "lr" / f"{key}.png")
-        write_json(manifest, {"settings": settings, "keys": keys})
-    return BundledFiles(root, keys, generated=True)
+        files = {f"{role}/{k}.png": file_sha256(root / role / f"{k}.png") for k in keys for role in ("hr", "lr")}
+        write_json(manifest, {"settings": settings, "keys": keys, "sha256": files})
+    return BundledFiles(root, keys, generated=True, digests={str(root / rel): d for rel, d in files.items()})
 
 
-def _complete(manifest: Path, keys: list[str]) -> bool:
+def _verified(manifest: Path, keys: list[str]) -> dict[str, str] | None:
+    """{file: sha256} of a complete cache entry whose every file matches its recorded digest; None otherwise
+    (absent, incomplete, or a file edited or damaged since: the entry is then rebuilt)."""
     if not manifest.is_file():
-        return False
+        return None
     try:
-        listed = json.loads(manifest.read_text())["keys"]
+        data = json.loads(manifest.read_text())
+        listed, recorded = data["keys"], data["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    root = manifest.parent
-    return listed == keys and all(
-        (root / "hr" / f"{k}.png").is_file() and (root / "lr" / f"{k}.png").is_file() for k in keys
-    )
+        return None
+    if listed != keys or not isinstance(recorded, dict):
+        return None
+    root, checked, bad = manifest.parent, {}, []
+    for key in keys:
+        for role in ("hr", "lr"):
+            rel, path = f"{role}/{key}.png", manifest.parent / role / f"{key}.png"
+            digest = file_sha256(path) if path.is_file() else None
+            if digest is None or digest != recorded.get(rel):
+                bad.append(rel)
+            checked[str(path)] = digest
+    if bad:
+        warnings.warn(
+            f"bundled data cache {root}: {len(bad)} file(s) missing or changed since they were generated "
+            f"({', '.join(bad[:5])}); regenerating them",
+            stacklevel=3,
+        )
+        return None
+    return checked

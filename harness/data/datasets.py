@@ -220,6 +220,7 @@ def bundled_dataset(cfg: BundledConfig) -> SRDataset:
     dataset = SRDataset("bundled", cfg.scale, items)
     dataset.cache_path = files.root  # where the PNGs are (for reports / debugging)
     dataset.generated = files.generated  # False when read from the cache
+    dataset.digests = files.digests  # sha256 of every PNG, checked against the cache manifest
     return dataset
 
 

@@ -7,7 +7,8 @@ Layout of one cell, ``runs/<sweep>/cells/<name>-<hash8>/``:
 - ``state.json``   ``status`` (pending | running | done | failed), attempts, timestamps, host, pid, duration,
                    result, error and traceback; always replaced atomically,
 - ``log.txt``      everything the cell printed (stdout, stderr, logging), appended per attempt,
-- ``.lock``        a ``filelock.FileLock`` held by whichever process runs the cell.
+- ``.lock``        the cell folder's ``harness.core.runlock.RunLock``, held by whichever process runs the cell
+                   (its stages take it again: the lock is re-entrant within a process).
 
 A cell counts as done only when ``state.json`` says so, and that is written after the cell's outputs. A cell
 whose state says ``running`` while nobody holds its lock was interrupted (the process died): it is run again.
@@ -17,21 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from harness.core.atomic import write_json
+from harness.core.identity import canonical_json
+from harness.core.runlock import is_locked
 
 STATE_FILE = "state.json"
 CELL_FILE = "cell.json"
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.txt"
-LOCK_FILE = ".lock"
 STATUSES = ("pending", "running", "done", "failed")
 
 # Keys of the experiment config that do not change what a cell computes: names, output paths, the sweep block.
@@ -39,11 +37,6 @@ IDENTITY_EXCLUDED_KEYS = ("name", "description", "output_root", "sweep")
 
 
 # -------------------------------------------------------------------------------------------------- identity
-def canonical_json(obj: Any) -> str:
-    """Deterministic JSON (sorted keys, no whitespace) of plain data."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def identity_payload(config: dict, stages: tuple[str, ...] | list[str], code: dict | None = None) -> dict:
     """What a cell's identity hash covers: the resolved config minus names/paths, the stages, maybe code.
 
@@ -74,35 +67,10 @@ def cell_identity(cfg: Any, stages: tuple[str, ...] | list[str], code: dict | No
 
     Hashing the validated config makes equal configs spelt differently (``1`` vs ``1.0`` for a float, a
     component given as a name or as ``{type: ...}``) hash the same. ``code`` (see ``code_version``) is
-    included only with ``--strict-code-version``.
+    included only with ``--strict-code-version`` (``harness.core.identity.code_version``).
     """
     config = cfg if isinstance(cfg, dict) else cfg.to_dict()
     return hashlib.sha256(canonical_json(identity_payload(config, stages, code)).encode()).hexdigest()
-
-
-def code_version(repo: str | Path | None = None) -> dict:
-    """``{commit, dirty, diff_sha256}`` of the git checkout holding this package (all None without git)."""
-    repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20, check=True
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return {"commit": None, "dirty": None, "diff_sha256": None}
-    diff = git("diff", "HEAD") or ""
-    dirty = bool(diff.strip())
-    return {
-        "commit": commit.strip(),
-        "dirty": dirty,
-        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if dirty else None,
-    }
 
 
 # ----------------------------------------------------------------------------------------------------- state
@@ -130,58 +98,6 @@ def read_state(cell_dir: str | Path) -> dict | None:
 
 def write_state(cell_dir: str | Path, state: dict) -> None:
     write_json(Path(cell_dir) / STATE_FILE, state)
-
-
-# ----------------------------------------------------------------------------------------------------- locks
-class CellLock:
-    """A non-blocking per-cell lock (``filelock.FileLock`` on ``<cell>/.lock``).
-
-    The OS releases it when its process dies, which is how a stale ``running`` state is told from a live one.
-    """
-
-    def __init__(self, cell_dir: str | Path):
-        self.path = Path(cell_dir) / LOCK_FILE
-        self._lock = FileLock(str(self.path), timeout=0)
-
-    def try_acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            return False
-        return True
-
-    def wait(self, timeout: float | None = None, poll: float = 0.2) -> bool:
-        """Block until the lock is free (then acquire it); False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.try_acquire():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(poll)
-        return True
-
-    def release(self) -> None:
-        if self._lock.is_locked:
-            self._lock.release()
-
-    def __enter__(self) -> CellLock:
-        if not self.try_acquire():
-            raise Timeout(str(self.path))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def is_locked(cell_dir: str | Path) -> bool:
-    """True while another process holds the cell's lock (probes by trying to take it)."""
-    if not (Path(cell_dir) / LOCK_FILE).exists():
-        return False
-    lock = CellLock(cell_dir)
-    if lock.try_acquire():
-        lock.release()
-        return False
-    return True
 
 
 def cell_status(cell_dir: str | Path) -> tuple[str, str]:

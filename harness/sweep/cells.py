@@ -31,7 +31,7 @@ def train_and_bench(cell: Cell, cell_dir: Path) -> dict:
             raise ValueError(
                 f"{cfg.source}: the 'train' stage needs 'model:' and 'train:' blocks (or use stages: [bench])"
             )
-        checkpoint = run_train(cfg)
+        checkpoint = run_train(cfg, force=cell.fresh, progress=False)
         result["train"] = {"checkpoint": str(checkpoint)}
     if "bench" in cell.stages:
         from harness.bench.runner import run_bench

@@ -6,7 +6,9 @@ and in a submitit job, so the resume and fault rules are identical everywhere:
 - the lock is taken without waiting; if another live process holds it the outcome is ``busy`` (nothing
   written);
 - the state is read *under the lock*: ``done`` is skipped unless ``force``; ``failed`` is skipped unless
-  ``force`` or ``force_failed``; ``running`` (its process died) and ``pending`` are run;
+  ``force`` or ``force_failed``; ``running`` (its process died) and ``pending`` are run (resuming what the
+  cell left, e.g. its training checkpoints); with ``force`` the cell function gets ``cell.fresh`` set and
+  starts over;
 - an exception in the cell is recorded (error, traceback) in ``state.json`` and ``log.txt``; it never escapes;
 - ``state.json`` says ``done`` only after ``cell_fn`` returned, i.e. after the cell wrote its outputs.
 """
@@ -14,6 +16,7 @@ and in a submitit job, so the resume and fault rules are identical everywhere:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -27,7 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.sweep.cache import LOG_FILE, CellLock, now, read_state, write_state
+from harness.core.runlock import RunLock
+from harness.sweep.cache import LOG_FILE, now, read_state, write_state
 from harness.sweep.expand import Cell
 
 CellFn = Callable[[Cell, Path], dict]
@@ -174,7 +178,7 @@ def execute_cell(
     """Run ``cell_fn(cell, cell_dir)`` under the cell's lock, recording its state. Never raises for a cell
     error (only KeyboardInterrupt, which leaves the state 'running' -> re-run next time)."""
     cell_dir = Path(cell_dir)
-    lock = CellLock(cell_dir)
+    lock = RunLock(cell_dir, "sweep cell")
     if not lock.try_acquire():
         return Outcome(cell.dir_name, "busy")
     try:
@@ -210,9 +214,11 @@ def execute_cell(
         )
         t0 = time.perf_counter()
         ctx = capture_output(cell_dir / LOG_FILE, header) if capture else contextlib.nullcontext()
+        # --force: start the cell afresh (its stages must not resume what an earlier run left)
+        run_cell = dataclasses.replace(cell, fresh=True) if force else cell
         with ctx:
             try:
-                result = _check_result(cell_fn(cell, cell_dir))
+                result = _check_result(cell_fn(run_cell, cell_dir))
             except (Exception, SystemExit) as exc:
                 tb = traceback.format_exc()
                 print(tb, file=sys.stderr, flush=True)
@@ -231,7 +237,7 @@ def mark_failed_if_unfinished(cell: Cell, cell_dir: str | Path, error: str, deta
     """Record a failure that happened outside ``execute_cell`` (worker killed by a signal, submitit job lost),
     unless a live process holds the cell or it finished. Returns True if the state was written."""
     cell_dir = Path(cell_dir)
-    lock = CellLock(cell_dir)
+    lock = RunLock(cell_dir)
     if not lock.try_acquire():
         return False
     try:

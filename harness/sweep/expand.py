@@ -26,6 +26,7 @@ from typing import Any
 from harness.config.experiment import ExperimentConfig, SweepConfig, experiment_from_dict
 from harness.config.files import load_yaml_tree, parse_override, set_by_path
 from harness.core.mapping import ConfigError, from_dict
+from harness.core.runfolder import check_run_name, run_folder
 from harness.sweep.cache import cell_identity
 
 MAX_NAME_CHARS = 96  # readable part of a cell folder name (the hash suffix keeps names unique)
@@ -47,7 +48,7 @@ class SweepSpec:
 
     @property
     def sweep_dir(self) -> Path:
-        return Path(self.output_root) / self.name
+        return run_folder(self.output_root, self.name)
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> SweepSpec:
@@ -78,6 +79,10 @@ class SweepSpec:
         for key, value in (("name", name), ("output_root", output_root)):
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{source}: {key}: expected a non-empty str, got {value!r}")
+        try:
+            check_run_name(name)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
         return cls(name, output_root, sweep, data, source)
 
 
@@ -108,6 +113,7 @@ class Cell:
     raw: dict
     source: str = "<config>"
     code_version: dict = field(default_factory=dict)
+    fresh: bool = False  # run with --force: start over instead of resuming what the cell left (not identity)
 
     @property
     def dir_name(self) -> str:

@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.experiment import ExperimentConfig
+from harness.core import runfolder
 from harness.core.atomic import write_json, write_text
+from harness.core.identity import code_version
+from harness.core.runlock import RunLock
 from harness.sweep.cache import (
     CELL_FILE,
     CONFIG_FILE,
     LOG_FILE,
-    CellLock,
+    STATE_FILE,
     cell_status,
-    code_version,
     now,
     read_state,
     write_state,
@@ -193,7 +195,7 @@ def _wait_for_others(sweep_dir: Path, busy: list[Cell], timeout: float | None) -
     print(f"waiting for {len(busy)} cell(s) being run by another runner ...", flush=True)
     todo, timed_out = [], False
     for cell in busy:
-        lock = CellLock(cell_dir(sweep_dir, cell))
+        lock = RunLock(cell_dir(sweep_dir, cell))
         if not lock.wait(timeout):
             timed_out = True
             continue
@@ -217,19 +219,27 @@ def prepare_cells(sweep_dir: Path, cells: list[Cell]) -> None:
     for cell in cells:
         path = cell_dir(sweep_dir, cell)
         path.mkdir(parents=True, exist_ok=True)
-        lock = CellLock(path)
+        lock = RunLock(path)
         if not lock.try_acquire():
             continue  # another runner is on it and has written these already
         try:
+            owned = runfolder.read_manifest(path)
+            written = []
             for name, text in (
                 (CELL_FILE, json.dumps(cell.to_json(), indent=2, default=str) + "\n"),
                 (CONFIG_FILE, dump_yaml(cell.raw)),
             ):
                 target = path / name
-                if not target.exists() or target.read_text(encoding="utf-8") != text:
+                ours = owned.get(name, "sweep") == "sweep"  # not a file a stage has replaced since (config.yaml)
+                if not target.exists() or ours and target.read_text(encoding="utf-8") != text:
                     write_text(target, text)
+                written.append(name)
             if read_state(path) is None:
                 write_state(path, {**base_state(cell), "created_at": now()})
+            written += [n for n in (STATE_FILE, LOG_FILE) if n not in owned]
+            new = [n for n in written if n not in owned]
+            if new:
+                runfolder.register(path, new, "sweep")
         finally:
             lock.release()
 
@@ -282,7 +292,7 @@ def write_summary(spec: SweepSpec, sweep_dir: Path, rows: list[dict], backend: s
         "other_dirs": sorted(
             f"cells/{p.name}"
             for p in (Path(sweep_dir) / "cells").glob("*")
-            if p.is_dir() and f"cells/{p.name}" not in {r["dir"] for r in rows}
+            if p.is_dir() and not p.name.startswith(".") and f"cells/{p.name}" not in {r["dir"] for r in rows}
         ),
         "failed": [
             {"name": r["name"], "dir": r["dir"], "error": r["error"], "log": f"{r['dir']}/{LOG_FILE}"}

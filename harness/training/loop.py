@@ -26,13 +26,7 @@ from tqdm.auto import tqdm
 
 from harness.core.device import resolve_device
 from harness.training import distributed as dist_utils
-from harness.training.checkpointing import (
-    Checkpoint,
-    latest_checkpoint,
-    load_trainer_state,
-    load_weights,
-    save_checkpoint,
-)
+from harness.training.checkpointing import Checkpoint, resume_point, save_checkpoint
 from harness.training.ema import EMA
 from harness.training.optim import OptimConfig, build_optimizer, lr_at, set_lr
 
@@ -170,15 +164,16 @@ def train_loop(
     scaler = torch.amp.GradScaler("cuda", enabled=(loop.precision == "fp16" and device.type == "cuda"))
 
     start = 0
-    ckpt = latest_checkpoint(train_dir) if resume else None
-    if ckpt is not None:
-        state = load_trainer_state(ckpt, device)
-        module.load_state_dict(load_weights(ckpt.model, device), strict=True)
+    loaded = resume_point(train_dir, device) if resume else None
+    ckpt = loaded.checkpoint if loaded is not None else None
+    if loaded is not None:
+        state = loaded.trainer_state
+        module.load_state_dict(loaded.model, strict=True)
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        if ema is not None and ckpt.ema.is_file():
-            ema.load_state_dict(load_weights(ckpt.ema, device))
+        if ema is not None and loaded.ema is not None:
+            ema.load_state_dict(loaded.ema)
         start = int(state["step"])
         if info.is_main:
             print(f"resuming from {ckpt.path} (step {start})")

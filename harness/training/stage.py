@@ -3,9 +3,11 @@
 Layout shared by ``run.py train``, ``run.py bench`` and sweep cells::
 
     <output_root>/<name>/
-        config.yaml  env.json              (written by each stage)
-        train/       checkpoints/ metrics.csv model.safetensors   (train stage)
-        metrics/ summary.* images/ ...     (bench stage)
+        train/       identity.json config.yaml env.json checkpoints/ metrics.csv model.safetensors result.json
+        config.yaml env.json identity.json metrics/ summary.* images/ ...     (bench stage)
+
+A train folder is resumed only by a run with the same identity (config, data, code); ``result.json`` marks a
+finished one; ``--force`` trains afresh in a staging folder that replaces the old run once it has finished.
 
 A method in the experiment can evaluate the checkpoint the train stage produced by naming it ``@trained``::
 
@@ -22,10 +24,22 @@ from typing import Any
 
 from harness.config.experiment import ExperimentConfig
 from harness.config.files import dump_yaml
+from harness.core import runfolder
 from harness.core.atomic import write_json, write_text
-from harness.core.mapping import ConfigError
+from harness.core.identity import (
+    IDENTITY_FILE,
+    IdentityMismatchError,
+    RunIdentity,
+    file_entry,
+    format_differences,
+    read_identity,
+    write_identity,
+)
+from harness.core.mapping import ConfigError, to_dict
+from harness.core.runlock import RunLock
 
 TRAINED = "@trained"
+RESULT_FILE = "result.json"  # written when a train run has finished: {"checkpoint": <file in train/>}
 
 
 def train_dir_of(cfg: ExperimentConfig) -> Path:
@@ -37,32 +51,197 @@ def trained_checkpoint(cfg: ExperimentConfig) -> Path:
     return train_dir_of(cfg) / "model.safetensors"
 
 
-def run_train(cfg: ExperimentConfig, *, resume: bool = True, device: str | None = None) -> Path:
-    """Run the train stage; returns the exported checkpoint. Resumes from the latest checkpoint by default."""
+# Files of a train folder (``train/``) the harness writes; anything else in it is left alone
+TRAIN_ENTRIES = (
+    "checkpoints",
+    "metrics.csv",
+    "tensorboard",
+    "model.safetensors",
+    "tokenizer.safetensors",
+    IDENTITY_FILE,
+    RESULT_FILE,
+    "config.yaml",
+    "env.json",
+)
+
+
+def _data_configs(options: Any, where: str = "train") -> list[tuple[str, Any]]:
+    """Every ``TrainDataConfig`` in a trainer's options (``data``, and ``tokenizer.data``), with its key path."""
+    from harness.data.training.config import TrainDataConfig
+
+    found = []
+    for f in dataclasses.fields(options) if dataclasses.is_dataclass(options) else ():
+        value = getattr(options, f.name)
+        if isinstance(value, TrainDataConfig):
+            found.append((f"{where}.{f.name}", value))
+        elif dataclasses.is_dataclass(value):
+            found += _data_configs(value, f"{where}.{f.name}")
+    return found
+
+
+def training_data_manifest(options: Any) -> dict[str, Any]:
+    """The data manifest of a trainer's sources (one group per source): every file listed, hashed once.
+
+    Listing the sources also checks them: a missing or empty folder raises ``DatasetError`` here, before
+    anything is trained.
+    """
+    from harness.data.pairing import list_images
+    from harness.data.training.sources import resolve_sources
+
+    data: dict[str, Any] = {}
+    for where, cfg in _data_configs(options):
+        if cfg.paired:
+            for i, src in enumerate(cfg.paired):
+                for role, folder in (("lr", src.lr_dir), ("hr", src.hr_dir)):
+                    files = list_images(Path(folder).expanduser(), role.upper())
+                    data[f"{where}.paired[{i}].{role}"] = {k: file_entry(p) for k, p in sorted(files.items())}
+            continue
+        for i, src in enumerate(cfg.sources):
+            files = resolve_sources([src])
+            data[f"{where}.sources[{i}]"] = {_rel(p, src): file_entry(p) for p in files}
+    return data
+
+
+def _rel(path: Path, src: Any) -> str:
+    root = Path(src.path).expanduser() if src.path else None
+    if root is not None and root.is_dir():
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return path.name if src.bundled else str(path)
+
+
+# Loop/data keys that do not change the weights a run produces (how it is shown, logged, kept, or where it runs)
+NOT_IDENTITY = ("device", "progress", "tensorboard", "log_every", "checkpoint_every", "keep_checkpoints", "num_workers")
+
+
+def _without(data: Any, keys: tuple[str, ...]) -> Any:
+    if isinstance(data, dict):
+        return {k: _without(v, keys) for k, v in data.items() if k not in keys}
+    if isinstance(data, list):
+        return [_without(v, keys) for v in data]
+    return data
+
+
+def train_identity(cfg: ExperimentConfig) -> RunIdentity:
+    """What a train run is made from: seed, ``model:`` and ``train:`` blocks (``NOT_IDENTITY`` keys left out),
+    the files of its training data, the code."""
+    config = {"seed": cfg.seed, "model": to_dict(cfg.model), "train": _without(to_dict(cfg.train), NOT_IDENTITY)}
+    return RunIdentity("train", config, training_data_manifest(cfg.train.options))
+
+
+def _train_owned(run_dir: Path) -> dict[str, str]:
+    return {rel: "train" for entry in TRAIN_ENTRIES for rel in runfolder.files_under(run_dir, f"train/{entry}")}
+
+
+def _has_run(train_dir: Path) -> bool:
+    return (train_dir / "checkpoints").is_dir() or (train_dir / RESULT_FILE).is_file()
+
+
+def run_train(
+    cfg: ExperimentConfig,
+    *,
+    force: bool = False,
+    device: str | None = None,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+) -> Path:
+    """Run the train stage; returns the exported checkpoint.
+
+    The run folder is locked; ``train/identity.json`` records what the run is made from. A train folder holding
+    a run is resumed from its latest good checkpoint only when its identity equals this one (otherwise
+    ``IdentityMismatchError`` names the keys that differ); a finished one is returned as it is. ``force`` starts
+    afresh: the new run is trained in a staging folder and replaces the old one only once it has finished.
+    ``stop_after`` ends training after that many steps, unfinished (an interruption, for tests).
+    """
     if cfg.train is None:
         raise ConfigError(f"{cfg.source}: train: this experiment has no 'train:' block")
-    from harness.core.envinfo import collect_env
-
-    trainer = cfg.train.create()
-    options = cfg.train.options
-    if device is not None and hasattr(options, "loop"):
-        options.loop.device = device
-    run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "train_config.yaml", dump_yaml(cfg.to_dict()))
     from harness.core.device import resolve_device
 
-    loop_device = getattr(getattr(options, "loop", None), "device", "auto")
-    write_json(run_dir / "train_env.json", collect_env(resolve_device(device or loop_device)))
-    return Path(
+    options = cfg.train.options
+    loop = getattr(options, "loop", None)
+    if device is not None and loop is not None:
+        loop.device = device
+    if progress is not None and loop is not None:
+        loop.progress = progress
+    dev = resolve_device(device or getattr(loop, "device", "auto"), key="--device / train.loop.device")
+    run_dir, train_dir = cfg.run_dir, train_dir_of(cfg)
+    with RunLock(run_dir, "training run folder"):
+        runfolder.clean_leftovers(run_dir)
+        identity = train_identity(cfg)  # lists (and checks) the training data before anything is built
+        trainer = cfg.train.create()
+        if _has_run(train_dir) and not force:
+            _check_resumable(train_dir, identity)
+            result = _read_result(train_dir)
+            if result is not None:
+                print(f"{train_dir}: this training run has finished (same config, data and code); nothing to do")
+                return train_dir / result["checkpoint"]
+            return _fit(cfg, trainer, train_dir, identity, dev, stop_after)
+        if not _has_run(train_dir):
+            return _fit(cfg, trainer, train_dir, identity, dev, stop_after)
+        owned = _train_owned(run_dir)
+        with runfolder.Staging(run_dir, "train", last=(f"train/{RESULT_FILE}",)) as staging:
+            staged = _fit(cfg, trainer, staging.path / "train", identity, dev, stop_after)
+            relative = staged.relative_to(staging.path)
+            staging.commit(extra_owned=owned)
+        return run_dir / relative
+
+
+def _check_resumable(train_dir: Path, identity: RunIdentity) -> None:
+    recorded = read_identity(train_dir)
+    if recorded is None:
+        raise IdentityMismatchError(
+            f"{train_dir} holds a training run without a recorded identity (made by an earlier version), so it "
+            f"cannot be checked to match this config, data and code; pass --force to train afresh (the new run "
+            f"replaces it only once it has finished)"
+        )
+    diff = recorded.differences(identity)
+    if diff:
+        raise IdentityMismatchError(
+            f"{train_dir} holds a training run made from another config, data or code, so it is not resumed:\n"
+            + format_differences(diff)
+            + "\npass --force to train afresh (the new run replaces this one only once it has finished), or "
+            "choose another name/output_root"
+        )
+
+
+def _read_result(train_dir: Path) -> dict | None:
+    import json
+
+    path = train_dir / RESULT_FILE
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(result, dict) or not (train_dir / str(result.get("checkpoint", ""))).is_file():
+        return None
+    return result
+
+
+def _fit(
+    cfg: ExperimentConfig, trainer: Any, train_dir: Path, identity: RunIdentity, dev: Any, stop_after: int | None
+) -> Path:
+    """Train into ``train_dir`` (resuming what it holds), recording identity, config and env; then the result
+    (not when stopped early)."""
+    from harness.core.envinfo import collect_env
+
+    train_dir.mkdir(parents=True, exist_ok=True)
+    write_identity(train_dir, identity)
+    write_text(train_dir / "config.yaml", dump_yaml(cfg.to_dict()))
+    write_json(train_dir / "env.json", collect_env(dev))
+    kwargs = {"stop_after": stop_after} if stop_after is not None else {}
+    checkpoint = Path(
         trainer.fit(
-            train_dir_of(cfg),
-            seed=cfg.seed,
-            model_spec=cfg.model,
-            resume=resume,
-            output_root=Path(cfg.output_root),
+            train_dir, seed=cfg.seed, model_spec=cfg.model, resume=True, output_root=Path(cfg.output_root), **kwargs
         )
     )
+    folder = train_dir.parent
+    runfolder.register(folder, list(_train_owned(folder)), "train")
+    if stop_after is None:
+        write_json(train_dir / RESULT_FILE, {"checkpoint": checkpoint.relative_to(train_dir).as_posix()})
+        runfolder.register(folder, [f"train/{RESULT_FILE}"], "train")
+    return checkpoint
 
 
 def _replace_trained(obj: Any, path: str) -> Any:

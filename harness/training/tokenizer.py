@@ -112,6 +112,7 @@ class TokenizerTrainer:
         model_spec: Any = None,
         resume: bool = True,
         stop_after: int | None = None,
+        output_root: Path | None = None,  # accepted like every trainer's; a tokenizer needs no shared cache
     ) -> Path:
         """Train; returns the exported tokenizer checkpoint (``<train_dir>/tokenizer.safetensors``)."""
         train_dir = Path(train_dir)

@@ -9,9 +9,16 @@ Placeholders (only these names are replaced; other braces, e.g. in ``python -c``
 - per folder: ``{input_dir}``, ``{output_dir}``, ``{scale}``; outputs are found as
   ``<output_dir>/<filename_tmpl.format(key)>.<any image extension>``.
 
-Execution: ``shlex.split`` of the template and substitution per argument, run without a shell (paths with
-spaces stay one argument). ``shell: true`` must be set explicitly to run through ``/bin/sh``; values are then
-``shlex.quote``d. Each run gets its own process group (``start_new_session``), so a timeout (or Ctrl-C) kills
+Data never goes into a string that a shell (or an interpreter) parses. The template is split with
+``shlex.split`` and each placeholder is replaced inside its own argument, run without a shell (a file name
+with spaces or ``$(...)`` stays one inert argument). A template that hands a script to a shell or an
+interpreter (``bash -c '...'``, ``sh -c``, ``cmd /c``, ``python -c``, ``perl -e``, ...) with a placeholder
+inside the script text is refused: pass the values after the script as positional arguments
+(``bash -c 'up "$1" "$2"' _ {input} {output}``). The values are also in the environment of every run
+(``ALIGNVAR_INPUT``, ``ALIGNVAR_OUTPUT``, ``ALIGNVAR_KEY``, ``ALIGNVAR_SCALE``; per folder ``ALIGNVAR_INPUT_DIR``,
+``ALIGNVAR_OUTPUT_DIR``). ``shell: true`` runs the template through ``/bin/sh``: it may then contain no
+placeholder at all (refer to ``"$ALIGNVAR_INPUT"`` etc.) and ``mode`` says per image or per folder. Each run
+gets its own process group (``start_new_session``), so a timeout (or Ctrl-C) kills
 the whole group, including children the command started (unless they started their own session). A failing
 command raises ``CommandError`` with the exit code and the last lines of stderr; a timed-out one
 ``CommandTimeoutError``. POSIX only.
@@ -30,6 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -40,6 +48,12 @@ from methods.base import SRMethod
 IMAGE_PLACEHOLDERS = ("input", "output", "key", "scale")
 FOLDER_PLACEHOLDERS = ("input_dir", "output_dir", "scale")
 _PLACEHOLDER = re.compile(r"\{(input_dir|output_dir|input|output|key|scale)\}")
+ENV_PREFIX = "ALIGNVAR_"  # every placeholder's value is also the environment variable ALIGNVAR_<NAME>
+SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "csh", "tcsh", "yash")
+WINDOWS_SHELLS = ("cmd", "cmd.exe", "powershell", "powershell.exe", "pwsh", "pwsh.exe")
+# interpreters and the flags after which their next argument is code they parse
+INLINE_CODE = {"python": ("-c",), "perl": ("-e", "-E"), "ruby": ("-e",), "node": ("-e", "-p", "--eval", "--print"),
+               "rscript": ("-e",), "lua": ("-e",), "php": ("-r",), "awk": (), "osascript": ("-e",)}  # fmt: skip
 
 
 class CommandError(RuntimeError):
@@ -62,9 +76,23 @@ class CommandConfig:
     work_dir: str | None = None  # where inputs/outputs are written (kept); default: a temp dir, cleaned up
     inference_steps: int | None = None  # for efficiency tables, if known
     stderr_lines: int = 20  # stderr lines quoted in errors
+    mode: Literal["image", "folder"] | None = None  # null: from the placeholders; needed with shell: true
 
     def __post_init__(self) -> None:
         names = set(_PLACEHOLDER.findall(self.command))
+        if self.shell:
+            if names:
+                raise ValueError(
+                    f"command: with shell: true a shell parses the command, so no file name is ever put into it "
+                    f'(a file named $(touch x).png would run as code); write "${ENV_PREFIX}INPUT" '
+                    f'"${ENV_PREFIX}OUTPUT" ("${ENV_PREFIX}INPUT_DIR" "${ENV_PREFIX}OUTPUT_DIR" per folder, '
+                    f'"${ENV_PREFIX}KEY", "${ENV_PREFIX}SCALE"), set for every run, instead of '
+                    f"{', '.join('{' + n + '}' for n in sorted(names))}, and set mode: image or folder"
+                )
+            if self.mode is None:
+                raise ValueError("mode: with shell: true, say whether the command runs per image or per folder")
+            self._check_common()
+            return
         image, folder = {"input", "output"} <= names, {"input_dir", "output_dir"} <= names
         if image == folder:
             raise ValueError(
@@ -77,30 +105,117 @@ class CommandConfig:
                 f"placeholder(s) {', '.join('{' + n + '}' for n in sorted(wrong))} cannot be used in "
                 f"{'per-image' if image else 'per-folder'} mode"
             )
+        if self.mode is not None and self.mode != ("image" if image else "folder"):
+            raise ValueError(f"mode: {self.mode!r} does not fit the command's placeholders")
+        self._check_common()
+        try:
+            args = shlex.split(self.command)
+        except ValueError as exc:
+            raise ValueError(f"command cannot be split into arguments ({exc}): {self.command!r}") from None
+        check_no_code_placeholders(args)
+
+    def _check_common(self) -> None:
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0 or null, got {self.timeout_s}")
         if self.filename_tmpl.count("{}") != 1:
             raise ValueError(f"filename_tmpl must contain '{{}}' exactly once, got {self.filename_tmpl!r}")
-        if not self.shell:
-            try:
-                shlex.split(self.command)
-            except ValueError as exc:
-                raise ValueError(f"command cannot be split into arguments ({exc}): {self.command!r}") from None
 
     @property
-    def mode(self) -> str:
+    def run_mode(self) -> str:
+        """``image`` (one run per image) or ``folder`` (one run per batch folder)."""
+        if self.mode is not None:
+            return self.mode
         return "image" if "{input}" in self.command else "folder"
 
 
+def _program(args: list[str]) -> tuple[str, int]:
+    """The program a command line runs (lower-case base name, version suffix dropped) and its index, looking
+    through ``env [-i] [-u NAME] [NAME=value ...]``, ``exec``, ``nice`` and ``busybox``."""
+    i = 0
+    while i < len(args):
+        base = Path(args[i]).name.lower()
+        if base in ("env", "exec", "nice", "nohup", "busybox", "command", "stdbuf", "timeout"):
+            i += 1
+            while i < len(args) and (args[i].startswith("-") or "=" in args[i] or args[i].isdigit()):
+                i += 2 if args[i] in ("-u", "-n", "-s", "-k", "-C") else 1
+            continue
+        return re.sub(r"[\d.]+$", "", base) or base, i
+    return "", len(args)
+
+
+# options taking a value (the next argument is not the script operand), per kind of program
+_VALUE_OPTIONS = {"shell": ("-o", "+o", "-O", "+O", "--rcfile", "--init-file"), "python": ("-W", "-X"),
+                  "node": ("-r", "--require", "--import", "--loader"), "perl": ("-I", "-M", "-m")}  # fmt: skip
+
+
+def _script_args(args: list[str]) -> tuple[str, list[str]]:
+    """(what parses it, the arguments that are script text) of a command line; ("", []) for a plain program.
+
+    Options are read up to the first operand (a script file: its own options are not the interpreter's).
+    """
+    program, i = _program(args)
+    rest = args[i + 1 :]
+    if program in WINDOWS_SHELLS:
+        for j, arg in enumerate(rest):
+            if arg.lower() in ("/c", "/k", "-c", "-command", "-encodedcommand", "-ec"):
+                return f"{program} {arg}", rest[j + 1 :]
+        return "", []
+    if program in SHELLS:
+        kind, is_code = "shell", lambda a: a == "--command" or re.fullmatch(r"-[A-Za-z]*c[A-Za-z]*", a) is not None
+    elif program in INLINE_CODE:
+        flags = INLINE_CODE[program]
+        kind = program
+
+        def is_code(a: str) -> bool:
+            return a in flags or any(len(f) == 2 and a.startswith(f) and not a.startswith("--") for f in flags)
+    else:
+        return "", []
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        if program == "awk" and not arg.startswith("-"):
+            return "awk", [arg]  # awk's first operand is its program text
+        if is_code(arg):
+            attached = arg[2:] if len(arg) > 2 and not arg.startswith("--") and kind != "shell" else ""
+            return f"{program} {arg[:2] if attached else arg}", [attached] if attached else rest[j + 1 : j + 2]
+        if arg == "-m" and kind == "python" or not arg.startswith(("-", "+")) or arg == "--":
+            return "", []  # a module or a script file runs: what follows are its arguments
+        j += 2 if arg in _VALUE_OPTIONS.get(kind, ()) else 1
+    return "", []
+
+
+def check_no_code_placeholders(args: list[str]) -> None:
+    """Refuse a placeholder inside script text that a shell or an interpreter parses (see the module docstring)."""
+    parser, scripts = _script_args(args)
+    found = sorted({name for text in scripts for name in _PLACEHOLDER.findall(text)})
+    if not found:
+        return
+    shown = ", ".join("{" + n + "}" for n in found)
+    if parser.split()[0] in (*SHELLS, *WINDOWS_SHELLS):
+        safe = (
+            'pass them after the script as separate arguments and refer to them as "$1", "$2", ...: e.g. '
+            'bash -c \'python up.py "$1" "$2"\' _ {input} {output}'
+        )
+    else:
+        safe = "pass them as separate arguments after the code and read them there (e.g. sys.argv[1])"
+    raise ValueError(
+        f"command: {shown} inside the script that `{parser}` parses: a file name such as $(touch x).png or "
+        f"one with a quote would run as code; {safe}, or use the environment variables "
+        f"{', '.join(ENV_PREFIX + n.upper() for n in found)}, set for every run"
+    )
+
+
 def substitute(template: str, values: dict[str, str], *, shell: bool) -> list[str] | str:
-    """Fill the known placeholders: a list of arguments, or one quoted shell string when ``shell``."""
-
-    def fill(text: str, quote: bool) -> str:
-        return _PLACEHOLDER.sub(lambda m: shlex.quote(values[m[1]]) if quote else values[m[1]], text)
-
+    """The arguments of one run: each placeholder filled inside its own argument; with ``shell`` the template
+    as it is (it holds no placeholder: the shell reads the values from the environment)."""
     if shell:
-        return fill(template, quote=True)
-    return [fill(arg, quote=False) for arg in shlex.split(template)]
+        return template
+    return [_PLACEHOLDER.sub(lambda m: values[m[1]], arg) for arg in shlex.split(template)]
+
+
+def environment(values: dict[str, str]) -> dict[str, str]:
+    """``ALIGNVAR_<NAME>`` for every placeholder value of a run."""
+    return {f"{ENV_PREFIX}{name.upper()}": value for name, value in values.items()}
 
 
 def _stderr_tail(stderr: str, lines: int) -> str:
@@ -187,7 +302,7 @@ class CommandMethod(SRMethod):
             args,
             shell=self.config.shell,
             timeout_s=self.config.timeout_s,
-            env=self.config.env,
+            env={**self.config.env, **environment(values)},
             cwd=self.config.cwd,
             stderr_lines=self.config.stderr_lines,
             what=what,
@@ -222,7 +337,7 @@ class CommandMethod(SRMethod):
         try:
             for img, key in zip(lr, keys):
                 save_image(img.detach().cpu(), in_dir / f"{key}.png")
-            if self.config.mode == "image":
+            if self.config.run_mode == "image":
                 for key in keys:
                     values = {
                         "input": str((in_dir / f"{key}.png").resolve()),

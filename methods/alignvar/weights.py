@@ -88,19 +88,14 @@ def read_safetensors(path: str | Path) -> dict[str, Tensor]:
     size = path.stat().st_size
     out: dict[str, Tensor] = {}
     with open(path, "rb") as fh:
-        try:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            if n > size - 8:
-                raise ValueError(f"header length {n} exceeds the file size {size}")
-            header = json.loads(fh.read(n))
-        except (struct.error, ValueError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+        header, base = _read_header(fh, path, size)
         header.pop("__metadata__", None)
-        base = 8 + n
         entries = []
         for name, info in header.items():
             try:
                 (begin, end), shape = info["data_offsets"], [int(d) for d in info["shape"]]
+                if int(begin) < 0 or int(end) < int(begin) or any(d < 0 for d in shape):
+                    raise ValueError("negative offsets or sizes")
             except (KeyError, TypeError, ValueError) as exc:
                 raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry {info!r}") from exc
             entries.append((int(begin), int(end), shape, name, info.get("dtype")))
@@ -120,6 +115,31 @@ def read_safetensors(path: str | Path) -> dict[str, Tensor]:
     return out
 
 
+def _read_header(fh: Any, path: Path, size: int) -> tuple[dict, int]:
+    """The JSON header of an open safetensors file and where its data starts; ``CheckpointError`` otherwise."""
+    try:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n > size - 8:
+            raise ValueError(f"header length {n} exceeds the file size {size}")
+        header = json.loads(fh.read(n))
+        if not isinstance(header, dict):
+            raise ValueError(f"the header is a {type(header).__name__}, not a mapping")
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return header, 8 + n
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (read strictly, without loading any tensor)."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        header, _ = _read_header(fh, path, path.stat().st_size)
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{path}: the safetensors metadata is not a str -> str mapping")
+    return meta
+
+
 def _load_raw(path: Path) -> Any:
     if path.suffix == ".safetensors":
         return read_safetensors(path)
@@ -132,7 +152,10 @@ def _load_raw(path: Path) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        first = f"it references {found.group(1)}" if found else type(exc).__name__
+        if found is None:  # not a refused class: the bytes are not a pickle at all (truncated, wrong file)
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({detail})") from exc
+        first = f"it references {found.group(1)}"
         raise CheckpointError(
             f"{path}: refusing to load: the pickle needs code beyond plain tensors/containers, and "
             f"checkpoints are only read with torch.load(weights_only=True) (never unpickling arbitrary "
@@ -421,15 +444,14 @@ def stored_config(path: Path) -> AlignVARConfig | None:
     """The ``AlignVARConfig`` in our safetensors metadata (None for other files)."""
     if path.suffix != ".safetensors":
         return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
+    meta = safetensors_metadata(path)  # our strict reader: a damaged file is a CheckpointError naming it
     if "alignvar_config" not in meta:
         return None
-    data = json.loads(meta["alignvar_config"])
-    data.update(checkpoint=str(path), arch="auto")
     try:
+        data = json.loads(meta["alignvar_config"])
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        data.update(checkpoint=str(path), arch="auto")
         return AlignVARConfig.from_json_dict(data)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: metadata 'alignvar_config' does not fit this version: {exc}") from None
