@@ -41,12 +41,16 @@ def metric_label(run: RunResults, metric: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- sections
 def alerts(run: RunResults) -> list[str]:
-    """Banner lines: failed methods and skipped images."""
+    """Banner lines: failed methods, skipped and failed images."""
     lines = [
         f"{f['method']} failed on {f['dataset']}: {f['error']} (traceback: {f.get('traceback', '?')})"
         for f in run.failures
     ]
     lines += [f"skipped image {s['dataset']}/{s['image']}: {s['error']}" for s in run.skipped]
+    lines += [
+        f"image {f['dataset']}/{f['image']} failed for {f['method']} ({f['stage']}): {f['error']}"
+        for f in run.image_failures
+    ]
     by_method: dict[tuple[str, str], int] = {}
     for s in run.meta.get("method_skipped", []):  # non-strict output folders without some outputs
         by_method[(s["method"], s["dataset"])] = by_method.get((s["method"], s["dataset"]), 0) + 1

@@ -33,7 +33,14 @@ from harness.bench.efficiency import EfficiencyHook
 from harness.bench.evaluate import DatasetState, evaluate, latency_source
 from harness.bench.inputs import bench_config, bench_identity
 from harness.bench.layout import record_failure
-from harness.bench.prepare import BenchContext, BenchHook, Prepared, prepare
+from harness.bench.prepare import (
+    BenchContext,
+    BenchHook,
+    BenchValidationError,
+    Prepared,
+    missing_paths_message,
+    prepare,
+)
 from harness.config.experiment import ExperimentConfig
 from harness.config.files import dump_yaml
 from harness.core import runfolder
@@ -138,7 +145,10 @@ def run_bench(
     dev = resolve_device(device if device is not None else cfg.bench.device)
     run_dir = cfg.run_dir
     lock = RunLock(run_dir, "bench run folder")
-    if run_dir.is_dir():  # the cheap refusals first, before anything is built (and before any folder is made)
+    missing = missing_paths_message(cfg)  # the cheap checks first, before anything is built or made
+    if missing is not None:
+        raise BenchValidationError(missing)
+    if run_dir.is_dir():
         if is_locked(run_dir):
             lock.acquire()  # raises RunLockedError naming the holder
         _claim_run_dir(cfg, run_dir, force, bench_owned(run_dir))

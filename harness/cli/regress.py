@@ -42,8 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.bench.layout import RunNotFoundError
     from harness.bench.regression import RegressionError, Tolerances, compare_runs, load_tolerances
+    from harness.config.experiment import MIN_BOOTSTRAP_SAMPLES
+    from harness.core.mapping import ConfigError
     from reports.regression import write_html
 
+    if args.n_boot < MIN_BOOTSTRAP_SAMPLES:
+        raise ConfigError(f"--n-boot: must be >= {MIN_BOOTSTRAP_SAMPLES} (bootstrap resamples), got {args.n_boot}")
     tolerances = load_tolerances(args.tolerances) if args.tolerances else Tolerances()
     try:
         report = compare_runs(

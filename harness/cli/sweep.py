@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.sweep.runner import run_sweep
 
     if args.workers is not None and args.workers < 1:
-        print(f"--workers must be >= 1, got {args.workers}", file=sys.stderr)
+        print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
     spec = load_sweep(args.experiment, args.overrides)
     try:

@@ -136,7 +136,10 @@ class RunIdentity:
         )
 
     def differences(self, now: RunIdentity) -> list[str]:
-        """One line per key that differs between this (recorded) identity and ``now``; [] when they match."""
+        """One line per key that differs between this (recorded) identity and ``now``; [] when they match.
+
+        Input files are compared by content (size, sha256), not by where they are.
+        """
         lines: list[str] = []
         if self.config_sha256 != now.config_sha256:
             lines += _diff("config", flatten(self.config), flatten(now.config), _show)
@@ -175,7 +178,7 @@ def _data_diff(old: dict, new: dict) -> list[str]:
             continue
         for entry in dict.fromkeys([*a, *b]):
             x, y = a.get(entry), b.get(entry)
-            if x == y:
+            if x == y or _same_content(x, y):
                 continue
             if x is None:
                 lines.append(f"data.{group}.{entry}: added ({_describe_file(y)})")
@@ -189,6 +192,12 @@ def _data_diff(old: dict, new: dict) -> list[str]:
             else:
                 lines.append(f"data.{group}.{entry}: {_show(x)} (recorded) -> {_show(y)} (now)")
     return lines
+
+
+def _same_content(x: Any, y: Any) -> bool:
+    """Two file entries with the same bytes (a data folder moved elsewhere is the same data)."""
+    keys = ("size", "sha256")
+    return isinstance(x, dict) and isinstance(y, dict) and all(x.get(k) == y.get(k) for k in keys)
 
 
 def _describe_file(entry: Any) -> str:

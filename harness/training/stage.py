@@ -167,10 +167,10 @@ def run_train(
         loop.progress = progress
     dev = resolve_device(device or getattr(loop, "device", "auto"), key="--device / train.loop.device")
     run_dir, train_dir = cfg.run_dir, train_dir_of(cfg)
+    identity = train_identity(cfg)  # lists (and checks) the training data before anything is built or made
+    trainer = cfg.train.create()
     with RunLock(run_dir, "training run folder"):
         runfolder.clean_leftovers(run_dir)
-        identity = train_identity(cfg)  # lists (and checks) the training data before anything is built
-        trainer = cfg.train.create()
         if _has_run(train_dir) and not force:
             _check_resumable(train_dir, identity)
             result = _read_result(train_dir)

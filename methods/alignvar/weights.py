@@ -153,16 +153,29 @@ def _load_raw(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         if found is None:  # not a refused class: the bytes are not a pickle at all (truncated, wrong file)
-            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{path}: not a readable torch checkpoint ({detail})") from exc
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({_unpickling_detail(exc)})") from exc
         first = f"it references {found.group(1)}"
         raise CheckpointError(
             f"{path}: refusing to load: the pickle needs code beyond plain tensors/containers, and "
             f"checkpoints are only read with torch.load(weights_only=True) (never unpickling arbitrary "
             f"objects). Convert it to safetensors in a trusted environment. Detail: {first}"
         ) from exc
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    except EOFError as exc:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (the file ends early: empty or cut)") from exc
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({first})") from exc
+
+
+def _unpickling_detail(exc: Exception) -> str:
+    """The informative line of torch's weights-only unpickling error (after 'WeightsUnpickler error:')."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.partition("WeightsUnpickler error")[2].lstrip(":").strip()
+            rest = rest or (lines[i + 1] if i + 1 < len(lines) else "")
+            return f"{rest}: not a pickle of tensors; truncated, or another kind of file"
+    return lines[0] if lines else type(exc).__name__
 
 
 def _is_tensor_dict(obj: Any) -> bool:
