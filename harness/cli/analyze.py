@@ -135,6 +135,7 @@ def _setup(args: argparse.Namespace) -> _Target:
 
     cfg = load_experiment(args.config, args.overrides)
     options = analysis_options(cfg, args)
+    device = resolve_device(options.device or cfg.bench.device, key="--device / analysis.device")  # before loading
     for kind, want in (("methods", args.method), ("datasets", args.dataset)):
         specs = getattr(cfg, kind)
         if not specs:
@@ -146,7 +147,7 @@ def _setup(args: argparse.Namespace) -> _Target:
     from harness.analysis.probes import var_model
     from harness.analysis.stage import build_for_analysis
 
-    method = build_for_analysis(m_spec).to(resolve_device(options.device or cfg.bench.device))
+    method = build_for_analysis(m_spec).to(device)
     model = var_model(method, m_spec.name)
     model.eval()
     out = args.output or (cfg.run_dir / "analysis")

@@ -32,6 +32,7 @@ from harness.core.mapping import to_dict
 from harness.core.registry import register
 from harness.data.training.config import TrainDataConfig
 from harness.data.training.sampling import mix_seed
+from harness.data.training.sources import data_manifest
 from harness.data.training.stream import TrainBatch, TrainData
 from harness.training.batches import StepBatches
 from harness.training.checkpointing import final_weights
@@ -114,7 +115,12 @@ class AlignVARTask:
 
 
 def tokenizer_cache_dir(output_root: Path, cfg: TokenizerTrainConfig, seed: int) -> Path:
-    key = json.dumps({"cfg": to_dict(cfg), "seed": seed}, sort_keys=True, default=str)
+    """The cache folder of a tokenizer: a hash of its config, seed and the content of its training data."""
+    content = {
+        g: {k: [f["size"], f["sha256"]] for k, f in files.items()} for g, files in data_manifest(cfg.data).items()
+    }
+    data = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()  # where the data is: no matter
+    key = json.dumps({"cfg": to_dict(cfg), "seed": seed, "data": data}, sort_keys=True, default=str)
     return Path(output_root) / "_tokenizers" / hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

@@ -30,7 +30,6 @@ from harness.core.identity import (
     IDENTITY_FILE,
     IdentityMismatchError,
     RunIdentity,
-    file_entry,
     format_differences,
     read_identity,
     write_identity,
@@ -80,36 +79,14 @@ def _data_configs(options: Any, where: str = "train") -> list[tuple[str, Any]]:
 
 
 def training_data_manifest(options: Any) -> dict[str, Any]:
-    """The data manifest of a trainer's sources (one group per source): every file listed, hashed once.
-
-    Listing the sources also checks them: a missing or empty folder raises ``DatasetError`` here, before
-    anything is trained.
-    """
-    from harness.data.pairing import list_images
-    from harness.data.training.sources import resolve_sources
+    """The data manifest of a trainer's sources (``harness.data.training.sources.data_manifest`` of every
+    ``data:`` block, the tokenizer's included); listing them checks them before anything is trained."""
+    from harness.data.training.sources import data_manifest
 
     data: dict[str, Any] = {}
     for where, cfg in _data_configs(options):
-        if cfg.paired:
-            for i, src in enumerate(cfg.paired):
-                for role, folder in (("lr", src.lr_dir), ("hr", src.hr_dir)):
-                    files = list_images(Path(folder).expanduser(), role.upper())
-                    data[f"{where}.paired[{i}].{role}"] = {k: file_entry(p) for k, p in sorted(files.items())}
-            continue
-        for i, src in enumerate(cfg.sources):
-            files = resolve_sources([src])
-            data[f"{where}.sources[{i}]"] = {_rel(p, src): file_entry(p) for p in files}
+        data.update(data_manifest(cfg, where))
     return data
-
-
-def _rel(path: Path, src: Any) -> str:
-    root = Path(src.path).expanduser() if src.path else None
-    if root is not None and root.is_dir():
-        try:
-            return path.relative_to(root).as_posix()
-        except ValueError:
-            pass
-    return path.name if src.bundled else str(path)
 
 
 # Loop/data keys that do not change the weights a run produces (how it is shown, logged, kept, or where it runs)

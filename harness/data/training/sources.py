@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.core.imageio import is_image_file
 from harness.data.pairing import DatasetError
-from harness.data.training.config import SourceConfig
+from harness.data.training.config import SourceConfig, TrainDataConfig
 
 
 def _sorted_images(paths: Sequence[Path], base: Path | None = None) -> list[Path]:
@@ -59,3 +59,36 @@ def resolve_sources(sources: Sequence[SourceConfig]) -> list[Path]:
         found = _list_source(src)
         files.extend(found[: src.limit] if src.limit is not None else found)
     return files
+
+
+def data_manifest(cfg: TrainDataConfig, where: str = "data") -> dict[str, dict]:
+    """The files of a trainer's ``data:`` block, one group per source (``<where>.sources[i]``, or
+    ``<where>.paired[i].lr|hr``): ``{file: {name, size, sha256}}``, every file hashed once.
+
+    Listing the sources checks them too: a missing or empty folder raises ``DatasetError``.
+    """
+    from harness.core.identity import file_entry
+    from harness.data.pairing import list_images
+
+    data: dict[str, dict] = {}
+    if cfg.paired:
+        for i, src in enumerate(cfg.paired):
+            for role, folder in (("lr", src.lr_dir), ("hr", src.hr_dir)):
+                files = list_images(Path(folder).expanduser(), role.upper())
+                data[f"{where}.paired[{i}].{role}"] = {k: file_entry(p) for k, p in sorted(files.items())}
+        return data
+    for i, src in enumerate(cfg.sources):
+        root = Path(src.path).expanduser() if src.path else None
+        data[f"{where}.sources[{i}]"] = {
+            _entry_name(p, root, src.bundled): file_entry(p) for p in resolve_sources([src])
+        }
+    return data
+
+
+def _entry_name(path: Path, root: Path | None, bundled: bool) -> str:
+    if root is not None and root.is_dir():
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return path.name if bundled else str(path)
