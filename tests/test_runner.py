@@ -127,7 +127,19 @@ class FolderMAE:
         return float(np.mean(diffs))
 
 
+class Picky(BoxUpscale):
+    """Box upscaling that runs out of memory above 8x8 LR pixels and fails on the key ``img2``."""
+
+    def upscale(self, lr, keys):
+        if lr.shape[-1] > 8:
+            raise MemoryError("cannot allocate 4 GiB")  # what a too-large image does, without the 4 GiB
+        if "img2" in keys:
+            raise RuntimeError("cannot handle img2")
+        return super().upscale(lr, keys)
+
+
 register("datasets", "_t_runner_tiny", config=TinyConfig)(TinyDataset)
+register("methods", "_t_runner_picky")(Picky)
 register("methods", "_t_runner_box")(BoxUpscale)
 register("methods", "_t_runner_boom")(Boom)
 register("methods", "_t_runner_x2")(Scale2)
@@ -459,3 +471,34 @@ def test_bench_real_components(tmp_path):
         sr = load_image(run_dir / "images/bundled/bicubic" / f"{sample.key}.png")[None]
         assert row["psnr"] == pytest.approx(float(psnr(sr, sample.hr[None])[0]), abs=1e-6)
         assert row["ssim"] == pytest.approx(float(ssim(sr, sample.hr[None])[0]), abs=1e-6)
+
+
+def test_failing_images_are_isolated_and_the_others_evaluated(tmp_path):
+    """A batch with one failing image is retried image by image; an out-of-memory image fails alone."""
+    datasets = [{"type": "_t_runner_tiny", "name": "tiny", "sizes": [8, 8, 8, 8, 16]}]
+    cfg = make_cfg(tmp_path, datasets=datasets, methods=[{"type": "_t_runner_picky", "name": "picky"}],
+                   bench={"batch_size": 4})  # fmt: skip
+    run_dir = run(cfg)  # not strict: recorded, the run succeeds
+    table = pd.read_csv(run_dir / "metrics/tiny.csv")
+    assert list(table["image"]) == ["img0", "img1", "img3"]
+    meta = json.loads((run_dir / "summary.json").read_text())
+    assert meta["image_failures"] == [
+        {"dataset": "tiny", "method": "picky", "image": "img2", "stage": "upscale",
+         "error": "RuntimeError: cannot handle img2"},
+        {"dataset": "tiny", "method": "picky", "image": "img4", "stage": "memory",
+         "error": "out of memory (MemoryError: cannot allocate 4 GiB)"},
+    ]  # fmt: skip
+    assert meta["evaluation"] == [
+        {"dataset": "tiny", "method": "picky", "n_images": 5, "n_evaluated": 3, "n_failed": 2}
+    ]
+    assert "picky on tiny: 3 of 5 image(s) evaluated, 2 failed (errors/images.csv)" in " ".join(meta["notes"])
+    assert [r["n"] for r in meta["results"] if r["metric"] == "mae"] == [3]
+    assert (run_dir / "errors/images.csv").read_text().splitlines()[1:] == [
+        "tiny,picky,img2,upscale,RuntimeError: cannot handle img2",
+        "tiny,picky,img4,memory,out of memory (MemoryError: cannot allocate 4 GiB)",
+    ]
+    strict = make_cfg(tmp_path, datasets=datasets, methods=[{"type": "_t_runner_picky", "name": "picky"}],
+                      bench={"batch_size": 4, "strict": True})  # fmt: skip
+    with pytest.raises(BenchFailedError, match=r"2 failure\(s\) in .*\n  tiny/img2 \(picky, upscale\)"):
+        run(strict, force=True)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"

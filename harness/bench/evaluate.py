@@ -84,10 +84,21 @@ class ImageFailure(Exception):
 BROKEN_AFTER = 3
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(exc).lower()
+
+
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+    if _out_of_memory(exc):
         return f"out of memory ({first_line(exc)})"
     return first_line(exc) if not isinstance(exc, ImageFailure) else str(exc)
+
+
+def _failure(stage: str, exc: BaseException) -> ImageFailure:
+    """``exc`` at ``stage`` as an ImageFailure (stage ``memory`` whatever the stage, when it is out of memory)."""
+    failure = ImageFailure("memory" if _out_of_memory(exc) else stage, _reason(exc))
+    failure.__cause__ = exc
+    return failure
 
 
 def evaluate(
@@ -140,7 +151,7 @@ def evaluate(
             sync_device(device)
             seconds = time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001 - attributed to this batch, retried per image
-            raise ImageFailure("upscale", _reason(exc)) from exc
+            raise _failure("upscale", exc) from exc
         expected = (len(batch), 3, lr.shape[-2] * scale, lr.shape[-1] * scale)
         if tuple(sr.shape) != expected:
             raise ImageFailure(
@@ -162,7 +173,8 @@ def evaluate(
                 out = metric(sr, hr if flags[mt_name].needs_reference else None)
                 values[mt_name] = torch.as_tensor(out).reshape(-1).double().cpu().tolist()
             except Exception as exc:  # noqa: BLE001
-                raise ImageFailure("metric", f"{mt_name}: {_reason(exc)}") from exc
+                failure = _failure("metric", exc)
+                raise ImageFailure(failure.stage, f"{mt_name}: {failure}") from exc
             if len(values[mt_name]) != len(batch):
                 raise ValueError(f"metric {mt_name!r} returned {len(values[mt_name])} values for {len(batch)}")
             bad = [v for v in values[mt_name] if not math.isfinite(v)]
@@ -203,7 +215,7 @@ def evaluate(
         try:
             return compute(batch)
         except (MemoryError, torch.OutOfMemoryError) as exc:  # e.g. an 8000x8000 input: that image only
-            raise ImageFailure("memory", _reason(exc)) from exc
+            raise _failure("memory", exc) from exc
 
     def flush(batch: list[Any]) -> None:
         try:
