@@ -243,7 +243,7 @@ def test_report_cli(run_dir, tmp_path, capsys):
     out = tmp_path / "sub" / "page.html"
     assert main(["report", str(run_dir), "--output", str(out)]) == 0
     assert out.is_file() and f"report: {out}" in capsys.readouterr().out
-    assert main(["report", str(tmp_path / "missing")]) == 1
+    assert main(["report", str(tmp_path / "missing")]) == 2  # an input error: nothing to render
     assert "run directory not found" in capsys.readouterr().err
 
 

@@ -199,7 +199,12 @@ def evaluate(
         for item in mine:
             state.image_failures.remove(item)
         counts["n_failed"] -= len(mine)
-        return exc.__cause__ if exc.__cause__ is not None else exc
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        if isinstance(cause, OSError):  # the method's, not a failure to write the run (which stops it)
+            wrapped = RuntimeError(f"{m_name} failed on every image it was given: {first_line(cause)}")
+            wrapped.__cause__ = cause
+            return wrapped
+        return cause
 
     def record(sample: Any, exc: ImageFailure) -> None:
         streak["failed"] += 1

@@ -21,8 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.bench.layout import load_run
+    from harness.core import runfolder
+    from harness.core.runlock import RunLock
     from reports.bench import render_report
 
-    path = render_report(args.run_dir, args.output)  # a missing run: RunNotFoundError, exit 2 (harness.cli.main)
+    if args.output is not None:
+        path = render_report(args.run_dir, args.output)  # a missing run: RunNotFoundError, exit 2 (harness.cli.main)
+    else:
+        load_run(args.run_dir)  # the run exists (a missing one is an error, not a new folder)
+        with RunLock(args.run_dir, "bench run folder"):  # into the run folder: as its one writer, and recorded
+            path = render_report(args.run_dir)
+            runfolder.register(Path(args.run_dir), [path], "report")
     print(f"report: {path}")
     return 0

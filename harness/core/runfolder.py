@@ -93,14 +93,23 @@ def write_manifest(folder: str | Path, files: dict[str, str]) -> None:
 
 
 def register(folder: str | Path, paths: Iterable[str | Path], stage: str) -> None:
-    """Record ``paths`` (relative to ``folder``, or absolute inside it) as written by ``stage``."""
+    """Record ``paths`` (inside ``folder``: given under it, absolute, or relative to it) as written by ``stage``."""
     folder = Path(folder)
     files = read_manifest(folder)
     for p in paths:
-        p = Path(p)
-        rel = p.relative_to(folder) if p.is_absolute() else p
-        files[rel.as_posix()] = stage
+        files[_relative(folder, Path(p)).as_posix()] = stage
     write_manifest(folder, files)
+
+
+def _relative(folder: Path, path: Path) -> Path:
+    for base, candidate in ((folder, path), (folder.resolve(), path.resolve())):
+        try:
+            return candidate.relative_to(base)
+        except ValueError:
+            continue
+    if path.is_absolute():
+        raise ValueError(f"{path} is not inside the run folder {folder}")
+    return path  # already relative to the folder
 
 
 def files_under(folder: Path, entry: str) -> list[str]:
