@@ -11,6 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
+from harness.cli.options import add_offline, apply_offline
+
 HELP = "quick start: benchmark interpolation baselines on bundled images and write an HTML report"
 DESCRIPTION = """\
 Runs experiments/demo.yaml (bundled photographs, x4 bicubic degradation, nearest/bilinear/bicubic/lanczos,
@@ -29,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto | cpu | cuda (default: bench.device)")
     parser.add_argument("--weights-dir", metavar="DIR", help="where metric weights are looked up")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_offline(parser)
 
 
 def load_demo_config(path: str | Path, overrides: list[str], notes: list[str] | None = None):
@@ -64,6 +67,7 @@ def load_demo_config(path: str | Path, overrides: list[str], notes: list[str] | 
 def run(args: argparse.Namespace) -> int:
     from harness.cli.bench import execute, set_weights_dir
 
+    apply_offline(args)
     set_weights_dir(args.weights_dir)
     start = time.perf_counter()
     notes: list[str] = []
