@@ -258,8 +258,8 @@ def test_infer_with_hub_references_end_to_end(online, tmp_path):
     assert again.returncode == 0, again.stderr
     assert len(online.requests) == seen  # --offline: the cache only
     assert (tmp_path / "a" / "lr.png").read_bytes() == (tmp_path / "b" / "lr.png").read_bytes()
-    gone = subprocess.run([*base, "--checkpoint", "hf://qyp2000/VARSR/gone.safetensors", "--output",
-                           str(tmp_path / "c"), "--offline"], capture_output=True, text=True, env=env, cwd=REPO)  # fmt: skip
+    gone_cmd = [*base, "--checkpoint", "hf://qyp2000/VARSR/gone.safetensors", "--output", str(tmp_path / "c")]
+    gone = subprocess.run([*gone_cmd, "--offline"], capture_output=True, text=True, env=env, cwd=REPO)
     assert gone.returncode == 2
     assert gone.stderr.strip().splitlines()[-1] == (
         f"error: alignvar: checkpoint: hf://qyp2000/VARSR/gone.safetensors: not in the Hugging Face cache "

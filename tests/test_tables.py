@@ -395,7 +395,11 @@ def test_table1_lists_every_missing_path_before_any_work(tmp_path, monkeypatch, 
     assert len(listed) == 20 and not any("BSRGAN.pth" in line for line in listed)
     assert sum("datasets[" in line for line in listed) == 3 and sum("output folder" in line for line in listed) == 4
     assert sum("metrics[" in line for line in listed) == 8  # lpips-vgg 1 + shared VGG16 + dists 1 + 5 others
-    assert lines[-1].startswith("relative paths are resolved from the working directory")
+    assert lines[-2].startswith("relative paths are resolved from the working directory")
+    # offline (the tests' default): the weights are named; online they would be fetched first
+    assert lines[-1] == (
+        "without offline mode (--offline / ALIGNVAR_OFFLINE=1 / HF_HUB_OFFLINE=1) these are downloaded automatically"
+    )
 
 
 def test_requirements_skip_trained_placeholder_and_resolve_paired_subfolders(tmp_path):

@@ -101,7 +101,8 @@ def parse_hub_ref(ref: str) -> HubFile:
     try:
         uri = parse_hf_uri(ref)
     except HfUriError as exc:
-        raise ValueError(f"{ref}: not a Hub file reference ({str(exc).strip()}); expected hf://OWNER/REPO/FILE[@REVISION]") from None
+        why = str(exc).strip()
+        raise ValueError(f"{ref}: not a Hub file reference ({why}); expected hf://OWNER/REPO/FILE[@REVISION]") from None
     path, revision = uri.path_in_repo, uri.revision
     if revision is None and "@" in path:  # the trailing form: hf://OWNER/REPO/FILE@REVISION
         path, revision = path.rsplit("@", 1)
