@@ -180,6 +180,35 @@ def test_methods_take_hub_and_url_references(online, tmp_path):
         create("methods", "varsr", {"checkpoint": "hf://me/x/VARSR.pth", "vqvae": "hf://me/x/VQVAE.pth"})
 
 
+def test_trainer_starts_from_hub_weights(online, tmp_path):
+    """``model.checkpoint: hf://...`` (the paper recipe starts from the official VARSR weights) is resolved by the
+    trainer before the model core sees it; the model core never resolves references itself."""
+    from harness.training.alignvar import AlignVARTrainConfig, AlignVARTrainer
+    from methods.alignvar.configs import AlignVARConfig
+    from tests.tiny_models import make_tiny
+
+    online.add_repo_file("me/start", "model.safetensors", _tiny_alignvar_bytes(tmp_path))
+    model = AlignVARTrainer(AlignVARTrainConfig()).build_model(
+        AlignVARConfig(arch="tiny", checkpoint="hf://me/start/model.safetensors"), tmp_path, seed=0
+    )
+    reference = make_tiny("none")
+    for (name, got), (_, want) in zip(
+        model.transformer.state_dict().items(), reference.transformer.state_dict().items()
+    ):
+        assert torch.equal(got, want), name
+
+
+def test_model_core_imports_neither_the_harness_nor_the_hub():
+    import ast
+
+    for path in sorted((REPO / "methods" / "alignvar").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0]
+        bad = [m for m in names if m.split(".")[0] in ("harness", "huggingface_hub")]
+        assert not bad, f"{path.name} imports {bad}"
+
+
 def test_malformed_references_are_config_errors():
     with pytest.raises(ConfigError) as err:
         create("methods", "spandrel", {"checkpoint": "hf://onlyowner"})

@@ -217,7 +217,10 @@ def test_summary_and_report_show_how_each_metric_was_computed(tmp_path):
     assert (ssim["type"], ssim["pyiqa"]["name"], ssim["pyiqa"]["options"]) == ("ssim", "ssimc", {"crop_border": 4})
     assert ssim["pyiqa"]["version"] == "0.1.16" and ssim["lower_better"] is False
     html = render_report(run_dir).read_text()
-    assert "<small>pyiqa psnr(test_y_channel=True, crop_border=0, color_space=&#39;ycbcr&#39;)</small>" in html
+    assert (
+        "Computed by pyiqa:\npsnr = psnr(test_y_channel=True, crop_border=0, color_space=&#39;ycbcr&#39;); "
+        "ssim_rgb4 = ssimc(crop_border=4)." in html
+    )
     assert (
         "psnr = pyiqa 0.1.16 psnr(test_y_channel=True, crop_border=0, color_space=&#39;ycbcr&#39;); "
         "ssim_rgb4 = pyiqa 0.1.16 ssimc(crop_border=4)" in html

@@ -359,11 +359,14 @@ def test_standin_output_folders_warn_only_about_the_removed_output(standin_run):
 
 # ----------------------------------------------------------------------------------------------- missing paths
 def test_table1_lists_every_missing_path_before_any_work(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants as hf_constants
+
     from harness.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("ALIGNVAR_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty Hugging Face cache
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "BSRGAN.pth").write_bytes(b"")  # present: only existence is checked here
     code = main(["bench", str(TABLE1), "metrics.lpips.net=vgg", "--output-root", "out", "--no-progress"])
@@ -377,8 +380,9 @@ def test_table1_lists_every_missing_path_before_any_work(tmp_path, monkeypatch, 
         "LR/HR inside)",
         "  - methods[3] (StableSR): output folder not found: outputs/StableSR (the method's SR images, made with "
         "its own code)",
-        "  - methods[7] (VARSR): vqvae not found: checkpoints/VQVAE.pth (VARSR release: "
-        "https://github.com/qyp2000/VARSR)",
+        # the official VARSR weights are Hub references: offline and not cached, named with the cache
+        f"  - methods[7] (VARSR): vqvae hf://qyp2000/VARSR/VQVAE.pth is not cached (the Hugging Face cache "
+        f"{tmp_path / 'hf'}) and downloads are off (--offline / ALIGNVAR_OFFLINE=1 / HF_HUB_OFFLINE=1)",
         "  - methods[8] (AlignVAR): checkpoint not found: checkpoints/AlignVAR.safetensors (ours from run.py "
         "train, or a VARSR release checkpoint: https://github.com/qyp2000/VARSR)",
         # one line for a file two metrics need (VGG16: lpips net vgg and dists)
