@@ -65,8 +65,9 @@ def online(tmp_path, monkeypatch):
     with Loopback().running() as server, only_loopback():
         for name in ("ALIGNVAR_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ALIGNVAR_WEIGHTS_DIR"):
             monkeypatch.delenv(name, raising=False)
-        env = {"HF_ENDPOINT": server.url, "HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1",
-               "TORCH_HOME": str(tmp_path / "torch"), "ALIGNVAR_CACHE": str(tmp_path / "cache")}  # fmt: skip
+        env = {"HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_CACHE": str(tmp_path / "hf"),
+               "HF_HUB_DISABLE_XET": "1", "TORCH_HOME": str(tmp_path / "torch"),
+               "ALIGNVAR_CACHE": str(tmp_path / "cache")}  # fmt: skip
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         # what huggingface_hub read from the environment at its import
@@ -76,6 +77,9 @@ def online(tmp_path, monkeypatch):
             hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
         )
         monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+        monkeypatch.setattr(
+            hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf_home" / "agents.json"), raising=False
+        )
         monkeypatch.setattr(torch.hub, "_hub_dir", None)
         yield server
 

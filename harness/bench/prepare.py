@@ -382,7 +382,9 @@ def fetch_missing(
 
     todo = [req for req in missing if req.fetch is not None]
     failed: list[tuple[Requirement, str]] = []
-    for req in tqdm(todo, desc="preflight: fetching weights", unit="file", file=sys.stderr, disable=not progress):
+    for req in tqdm(
+        todo, desc="preflight: fetching weights", unit="file", file=sys.stderr, disable=not (progress and todo)
+    ):
         try:
             req.fetch(progress)
         except fetch.FetchError as exc:  # its message names the file, the cause and the fix
