@@ -29,11 +29,13 @@ THUMB_SIDE = 256  # full-view thumbnails in the grid (px, longer side)
 
 
 def pyiqa_call(record: dict[str, Any] | None) -> str:
-    """``psnr(test_y_channel=True, crop_border=0)``: how pyiqa computed a metric (its ``summary.json`` record)."""
+    """``psnr(test_y_channel=True, crop_border=0)``: how pyiqa computed a metric (its ``summary.json`` record);
+    FID adds ``called with mode='clean'``."""
     if not record:
         return ""
     options = ", ".join(f"{k}={v!r}" for k, v in record.get("options", {}).items())
-    return f"{record.get('name', '?')}({options})"
+    call = ", ".join(f"{k}={v!r}" for k, v in record.get("call_options", {}).items())  # FID: mode
+    return f"{record.get('name', '?')}({options})" + (f" called with {call}" if call else "")
 
 
 def metric_label(run: RunResults, metric: str) -> dict[str, Any]:

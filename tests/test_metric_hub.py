@@ -225,3 +225,21 @@ def test_summary_and_report_show_how_each_metric_was_computed(tmp_path):
         "psnr = pyiqa 0.1.16 psnr(test_y_channel=True, crop_border=0, color_space=&#39;ycbcr&#39;); "
         "ssim_rgb4 = pyiqa 0.1.16 ssimc(crop_border=4)" in html
     )
+
+
+def test_fid_flags_from_pyiqa_plus_the_set_level_table_and_its_call_options(tmp_path, monkeypatch):
+    """FID without its Inception weights: ``backend.create`` returns what pyiqa's model says of itself."""
+
+    class PyiqaFid(torch.nn.Module):
+        lower_better, metric_mode = True, "NR"  # pyiqa 0.1.16's registry entry for 'fid'
+
+    (tmp_path / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"")
+    monkeypatch.setattr(backend, "create", lambda *args, **kwargs: PyiqaFid())
+    fid = build_metric({"type": "fid", "mode": "legacy_pytorch", "weights_dir": str(tmp_path)})
+    assert (fid.lower_better, fid.needs_reference, fid.set_level) == (True, True, True)
+    record = fid.provenance()
+    assert (record["name"], record["metric_mode"], record["call_options"]) == ("fid", "NR", {"mode": "legacy_pytorch"})
+    assert record["weights"] == ["pt_inception-2015-12-05-6726825d.pth"]
+    from reports.bench import pyiqa_call
+
+    assert pyiqa_call(record) == "fid() called with mode='legacy_pytorch'"

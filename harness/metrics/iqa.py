@@ -87,7 +87,7 @@ class PyiqaMetric(Metric):
 
     def provenance(self) -> dict[str, Any]:
         """What produced the numbers: pyiqa's name, the options given to ``create_metric`` (pyiqa's defaults for
-        the rest: ``pyiqa_defaults``), its version, and where direction and reference-ness came from."""
+        the rest: ``pyiqa_defaults``), its version, what pyiqa says of direction and mode, the weight files."""
         from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
         defaults = {k: v for k, v in DEFAULT_CONFIGS[self.pyiqa_name]["metric_opts"].items() if k != "type"}
@@ -308,6 +308,10 @@ class FidMetric(PyiqaMetric):
         files = weights.resolve(name, "fid", weights.user_weights_dir(cfg.weights_dir), fetch=backend.fetcher())
         super().__init__(name, "fid", files, device or cfg.device, kind="fid")
         self.cfg = cfg
+
+    def provenance(self) -> dict[str, Any]:
+        """As :meth:`PyiqaMetric.provenance`, plus the options of the call that computes the value (``mode``)."""
+        return {**super().provenance(), "call_options": {"mode": self.cfg.mode}}
 
     def compute_sets(self, sr_dir: Path, hr_dir: Path) -> float:
         for role, folder in (("SR", Path(sr_dir)), ("HR", Path(hr_dir))):
