@@ -173,6 +173,9 @@ def test_methods_take_hub_and_url_references(online, tmp_path):
         baseline = create("methods", "spandrel", {"checkpoint": ref})
         assert baseline.architecture == "ESRGAN" and baseline.info()["checkpoint"] == ref
         assert Path(baseline.info()["checkpoint_path"]).read_bytes() == data
+        assert baseline.weight_files == {"checkpoint": baseline.info()["checkpoint_path"]}
+    hub_path = Path(method.weight_files["checkpoint"])
+    assert hub_path.parent.name == commit_of("me/alignvar-tiny", "main")  # the snapshot names the commit
 
     with pytest.raises(CheckpointError, match=r"^hf://me/esrgan/nope.pth: file nope.pth not found in me/esrgan"):
         create("methods", "spandrel", {"checkpoint": "hf://me/esrgan/nope.pth"})

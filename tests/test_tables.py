@@ -326,6 +326,8 @@ def test_standin_efficiency_json_and_reported_latencies(standin_run):
     meta = json.loads((run_dir / "summary.json").read_text())
     assert meta["methods"]["DiffBIR"]["latency_source"] == "reported"
     assert meta["methods"]["VARSR"]["latency_source"] == "measured"
+    assert meta["methods"]["VARSR"]["weight_files"]["checkpoint"].endswith("checkpoints/VARSR_tiny.safetensors")
+    assert meta["methods"]["DiffBIR"]["weight_files"] is None  # precomputed outputs: no weights
 
 
 @pytest.mark.slow

@@ -205,7 +205,9 @@ def run_meta(
                 for name, ds in prepared.datasets.items()}  # fmt: skip
     methods = {name: {"type": specs[name].type, "scale": int(m.scale),
                       "precomputed": bool(getattr(m, "precomputed", False)),
-                      "inference_steps": getattr(m, "inference_steps", None), "parameters": params(m)}
+                      "inference_steps": getattr(m, "inference_steps", None), "parameters": params(m),
+                      # the local files behind hf:// / https:// references (a Hub snapshot path names its commit)
+                      "weight_files": getattr(m, "weight_files", None)}
                for name, m in prepared.methods.items()}  # fmt: skip
     metrics = {name: metric_record(flags._asdict(), specs[name].type, prepared.metrics[name])
                for name, flags in prepared.flags.items()}  # fmt: skip

@@ -131,6 +131,8 @@ class AlignVARMethod(SRMethod):
             precision=config.precision,
         )
         self.model = AlignVAR.from_pretrained(ckpt, vqvae, model_cfg)
+        # the resolved files (for run records: an hf:// reference's snapshot path names the commit)
+        self.weight_files = {"checkpoint": str(ckpt), **({"vqvae": str(vqvae)} if vqvae else {})}
         if self.model.sca_untrained:
             raise ValueError(
                 f"{name}: {ckpt} has no SCA weights (an official VARSR checkpoint?), so sca: {sca} would run an "

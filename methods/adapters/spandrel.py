@@ -175,6 +175,7 @@ class SpandrelMethod(SRMethod):
         except FetchError as exc:
             raise CheckpointError(str(exc)) from None
         self.checkpoint_path = path
+        self.weight_files = {"checkpoint": str(path)}  # for run records (resolved hf:// / https:// references)
         descriptor = load_descriptor(path, where_to_get=preset.weights if preset else None)
         arch_id = descriptor.architecture.id
         if preset is not None and arch_id not in preset.architectures:
