@@ -245,11 +245,22 @@ def _experiment(tmp_path: Path, checkpoint: str):
     })  # fmt: skip
 
 
-def test_preflight_fetches_references_or_names_them_offline(online, tmp_path):
+def test_preflight_fetches_references_or_names_them_offline(online, tmp_path, monkeypatch):
     from harness.bench.prepare import preflight_message
 
     data = b"weights"
     online.add_repo_file("me/net", "net.pth", data)
+    monkeypatch.chdir(tmp_path)
+    no_data = _experiment(tmp_path / "absent", "hf://me/net/net.pth")
+    assert preflight_message(no_data, progress=False) == (  # a local path is missing: report it before downloading
+        f"<config>: 1 required path(s) not found, nothing was run:\n"
+        f"  - datasets[0] (single): LR folder not found: {tmp_path / 'absent'}\n"
+        f"relative paths are resolved from the working directory ({tmp_path}); put the files there or point the "
+        f"config at them (e.g. methods.<name>.checkpoint=/path/to/file); metric weights may also go in one folder "
+        f"given by --weights-dir\n"
+        f"then 1 file(s) will be downloaded before the run starts: hf://me/net/net.pth"
+    )
+    assert online.requests == []
     cfg = _experiment(tmp_path, "hf://me/net/net.pth")
     assert preflight_message(cfg, offline=True) == (
         f"<config>: 1 required path(s) not found, nothing was run:\n"

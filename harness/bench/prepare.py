@@ -373,46 +373,55 @@ def missing_requirements(cfg: ExperimentConfig) -> list[Requirement]:
     return _merge([req for req in experiment_requirements(cfg) if not req.exists])
 
 
-def fetch_missing(
-    missing: list[Requirement], *, progress: bool = True
-) -> tuple[list[Requirement], list[tuple[Requirement, str]]]:
+def fetch_missing(missing: list[Requirement], *, progress: bool = True) -> dict[str, str]:
     """Download every missing requirement that can be fetched (one progress bar over the files, plus each
-    file's own); returns (still missing and not fetchable, failed downloads with their error)."""
+    file's own); returns the failed ones (``Requirement.key`` -> error), all of them: nothing stops early."""
     from tqdm import tqdm
 
     todo = [req for req in missing if req.fetch is not None]
-    failed: list[tuple[Requirement, str]] = []
-    for req in tqdm(
-        todo, desc="preflight: fetching weights", unit="file", file=sys.stderr, disable=not (progress and todo)
-    ):
+    failed: dict[str, str] = {}
+    bar = tqdm(todo, desc="preflight: fetching weights", unit="file", file=sys.stderr, disable=not (progress and todo))
+    for req in bar:
         try:
             req.fetch(progress)
         except fetch.FetchError as exc:  # its message names the file, the cause and the fix
-            failed.append((req, str(exc).strip().splitlines()[0]))
+            failed[req.key] = str(exc).strip().splitlines()[0]
         except Exception as exc:  # noqa: BLE001 - collected: every failure is listed at once
-            failed.append((req, first_line(exc)))
-    return [req for req in missing if req.fetch is None], failed
+            failed[req.key] = first_line(exc)
+    return failed
 
 
 def preflight_message(cfg: ExperimentConfig, *, offline: bool | None = None, progress: bool = True) -> str | None:
-    """The preflight of a bench run: online (unless ``offline``, default ``fetch.offline_mode()``) fetch what is
-    missing and downloadable, then the error text listing everything still missing or failed (None: all there)."""
+    """The preflight of a bench run; the error text listing everything missing or failed (None: all there).
+
+    Online (unless ``offline``, default ``fetch.offline_mode()``) what is missing and downloadable is fetched,
+    once every local path exists: a missing dataset or local checkpoint is reported at once, before gigabytes of
+    weights are downloaded, with the downloads still to come named.
+    """
     offline = fetch.offline_mode() if offline is None else offline
     missing = missing_requirements(cfg)
-    failed: list[tuple[Requirement, str]] = []
-    if missing and not offline:
-        missing, failed = fetch_missing(missing, progress=progress)
-    if not missing and not failed:
+    local = [req for req in missing if req.fetch is None]
+    failed: dict[str, str] = {}
+    if missing and not offline and not local:
+        failed = fetch_missing(missing, progress=progress)
+        missing = [req for req in missing if req.key in failed]
+    if not missing:
         return None
-    lines = [f"{cfg.source}: {len(missing) + len(failed)} required path(s) not found, nothing was run:"]
-    lines += [f"  - {req.line()}" for req in missing]
-    lines += [f"  - {req.where}: {req.what}: download failed: {error}" for req, error in failed]
-    if any(req.ref is None for req in missing):
+    pending = [] if offline or not local else [req for req in missing if req.fetch is not None]
+    shown = [req for req in missing if req not in pending]
+    lines = [f"{cfg.source}: {len(shown)} required path(s) not found, nothing was run:"]
+    for req in shown:
+        error = failed.get(req.key)
+        lines.append(f"  - {req.where}: {req.what}: download failed: {error}" if error else f"  - {req.line()}")
+    if local or (offline and any(req.ref is None for req in shown)):  # local paths, or weights to copy
         lines.append(
             f"relative paths are resolved from the working directory ({Path.cwd()}); put the files there or "
             f"point the config at them (e.g. methods.<name>.checkpoint=/path/to/file); metric weights may also "
             f"go in one folder given by --weights-dir"
         )
+    if pending:
+        names = ", ".join(req.ref or req.path.name for req in pending)
+        lines.append(f"then {len(pending)} file(s) will be downloaded before the run starts: {names}")
     if offline and any(req.fetch is not None for req in missing):
         lines.append(f"without offline mode ({fetch.OFFLINE_HOW}) these are downloaded automatically")
     if failed:
