@@ -1,12 +1,12 @@
 """Everything a bench run checks and builds before any work starts, and what it then hands around.
 
 ``prepare(cfg, device)`` first runs the preflight (``preflight_message``): every file and folder the experiment
-names (``Requirement``: datasets, checkpoints, output folders, metric weights) is checked; online, what can be
-downloaded and is missing (metric weights into pyiqa's caches, ``hf://`` / ``https://`` checkpoints) is fetched
-first, with a progress bar; whatever is still missing or failed is listed in one error. Then it builds every
-dataset, method and metric and cross-checks them (scales, method checks, set-level metrics need saved images).
-All problems are reported in one ``BenchValidationError``. The result, ``Prepared``, is what the runner and its
-hooks (``BenchHook``, seeing a ``BenchContext``) work with.
+names (``Requirement``: datasets, checkpoints, output folders, metric weights) is checked; once the local ones
+exist, online, what can be downloaded and is missing (metric weights into pyiqa's caches, ``hf://`` / ``https://``
+checkpoints) is fetched, with a progress bar; whatever is still missing or failed is listed in one error. Then it
+builds every dataset, method and metric and cross-checks them (scales, method checks, set-level metrics need
+saved images). All problems are reported in one ``BenchValidationError``. The result, ``Prepared``, is what the
+runner and its hooks (``BenchHook``, seeing a ``BenchContext``) work with.
 """
 
 from __future__ import annotations
