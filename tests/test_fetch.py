@@ -309,3 +309,13 @@ def test_infer_with_hub_references_end_to_end(online, tmp_path):
         f"({tmp_path / 'hf'}) and downloads are off ({OFFLINE}); run once without --offline to cache it, or give "
         f"the file's local path"
     )
+
+
+def test_every_command_that_fetches_documents_offline(capsys):
+    from harness.cli.main import main
+
+    for command in (["bench"], ["demo"], ["sweep"], ["train"], ["infer"], ["analyze", "attention"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--offline never download" in text and "ALIGNVAR_OFFLINE=1" in text, command
