@@ -38,7 +38,8 @@ from harness.bench.prepare import (
     BenchHook,
     BenchValidationError,
     Prepared,
-    missing_paths_message,
+    missing_requirements,
+    preflight_message,
     prepare,
 )
 from harness.config.experiment import ExperimentConfig
@@ -145,15 +146,14 @@ def run_bench(
     dev = resolve_device(device if device is not None else cfg.bench.device)
     run_dir = cfg.run_dir
     lock = RunLock(run_dir, "bench run folder")
-    missing = missing_paths_message(cfg)  # the cheap checks first, before anything is built or made
-    if missing is not None:
-        raise BenchValidationError(missing)
+    if any(req.fetch is None for req in missing_requirements(cfg)):  # the cheap checks first: a local path
+        raise BenchValidationError(preflight_message(cfg, progress=False))  # missing (nothing fetched, built, made)
     if run_dir.is_dir():
         if is_locked(run_dir):
             lock.acquire()  # raises RunLockedError naming the holder
         _claim_run_dir(cfg, run_dir, force, bench_owned(run_dir))
     hooks = [*hooks, *config_hooks(cfg, hooks)]
-    prepared = prepare(cfg, dev)
+    prepared = prepare(cfg, dev, progress=progress)
     prepared.notes[:0] = list(notes)
     with lock:
         runfolder.clean_leftovers(run_dir)
