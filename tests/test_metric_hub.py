@@ -130,7 +130,7 @@ def test_bench_online_then_offline_end_to_end(online, tmp_path, fake_niqe_mat):
     exp.write_text(yaml.safe_dump({
         "name": "online", "output_root": str(tmp_path / "runs"),
         "datasets": [{"type": "bundled", "hr_size": 128, "count": 1, "cache_dir": str(tmp_path / "data")}],
-        "methods": ["bicubic"], "metrics": ["psnr", "niqe"], "bench": {"device": "cpu", "bootstrap_samples": 50},
+        "methods": ["bicubic"], "metrics": ["psnr", "niqe"], "bench": {"device": "cpu", "bootstrap_samples": 100},
     }))  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("ALIGNVAR_OFFLINE", "HF_HUB_OFFLINE")}
     cmd = [sys.executable, str(REPO / "run.py"), "bench", str(exp), "--no-progress", "--force"]
@@ -207,7 +207,7 @@ def test_summary_and_report_show_how_each_metric_was_computed(tmp_path):
         "datasets": [{"type": "bundled", "hr_size": 64, "count": 1, "cache_dir": str(tmp_path / "cache")}],
         "methods": ["bicubic"], "metrics": ["psnr", {"type": "ssim", "name": "ssim_rgb4", "y_channel": False,
                                                      "crop_border": 4}],
-        "bench": {"device": "cpu", "bootstrap_samples": 50},
+        "bench": {"device": "cpu", "bootstrap_samples": 100},
     })  # fmt: skip
     run_dir = run_bench(cfg, progress=False)
     meta = json.loads((run_dir / "summary.json").read_text())

@@ -142,13 +142,16 @@ def conflict_error(folder: Path, found: list[str], what: str) -> RunFolderError:
     )
 
 
-def clean_leftovers(folder: str | Path) -> list[Path]:
-    """Remove staging and trash folders left by a killed writer (call with the folder's lock held)."""
+def clean_leftovers(folder: str | Path, keep: str | None = None) -> list[Path]:
+    """Remove staging and trash folders left by a killed writer (call with the folder's lock held); ``keep``
+    names one this run shares with its other processes (torchrun ranks)."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for path in folder.iterdir():
+        if path.name == keep:
+            continue
         if path.is_dir() and not path.is_symlink() and path.name.startswith((STAGING_PREFIX, TRASH_PREFIX)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
@@ -179,19 +182,29 @@ class Staging:
     ``last``: files moved in last (the finished marker, e.g. ``summary.json``), and moved out first.
     """
 
-    def __init__(self, folder: str | Path, stage: str, replaces: Sequence[str] = (), last: Sequence[str] = ()):
+    def __init__(
+        self,
+        folder: str | Path,
+        stage: str,
+        replaces: Sequence[str] = (),
+        last: Sequence[str] = (),
+        name: str | None = None,
+        owner: bool = True,
+    ):
         self.folder = Path(folder)
+        self.owner = owner  # False: another process of the run commits (or removes) the shared folder
         self.stage = stage
         self.replaces = tuple(replaces) or (stage,)
         self.last = tuple(last)
-        self.path = self.folder / f"{STAGING_PREFIX}{stage}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.shared = name is not None  # one staging folder for the processes of one run (torchrun ranks)
+        self.path = self.folder / (name or f"{STAGING_PREFIX}{stage}-{os.getpid()}-{secrets.token_hex(4)}")
 
     def __enter__(self) -> Staging:
-        self.path.mkdir(parents=True)
+        self.path.mkdir(parents=True, exist_ok=self.shared)
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:
-        if self.path.exists():  # not committed (an error, or commit was never called)
+        if self.owner and self.path.exists():  # not committed (an error, or commit was never called)
             shutil.rmtree(self.path, ignore_errors=True)
 
     def new_files(self) -> list[str]:

@@ -17,8 +17,10 @@ A method in the experiment can evaluate the checkpoint the train stage produced 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -146,22 +148,30 @@ def run_train(
     run_dir, train_dir = cfg.run_dir, train_dir_of(cfg)
     identity = train_identity(cfg)  # lists (and checks) the training data before anything is built or made
     trainer = cfg.train.create()
-    with RunLock(run_dir, "training run folder"):
-        runfolder.clean_leftovers(run_dir)
+    # under torchrun every rank runs this: rank 0 is the folder's one writer, the others only read it
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    staging_name = f"{runfolder.STAGING_PREFIX}train-{run_id}" if run_id else None  # one folder for all ranks
+    with RunLock(run_dir, "training run folder") if main_rank else contextlib.nullcontext():
+        if main_rank:
+            runfolder.clean_leftovers(run_dir, keep=staging_name)
         if _has_run(train_dir) and not force:
             _check_resumable(train_dir, identity)
             result = _read_result(train_dir)
             if result is not None:
                 print(f"{train_dir}: this training run has finished (same config, data and code); nothing to do")
                 return train_dir / result["checkpoint"]
-            return _fit(cfg, trainer, train_dir, identity, dev, stop_after)
+            return _fit(cfg, trainer, train_dir, identity, dev, stop_after, main_rank)
         if not _has_run(train_dir):
-            return _fit(cfg, trainer, train_dir, identity, dev, stop_after)
+            return _fit(cfg, trainer, train_dir, identity, dev, stop_after, main_rank)
         owned = _train_owned(run_dir)
-        with runfolder.Staging(run_dir, "train", last=(f"train/{RESULT_FILE}",)) as staging:
-            staged = _fit(cfg, trainer, staging.path / "train", identity, dev, stop_after)
+        with runfolder.Staging(
+            run_dir, "train", last=(f"train/{RESULT_FILE}",), name=staging_name, owner=main_rank
+        ) as staging:
+            staged = _fit(cfg, trainer, staging.path / "train", identity, dev, stop_after, main_rank)
             relative = staged.relative_to(staging.path)
-            staging.commit(extra_owned=owned)
+            if main_rank:
+                staging.commit(extra_owned=owned)
         return run_dir / relative
 
 
@@ -197,22 +207,31 @@ def _read_result(train_dir: Path) -> dict | None:
 
 
 def _fit(
-    cfg: ExperimentConfig, trainer: Any, train_dir: Path, identity: RunIdentity, dev: Any, stop_after: int | None
+    cfg: ExperimentConfig,
+    trainer: Any,
+    train_dir: Path,
+    identity: RunIdentity,
+    dev: Any,
+    stop_after: int | None,
+    main_rank: bool = True,
 ) -> Path:
     """Train into ``train_dir`` (resuming what it holds), recording identity, config and env; then the result
-    (not when stopped early)."""
+    (not when stopped early). Only the main rank writes these records."""
     from harness.core.envinfo import collect_env
 
     train_dir.mkdir(parents=True, exist_ok=True)
-    write_identity(train_dir, identity)
-    write_text(train_dir / "config.yaml", dump_yaml(cfg.to_dict()))
-    write_json(train_dir / "env.json", collect_env(dev))
+    if main_rank:
+        write_identity(train_dir, identity)
+        write_text(train_dir / "config.yaml", dump_yaml(cfg.to_dict()))
+        write_json(train_dir / "env.json", collect_env(dev))
     kwargs = {"stop_after": stop_after} if stop_after is not None else {}
     checkpoint = Path(
         trainer.fit(
             train_dir, seed=cfg.seed, model_spec=cfg.model, resume=True, output_root=Path(cfg.output_root), **kwargs
         )
     )
+    if not main_rank:
+        return checkpoint
     folder = train_dir.parent
     runfolder.register(folder, list(_train_owned(folder)), "train")
     if stop_after is None:
