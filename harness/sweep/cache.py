@@ -26,6 +26,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from harness.core.atomic import write_json
+from harness.core.envinfo import source_checkout
 
 STATE_FILE = "state.json"
 CELL_FILE = "cell.json"
@@ -81,8 +82,11 @@ def cell_identity(cfg: Any, stages: tuple[str, ...] | list[str], code: dict | No
 
 
 def code_version(repo: str | Path | None = None) -> dict:
-    """``{commit, dirty, diff_sha256}`` of the git checkout holding this package (all None without git)."""
-    repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
+    """``{commit, dirty, diff_sha256}`` of the git checkout holding this package (all None without git or for
+    an installed copy, see ``harness.core.envinfo.source_checkout``)."""
+    repo = Path(repo) if repo is not None else source_checkout()
+    if repo is None:
+        return {"commit": None, "dirty": None, "diff_sha256": None}
 
     def git(*args: str) -> str | None:
         try:
