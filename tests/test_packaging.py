@@ -66,6 +66,14 @@ def test_version_flag_prints_the_package_torch_and_pyiqa_versions(capsys):
     assert capsys.readouterr().out == expected
 
 
+def test_a_missing_command_module_is_an_error_not_a_missing_command(monkeypatch):
+    from harness.cli import main as cli_main
+
+    monkeypatch.setitem(cli_main.COMMANDS, "ghost", "harness.cli.no_such_command")
+    with pytest.raises(ModuleNotFoundError, match="harness.cli.no_such_command"):
+        cli_main.build_parser()
+
+
 # ----------------------------------------------------------------------------------------------- bundled
 def test_bundled_experiments_are_the_experiments_folder_read_through_importlib_resources():
     folder = importlib.resources.files("experiments")

@@ -1,4 +1,4 @@
-"""``python run.py COMMAND``: dispatches to one module per command.
+"""``python run.py COMMAND`` and the ``alignvar-bench`` script: dispatch to one module per command.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; heavy
 imports (torch, pyiqa) happen inside ``run`` so that ``--help`` stays fast.
