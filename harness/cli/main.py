@@ -25,7 +25,7 @@ COMMANDS = {
 
 
 def version_text() -> str:
-    """``alignvar-bench 0.1.0 (torch 2.4.1, pyiqa 0.1.16, Python 3.11.7)``: read from package metadata, so
+    """``alignvar-bench 0.1.0 (torch 2.14.1, pyiqa 0.1.16, Python 3.11.7)``: read from package metadata, so
     ``--version`` imports neither torch nor pyiqa."""
     import platform
 
