@@ -119,10 +119,12 @@ def _clean_env() -> dict[str, str]:
 
 
 def _site_dirs() -> list[str]:
-    """This interpreter's library folders (torch, pyiqa, ...), never the checkout."""
+    """This interpreter's library folders (torch, pyiqa, ...; a ``.venv`` inside the checkout included), never
+    the checkout itself. Listed in a ``.pth`` file they are only appended to ``sys.path``: their own ``.pth``
+    files (an editable install of this package) are not run."""
     dirs = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     dirs |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
-    return sorted(d for d in dirs if Path(d).is_dir() and not Path(d).resolve().is_relative_to(REPO.resolve()))
+    return sorted(d for d in dirs if Path(d).is_dir() and Path(d).name in ("site-packages", "dist-packages"))
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
