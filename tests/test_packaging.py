@@ -181,7 +181,7 @@ def test_the_wheel_installed_outside_the_repo_runs_demo_list_version_and_bundled
     cells = re.findall(r"hcc\.lambda=[\d.]+-[0-9a-f]{8}", installed)
     assert len(cells) == 2 and cells == re.findall(r"hcc\.lambda=[\d.]+-[0-9a-f]{8}", checkout), (installed, checkout)
 
-    _run([script, "demo", "datasets.0.count=2", "--no-progress"], work, 600)
+    _run([script, "demo", "datasets.0.count=2", "--no-progress", "--offline"], work, 600)
     run_dir = work / "runs" / "demo"
     summary = pd.read_csv(run_dir / "summary.csv")
     assert set(summary["method"]) == {"nearest", "bilinear", "bicubic", "lanczos"}
