@@ -8,7 +8,6 @@ scripts print is a quality metric.
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -17,10 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 RESULT_TAG = "BENCH_RESULT "  # a worker prints one line "BENCH_RESULT {json}" as its last word
 _STATUS = Path("/proc/self/status")
@@ -102,13 +97,7 @@ def random_checkpoint(arch: str, sca: str, folder: Path) -> Path:
     path = Path(folder) / f"{arch}-{sca}-random.safetensors"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        code = (
-            "import sys; sys.path.insert(0, sys.argv[1]); import _common as C; "
-            "C.build_model(sys.argv[2], sys.argv[3], inference_only=False).save(sys.argv[4])"
-        )
-        subprocess.run(
-            [sys.executable, "-c", code, str(Path(__file__).parent), arch, sca, str(path)], check=True, env=_env()
-        )
+        subprocess.run([sys.executable, __file__, "save-random", arch, sca, str(path)], check=True)
     return path
 
 
@@ -153,17 +142,13 @@ def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[float, Any]:
 def run_worker(script: Path, spec: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
     """Run ``script --worker JSON`` in a fresh interpreter (clean peak memory) and return its result dict."""
     cmd = [sys.executable, str(script), "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG) :])
     raise RuntimeError(
         f"benchmark worker {spec} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     )
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
 
 def emit(result: dict[str, Any]) -> None:
@@ -220,3 +205,7 @@ def environment() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "load_average": load_average(),
     }
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["save-random"]:  # random_checkpoint's fresh interpreter
+    build_model(sys.argv[2], sys.argv[3], inference_only=False).save(sys.argv[4])

@@ -13,10 +13,7 @@ with their reported timings and unknown parameters. ``--batch-sizes 1,2,4`` adds
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C  # the script's folder is on sys.path; the package comes from its install
 
 DEFAULT_ARCHS = "tiny,d16,d24"
 DEFAULT_BATCHES = {"tiny": "1,4", "d16": "1,2", "d24": "1"}

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C  # the script's folder is on sys.path; the package comes from its install
 
 
 def compare(arch: str, size: int, repeats: int, device: str) -> dict:

@@ -30,12 +30,9 @@ processes share the cores. Random weights and inputs: timing only, never quality
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C  # the script's folder is on sys.path; the package comes from its install
 
 SCA_SIZES = {"tiny": 128, "d16": 256, "d24": 256}
 HCC_SIZES = {"tiny": 64, "d16": 128, "d24": 128}

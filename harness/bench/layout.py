@@ -34,7 +34,6 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from harness.bench import layout as R
 from harness.core.atomic import write_json, write_text, write_with
 from harness.core.stats import describe
 
@@ -400,7 +399,7 @@ def first_line(exc: BaseException) -> str:
 
 def record_failure(run_dir: Path, dataset: str, method: str, exc: BaseException) -> dict[str, Any]:
     """Write the traceback of ``exc`` to ``errors/`` of ``run_dir``; return its entry for ``summary.json``."""
-    path = R.error_path(run_dir, dataset, method)
+    path = error_path(run_dir, dataset, method)
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     write_text(path, f"dataset: {dataset}\nmethod: {method}\n\n{tb}")
     return {

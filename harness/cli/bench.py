@@ -37,7 +37,7 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("experiment", help="experiment YAML file")
+    parser.add_argument("experiment", help="experiment YAML file, or a bundled experiment's name (e.g. demo)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. bench.batch_size=4")
     parser.add_argument("--output-root", metavar="DIR", help="write runs under DIR instead of output_root")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: bench.device)")

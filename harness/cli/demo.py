@@ -15,18 +15,21 @@ from harness.cli.options import add_offline, apply_offline
 
 HELP = "quick start: benchmark interpolation baselines on bundled images and write an HTML report"
 DESCRIPTION = """\
-Runs experiments/demo.yaml (bundled photographs, x4 bicubic degradation, nearest/bilinear/bicubic/lanczos,
-PSNR-Y/SSIM-Y/PSNR/SSIM and NIQE if its parameters can be had: fetched by pyiqa online, cached with --offline)
-and renders runs/demo/report.html. Takes about a minute on a laptop CPU. Re-running overwrites runs/demo.
+Runs the bundled experiment 'demo' (experiments/demo.yaml: bundled photographs, x4 bicubic degradation,
+nearest/bilinear/bicubic/lanczos, PSNR-Y/SSIM-Y/PSNR/SSIM and NIQE if its parameters can be had: fetched by
+pyiqa online, cached with --offline) and renders runs/demo/report.html under the current directory. Takes
+about a minute on a laptop CPU. Re-running overwrites runs/demo.
 """
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "demo.yaml"
+DEMO_CONFIG = "demo"  # the bundled experiment (experiments/demo.yaml, installed as package data)
 OPTIONAL_METRICS = ("niqe",)  # dropped with a note when they cannot be built (offline and not cached, no network)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. bench.max_images=2")
-    parser.add_argument("--config", default=str(DEMO_CONFIG), help="demo experiment (default: %(default)s)")
+    parser.add_argument(
+        "--config", default=DEMO_CONFIG, help="demo experiment: a YAML file or a bundled name (default: %(default)s)"
+    )
     parser.add_argument("--output-root", metavar="DIR", help="write the run under DIR instead of runs/")
     parser.add_argument("--device", help="auto | cpu | cuda (default: bench.device)")
     parser.add_argument("--weights-dir", metavar="DIR", help="where metric weights are looked up")
@@ -38,9 +41,10 @@ def load_demo_config(path: str | Path, overrides: list[str], notes: list[str] | 
     """Load the demo config, dropping optional metrics that cannot be built here (printing why, and
     appending the reason to ``notes`` so the report says it too)."""
     from harness.config.experiment import experiment_from_dict
-    from harness.config.files import load_yaml_tree, parse_override, set_by_path
+    from harness.config.files import find_experiment, load_yaml_tree, parse_override, set_by_path
     from harness.core import registry
 
+    path = find_experiment(path)
     data = load_yaml_tree(path)
     for text in overrides:
         set_by_path(data, *parse_override(text))

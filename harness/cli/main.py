@@ -1,4 +1,5 @@
-"""``python run.py COMMAND``: dispatches to one module per command, and turns errors into exit codes.
+"""``python run.py COMMAND`` and the ``alignvar-bench`` script: dispatch to one module per command, and turn
+errors into exit codes.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; heavy
 imports (torch, pyiqa) happen inside ``run`` so that ``--help`` stays fast. A user error (bad config or input,
@@ -94,23 +95,34 @@ def _message(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def version_text() -> str:
+    """``alignvar-bench 0.1.0 (torch 2.14.1, pyiqa 0.1.16, Python 3.11.7)``: read from package metadata, so
+    ``--version`` imports neither torch nor pyiqa."""
+    import platform
+
+    from harness import __version__
+    from harness.core.envinfo import package_versions
+
+    found = package_versions(("torch", "pyiqa"))
+    deps = ", ".join(f"{name} {found[name] or 'not installed'}" for name in ("torch", "pyiqa"))
+    return f"alignvar-bench {__version__} ({deps}, Python {platform.python_version()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # the installed script says its own name; `python run.py` (a checkout) says run.py
+    prog = "alignvar-bench" if os.path.basename(sys.argv[0]) == "alignvar-bench" else "run.py"
+    command = prog if prog == "alignvar-bench" else "python run.py"
     parser = argparse.ArgumentParser(
-        prog="run.py",
+        prog=prog,
         description="alignvar-bench: train, ablate and benchmark AlignVAR and other x4 SR methods.",
-        epilog="Run 'python run.py COMMAND --help' for a command's options. Start with 'python run.py demo'.\n\n"
-        + EXIT_CODES,
+        epilog=f"Run '{command} COMMAND --help' for a command's options. Start with '{command} demo'.\n\n" + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("--debug", action="store_true", help="also print the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # command not available in this build
+        module = importlib.import_module(module_name)  # a missing command module is an error, never skipped
         cmd = sub.add_parser(
             name,
             help=module.HELP,

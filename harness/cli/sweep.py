@@ -35,7 +35,9 @@ CELL_FN_ENV = "ALIGNVAR_SWEEP_CELL_FN"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("experiment", type=Path, help="experiment YAML with a 'sweep:' block")
+    parser.add_argument(
+        "experiment", type=Path, help="experiment YAML with a 'sweep:' block, or the name of a bundled one"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
     parser.add_argument("--force", action="store_true", help="re-run every cell, finished or not")

@@ -18,7 +18,7 @@ Then evaluate with 'run.py bench' (a method with checkpoint: "@trained" uses the
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="experiment YAML with a 'train:' block")
+    parser.add_argument("config", help="experiment YAML with a 'train:' block, or a bundled one's name (tiny_train)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.hcc.lambda=0.5 train.loop.steps=100")
     parser.add_argument("--output-root", help="override output_root (default: the YAML's, usually runs/)")
     parser.add_argument("--device", help="training device: auto, cpu, cuda, cuda:N (default: the YAML's)")

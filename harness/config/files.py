@@ -1,7 +1,8 @@
 """Config files: read YAML with ``base:`` inheritance, apply ``key.sub=value`` overrides, write YAML back.
 
 ``load_yaml_tree`` reads a file with ``yaml.safe_load`` and deep-merges its ``base:`` files (a path or a list,
-relative to the file; later bases and then the file itself win). ``parse_override`` + ``set_by_path`` apply a
+relative to the file; later bases and then the file itself win). A bare name that is no file (``demo``,
+``tiny_train.yaml``) names a bundled experiment (``find_experiment``). ``parse_override`` + ``set_by_path`` apply a
 command-line override such as ``methods.0.scale=2`` or ``methods.bicubic.scale=2`` to the raw data (list items
 are addressed by index or by their ``name``). These work on plain data; validation happens in
 ``harness.config.experiment``.
@@ -10,6 +11,7 @@ are addressed by index or by their ``name``). These work on plain data; validati
 from __future__ import annotations
 
 import copy
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ import yaml
 
 from harness.core.mapping import ConfigError, to_dict
 
-__all__ = ["dump_yaml", "load_yaml_tree", "parse_override", "set_by_path"]
+__all__ = ["bundled_experiments", "dump_yaml", "find_experiment", "load_yaml_tree", "parse_override", "set_by_path"]
+
+BUNDLED_PACKAGE = "experiments"  # the package whose *.yaml files are the bundled experiments
 
 
 # ----------------------------------------------------------------------------------------------- YAML files
@@ -31,10 +35,40 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """Read a YAML file (``yaml.safe_load``) and resolve ``base:`` (a path or list, relative to the file)."""
+def bundled_experiments() -> dict[str, Path]:
+    """``{name: file}`` of the experiments installed with the package (``experiments/*.yaml``), by name."""
+    try:
+        folder = importlib.resources.files(BUNDLED_PACKAGE)
+    except ModuleNotFoundError:
+        return {}
+    if not isinstance(folder, Path):  # a zipped install: base: needs real files (pip always unpacks wheels)
+        return {}
+    return {entry.stem: entry for entry in sorted(folder.glob("*.yaml")) if entry.is_file()}
+
+
+def find_experiment(path: str | Path) -> Path:
+    """``path`` itself if it is a file; else, for a bare name (``demo`` or ``demo.yaml``), the bundled
+    experiment of that name. Raises ConfigError naming the path and the bundled experiments."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_file():
+        return path
+    bundled = bundled_experiments()
+    name = path.name.removesuffix(".yaml")
+    if len(path.parts) == 1 and name in bundled:
+        return bundled[name]
+    choices = ", ".join(bundled) or "none installed"
+    raise ConfigError(f"{path}: config file not found (nor a bundled experiment; bundled: {choices})")
+
+
+def load_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML file (``yaml.safe_load``) and resolve ``base:`` (a path or list, relative to the file).
+
+    The top-level ``path`` may name a bundled experiment (``find_experiment``); ``base:`` files may not.
+    """
+    path = Path(path)
+    if not _seen:
+        path = find_experiment(path)
+    elif not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     resolved = path.resolve()
     if resolved in _seen:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("torch", "torchvision", "pyiqa", "numpy", "pillow", "spandrel", "alignvar-bench")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding harness/: a checkout or site-packages
 
 
 def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
@@ -30,20 +30,32 @@ def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | No
     return out
 
 
-def git_info(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    """``{commit, dirty}`` of the checkout the code runs from; ``None`` values outside a git checkout."""
+def _git(repo: Path, *args: str) -> str | None:
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD")
+def source_checkout(root: Path = PACKAGE_ROOT) -> Path | None:
+    """``root`` if it is the top of a git work tree (the code runs from a checkout), else None.
+
+    An installed copy has no commit of its own, even when its site-packages lies inside some repository
+    (a ``.venv`` in a clone): reporting that repository's commit would be wrong.
+    """
+    top = _git(root, "rev-parse", "--show-toplevel")
+    return root if top is not None and Path(top).resolve() == Path(root).resolve() else None
+
+
+def git_info(repo: Path | None = None) -> dict[str, Any]:
+    """``{commit, dirty}`` of the checkout the code runs from (``source_checkout``); ``None`` values for an
+    installed copy or outside a git checkout."""
+    repo = repo if repo is not None else source_checkout()
+    commit = None if repo is None else _git(repo, "rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -76,8 +76,11 @@ def file_entry(path: str | Path, sha256: str | None = None) -> dict[str, Any]:
 def code_version(repo: str | Path | None = None) -> dict:
     """``{version, commit, dirty, diff_sha256}`` of this package (git fields None outside a git checkout)."""
     from harness import __version__
+    from harness.core.envinfo import source_checkout
 
-    repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
+    repo = Path(repo) if repo is not None else source_checkout()  # None for an installed copy: no commit of its own
+    if repo is None:
+        return {"version": __version__, "commit": None, "dirty": None, "diff_sha256": None}
 
     def git(*args: str) -> str | None:
         try:
