@@ -265,7 +265,7 @@ def test_run_py_bench_passes_through_exactly_the_documented_modules(tmp_path, mo
         "datasets: [{type: bundled, name: bundled, hr_size: 64, scale: 4, count: 1}]\n"
         "methods: [bicubic]\n"
         "metrics: [psnr_rgb]\n"
-        "bench: {device: cpu, bootstrap_samples: 10}\n"
+        "bench: {device: cpu, bootstrap_samples: 100}\n"
     )
     handing_on: set[str] = set()  # orchestration modules whose functions called another module's
     building = []  # non-empty while main builds its parser: every command's add_arguments, not the bench path

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness.bench.inputs import dataset_groups
 from harness.bench.layout import IMAGE_COL, LATENCY_COL, RunResults, load_run
+from harness.bench.prepare import dataset_groups
 from harness.core.identity import RunIdentity, format_differences
 from harness.core.mapping import ConfigError, from_dict
 from harness.core.stats import paired_bootstrap

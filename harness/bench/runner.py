@@ -31,13 +31,14 @@ import torch
 from harness.bench import layout
 from harness.bench.efficiency import EfficiencyHook
 from harness.bench.evaluate import DatasetState, evaluate, latency_source
-from harness.bench.inputs import bench_config, bench_identity
 from harness.bench.layout import record_failure
 from harness.bench.prepare import (
     BenchContext,
     BenchHook,
     BenchValidationError,
     Prepared,
+    bench_config,
+    bench_identity,
     missing_requirements,
     preflight_message,
     prepare,

@@ -167,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_INTERNAL
-        config_error = getattr(sys.modules.get("harness.core.mapping"), "ConfigError", ())
-        prefix = "config error" if isinstance(exc, config_error) else "error"
+        from harness.core.mapping import ConfigError  # stdlib only: cheap
+
+        prefix = "config error" if isinstance(exc, ConfigError) else "error"
         print(f"{prefix}: {_message(exc)}", file=sys.stderr)
         return code
 

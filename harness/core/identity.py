@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,11 @@ def file_entry(path: str | Path, sha256: str | None = None) -> dict[str, Any]:
 @functools.lru_cache(maxsize=4)
 def code_version(repo: str | Path | None = None) -> dict:
     """``{version, commit, dirty, diff_sha256}`` of this package (git fields None outside a git checkout)."""
-    from harness import __version__
     from harness.core.envinfo import source_checkout
+
+    # the package this module belongs to is imported already; importing it here would be an import cycle
+    # (harness's notebook API imports the bench runner, which imports this module)
+    __version__ = sys.modules["harness"].__version__
 
     repo = Path(repo) if repo is not None else source_checkout()  # None for an installed copy: no commit of its own
     if repo is None:
