@@ -227,3 +227,72 @@ def test_analyze_refuses_non_var_methods(tmp_path, capsys):
     assert "method 'bicubic' (Bicubic) is not a VAR-style model" in capsys.readouterr().err
     assert analyze("attention", str(exp), "--method", "nope") == 2
     assert "no method named 'nope'; valid: bicubic" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- the model-facing adapter, pinned
+def _oracle(model, hr_m11, schedule, wrong_scale: int | None = None):
+    """Replace the transformer's teacher-forced forward by logits that put all mass on the HR tokens (except
+    at ``wrong_scale``, shifted by one code): a model with perfect (or known-wrong) logits."""
+    tok = model.vqvae.img_to_idx(hr_m11, schedule)
+    idx = torch.cat(tok.idx, 1)
+    if wrong_scale is not None:
+        b, e = schedule.begin_ends[wrong_scale]
+        idx = idx.clone()
+        idx[:, b:e] = (idx[:, b:e] + 1) % model.vqvae.vocab_size
+    logits = torch.nn.functional.one_hot(idx, model.vqvae.vocab_size).float() * 50.0
+
+    def forward(lr, label, x_in, schedule=None, sca_gate=None, return_hidden=False):
+        return logits.expand(label.shape[0], -1, -1)
+
+    model.transformer.forward = forward
+    return tok
+
+
+@pytest.mark.parametrize("wrong_scale", [None, 0])
+def test_teacher_forced_curve_of_a_model_with_perfect_logits(astronaut, wrong_scale):
+    """Perfect logits: a zero teacher-forced curve. Wrong tokens at scale 0 only: error at scale 0 and exactly 0
+    after it, since teacher forcing restarts every scale from the ground truth (a curve that fed back its own
+    predictions would carry the scale-0 error into every later scale)."""
+    from harness.analysis.probes import accumulated_latents, model_inputs
+    from tests.tiny_models import make_tiny
+
+    model = make_tiny("laplacian")
+    hr = torch.nn.functional.interpolate(astronaut[None], size=(64, 64), mode="area")[0]
+    lr = torch.nn.functional.interpolate(hr[None], size=(16, 16), mode="area")[0]
+    lr_m11, hr_m11, schedule = model_inputs(model, lr, hr)
+    _oracle(model, hr_m11, schedule, wrong_scale)
+    free = [torch.zeros(1, n, dtype=torch.long) for n in schedule.tokens_per_scale]
+    lat = accumulated_latents(model, lr_m11, hr_m11, schedule, free_tokens=free)
+    errors = per_scale_latent_error(lat["teacher_forced"], lat["gt"])
+    if wrong_scale is None:
+        assert errors.tolist() == [0.0] * schedule.num_scales
+    else:
+        assert float(errors[0]) > 0 and errors[1:].tolist() == [0.0] * (schedule.num_scales - 1)
+
+
+def test_random_sca_teacher_forced_pass_uses_the_seeded_map(astronaut):
+    """With random SCA the teacher-forced pass draws its structure map from a generator seeded with
+    ``config.seed`` (as the free-running run does), never from the global RNG."""
+    from harness.analysis.probes import accumulated_latents, model_inputs
+    from tests.tiny_models import make_tiny
+
+    model = make_tiny("random")
+    hr = torch.nn.functional.interpolate(astronaut[None], size=(64, 64), mode="area")[0]
+    lr = torch.nn.functional.interpolate(hr[None], size=(16, 16), mode="area")[0]
+    inputs = model_inputs(model, lr, hr)
+    free = [torch.zeros(1, n, dtype=torch.long) for n in inputs[2].tokens_per_scale]
+    gates = []
+    gate_fn = model.sca.gate
+    model.sca.gate = lambda tokens, s: gates.append(gate_fn(tokens, s)) or gates[-1]
+    torch.manual_seed(1)
+    accumulated_latents(model, *inputs, free_tokens=free)
+    torch.manual_seed(2)
+    accumulated_latents(model, *inputs, free_tokens=free)
+    assert torch.equal(gates[0], gates[1])
+    model.config.seed = 5  # another seed, another map, other gates: the pass does read the seeded map
+    accumulated_latents(model, *inputs, free_tokens=free)
+    assert not torch.equal(gates[0], gates[2])
+    # and it is the map free_running's generation draws first (a fresh generator seeded with config.seed)
+    maps = model.sca.guidance(inputs[0], inputs[2], torch.Generator().manual_seed(5))
+    x_in = model.vqvae.quantize.idx_to_var_input(model.vqvae.img_to_idx(inputs[1], inputs[2]).idx, inputs[2])
+    torch.testing.assert_close(gates[2], gate_fn(x_in, torch.cat(maps[1:], dim=1)), atol=0, rtol=0)
