@@ -296,3 +296,37 @@ def test_random_sca_teacher_forced_pass_uses_the_seeded_map(astronaut):
     maps = model.sca.guidance(inputs[0], inputs[2], torch.Generator().manual_seed(5))
     x_in = model.vqvae.quantize.idx_to_var_input(model.vqvae.img_to_idx(inputs[1], inputs[2]).idx, inputs[2])
     torch.testing.assert_close(gates[2], gate_fn(x_in, torch.cat(maps[1:], dim=1)), atol=0, rtol=0)
+
+
+def test_defaults_passthrough_and_messages_pinned():
+    u = ground_truth()
+    tf, fr = toy_model(u, teacher_forced=True)(), toy_model(u)()
+    curves = accumulation_curves(u, tf, fr, reduction="sse")
+    assert curves[0].model == "" and curves[0].metric == "sse"
+    assert torch.equal(curves[1].errors, per_scale_latent_error(fr, u, "sse"))  # the reduction is used
+    labels = [f"{p}x{p}" for p in PN]
+    (res,) = perturbation_results(toy_model(u), [2], 0.3, scales=labels)
+    assert res.model == "" and list(res.scales) == labels
+    # PSNR is per image, then averaged over the batch (not the PSNR of the batch's mean MSE)
+    gt = [torch.zeros(2, 3, 4, 4)]
+    pred = [torch.stack([torch.full((3, 4, 4), 0.1), torch.full((3, 4, 4), 0.01)])]  # 20 dB and 40 dB
+    assert float(per_scale_psnr(pred, gt)[0]) == pytest.approx(30.0)
+    with pytest.raises(ValueError, match=r"^per_scale_psnr: 1 predicted scales but 2 ground-truth scales$"):
+        per_scale_psnr(pred, gt * 2)
+
+
+def test_csv_io_messages_and_missing_model(tmp_path):
+    u = ground_truth()
+    df = results_to_frame(accumulation_curves(u, u, u))
+    with pytest.raises(ValueError, match=r"x\.csv: accumulation table lacks columns \['error'\]"):
+        write_accumulation_csv(df.drop(columns="error"), tmp_path / "x.csv")
+    path = write_accumulation_csv(df, tmp_path / "a.csv")
+    assert path.read_text().splitlines()[0] == ",".join(ACCUMULATION_COLUMNS)  # no index column
+    back = read_accumulation_csv(path)
+    assert set(back["model"]) == {""}  # an empty model name survives the round trip as ""
+    df.drop(columns="scale").to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(ValueError, match=r"b\.csv: not an accumulation table, missing columns \['scale'\]; expected"):
+        read_accumulation_csv(tmp_path / "b.csv")
+    df.assign(mode="up").to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(ValueError, match=r"unknown mode\(s\) \['up'\]; valid: teacher_forced, free_running, "):
+        read_accumulation_csv(tmp_path / "c.csv")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.analysis.attention.capture import AttentionRecorder
-from harness.analysis.attention.geometry import token_coordinates, token_layout
+from harness.analysis.attention.geometry import token_coordinates, token_layout, token_levels
 from harness.analysis.attention.stats import (
     ATTENTION_COLUMNS,
     attention_distance_by_scale,
@@ -459,3 +459,45 @@ def test_recorder_on_the_real_transformer_reproduces_sdpa_kv_cached(astronaut):
         torch.testing.assert_close(rec.probs @ v_all, out[:, local], atol=1e-5, rtol=0)
         checked += 1
     assert checked == 2 * schedule.num_scales  # every layer at every scale
+
+
+# ------------------------------------------------------------------------- pinned by mutation testing
+def test_wrappers_and_level_lookup_errors():
+    assert token_levels([2, 4]).tolist() == [0] * 4 + [1] * 16  # no class slot: a 2x2 first scale is fine
+    assert token_levels([1, 2], prefix_hw=2).tolist() == [-1] * 4 + [0] + [1] * 4
+    with pytest.raises(ValueError, match="must be 1x1"):
+        token_coordinates([2, 4])  # the default layout has the class slot
+    assert token_coordinates([2, 4], include_class=False).shape == (20, 2)
+    with pytest.raises(KeyError, match=r"level 5 is not in this layout; levels: \[0, 1\]"):
+        token_layout([1, 2]).level_slice(5)
+
+
+def test_heatmaps_average_leading_axes_and_keep_other_levels_out():
+    lay = token_layout([1, 2, 4], include_class=False)  # 1 + 4 + 16 tokens
+    L = len(lay)
+    a, b = torch.zeros(L, L), torch.zeros(L, L)
+    a[:, 5] = 1.0  # head 0: every query on 4x4 token (0, 0)
+    b[:, 20] = 1.0  # head 1: on 4x4 token (3, 3)
+    probs = torch.stack([a, b])[None].expand(3, 2, L, L)  # (layers, heads, Q, K): heads differ, layers equal
+    qidx = torch.arange(L)
+    heat = key_scale_attention_map(probs, qidx, lay, query_level=2, key_level=2)
+    want = torch.zeros(4, 4, dtype=torch.float64)
+    want[0, 0] = want[3, 3] = 0.5
+    assert torch.equal(heat, want)
+    with pytest.raises(ValueError, match=r"key level 2 \(4x4\) is beyond the 5 keys"):
+        key_scale_attention_map(probs[..., :5], qidx, lay, query_level=1, key_level=2)
+    # distance map of the 2x2 level from rows that also include the first 4x4 token (index 5, the level's
+    # stop): that row must not land on the 2x2 grid
+    sampled = torch.tensor([1, 4, 5])
+    dmap = query_distance_map(probs[..., sampled, :], sampled, lay, query_level=1)
+    assert int(torch.isnan(dmap).sum()) == 2
+    for pos, (i, j) in zip((1, 4), ((0, 0), (1, 1))):
+        want_d = 0.5 * (torch.dist(lay.coords[pos], lay.coords[5]) + torch.dist(lay.coords[pos], lay.coords[20]))
+        assert float(dmap[i, j]) == pytest.approx(float(want_d))
+    # mass per key level, per query level (rows differ by level) with leading axes kept
+    p = torch.zeros(2, L, L)
+    p[:, :1, 0] = 1.0  # the 1x1 query: all on itself
+    p[:, 1:5, 1] = 1.0  # 2x2 queries: on the first 2x2 token
+    p[:, 5:, 5] = 1.0  # 4x4 queries: on the first 4x4 token
+    mass = attention_mass_by_key_scale(p, lay.levels, lay.levels)
+    assert mass.shape == (2, 3, 3) and torch.equal(mass[0], torch.eye(3, dtype=torch.float64))

@@ -36,17 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     if not metas:
         print(f"{args.mutants}: no mutmut results (run `make mutate` first)", file=sys.stderr)
         return 2
+    if args.survivors:
+        for meta in metas:
+            if meta.relative_to(args.mutants).as_posix().removesuffix(".meta") == args.survivors:
+                codes = json.loads(meta.read_text())["exit_code_by_key"]
+                for name, code in sorted(codes.items()):
+                    if status(code) in ("survived", "no tests"):
+                        print(name)
+                return 0
+        print(f"{args.survivors}: not among the mutated modules", file=sys.stderr)
+        return 2
     print(f"{'module':<45} {'mutants':>7} {'killed':>7} {'timeout':>7} {'survived':>8} {'no tests':>8} "
           f"{'unchecked':>9} {'score':>6}")  # fmt: skip
     for meta in metas:
         module = meta.relative_to(args.mutants).as_posix().removesuffix(".meta")
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         counts = Counter(status(c) for c in codes.values())
-        if args.survivors == module:
-            for name, code in sorted(codes.items()):
-                if status(code) in ("survived", "no tests"):
-                    print(name)
-            return 0
         done = counts["killed"] + counts["survived"] + counts["no tests"]
         score = f"{100 * counts['killed'] / done:.1f}" if done else "-"
         print(
