@@ -330,3 +330,16 @@ def test_csv_io_messages_and_missing_model(tmp_path):
     df.assign(mode="up").to_csv(tmp_path / "c.csv", index=False)
     with pytest.raises(ValueError, match=r"unknown mode\(s\) \['up'\]; valid: teacher_forced, free_running, "):
         read_accumulation_csv(tmp_path / "c.csv")
+
+
+def test_perturbation_bounds_reduction_and_csv_dtypes(tmp_path):
+    u = ground_truth()
+    with pytest.raises(ValueError, match=r"scale 5 is outside 0\.\.4"):
+        perturbation_curve(toy_model(u), 5, 0.1)  # one past the last scale
+    sse = perturbation_curve(toy_model(u), 2, 0.3, reduction="sse")
+    assert torch.allclose(sse, perturbation_curve(toy_model(u), 2, 0.3) * torch.tensor([C * p * p for p in PN]))
+    (res,) = perturbation_results(toy_model(u), [2], 0.3, reduction="sse")
+    assert torch.equal(res.errors, sse) and res.metric == "sse"
+    df = results_to_frame([res]).assign(model="123")  # a numeric-looking model name stays a string
+    back = read_accumulation_csv(write_accumulation_csv(df, tmp_path / "a.csv"))
+    assert back["model"].tolist() == ["123"] * 5 and str(back["injected_scale"].dtype) == "Int64"
