@@ -12,6 +12,9 @@ Classes: label 0 = high-quality target (the HR crop). VARSR trains the negative 
 branch) on low-quality images; with ``negative_fraction > 0`` that share of samples gets label 1 and the degraded
 image itself (LR upsampled to HR size) as its target, so image-based CFG has a meaningful negative branch.
 
+Logs (``metrics.csv``, see ``scalar_logs``): CE and HCC overall and per scale at every step that is logged (HCC
+at lambda = 0 too); on those steps also HCC's gradient share on the logits and the SCA gate's statistics.
+
 Output: ``<train_dir>/model.safetensors`` (our format, VQ-VAE included, configs in the metadata), loadable with
 ``methods.alignvar.model.AlignVAR.from_pretrained`` and by the ``alignvar`` method (``checkpoint: ...``).
 """
