@@ -28,15 +28,38 @@ THUMB_SIDE = 256  # full-view thumbnails in the grid (px, longer side)
 # ----------------------------------------------------------------------------------------------- formatting
 
 
+def pyiqa_call(record: dict[str, Any] | None) -> str:
+    """``psnr(test_y_channel=True, crop_border=0)``: how pyiqa computed a metric (its ``summary.json`` record);
+    FID adds ``called with mode='clean'``."""
+    if not record:
+        return ""
+    options = ", ".join(f"{k}={v!r}" for k, v in record.get("options", {}).items())
+    call = ", ".join(f"{k}={v!r}" for k, v in record.get("call_options", {}).items())  # FID: mode
+    return f"{record.get('name', '?')}({options})" + (f" called with {call}" if call else "")
+
+
 def metric_label(run: RunResults, metric: str) -> dict[str, Any]:
     lower = run.lower_better(metric)
     name = "latency (s/img)" if metric == LATENCY_COL else metric
+    call = pyiqa_call(run.meta.get("metrics", {}).get(metric, {}).get("pyiqa"))
+    hint = "lower is better" if lower else "higher is better"
     return {
         "name": name,
         "arrow": "\u2193" if lower else "\u2191",
         "lower_better": lower,
-        "hint": "lower is better" if lower else "higher is better",
+        "hint": f"{hint}; pyiqa {call}" if call else hint,
+        "pyiqa": call,
     }
+
+
+def metric_definitions(run: RunResults) -> str:
+    """``psnr = pyiqa 0.1.16 psnr(...); ...`` for the overview (metrics computed by pyiqa only)."""
+    parts = []
+    for name, info in run.meta.get("metrics", {}).items():
+        record = info.get("pyiqa") if isinstance(info, dict) else None
+        if record:
+            parts.append(f"{name} = pyiqa {record.get('version', '?')} {pyiqa_call(record)}")
+    return "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------- sections
@@ -74,6 +97,7 @@ def overview_section(run: RunResults) -> Section:
         ("python / torch", f"{env.get('python', '?')} / {packages.get('torch', '?')}"),
         ("torchvision / pyiqa", f"{packages.get('torchvision', '?')} / {packages.get('pyiqa', '?')}"),
         ("command", " ".join(env.get("command", []))),
+        ("metrics", metric_definitions(run) or "(none computed by pyiqa)"),
         (
             "bootstrap",
             "95% percentile bootstrap of the mean, {} resamples".format(

@@ -10,6 +10,10 @@ import pytest
 # Idle OpenMP threads sleep instead of spinning, so the subprocesses some tests start (DDP ranks, sweep workers)
 # do not slow each other down on a 2-core machine. Set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Tests never use the network: offline mode for alignvar-bench and huggingface_hub (read at its import), also in
+# the subprocesses tests start. The online paths are tested against tests/loopback.py (the `online` fixture).
+os.environ["ALIGNVAR_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch  # noqa: E402
 
@@ -47,6 +51,37 @@ def drealsr_dir() -> Path:
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     return _shared_path("reference")
+
+
+@pytest.fixture
+def online(tmp_path, monkeypatch):
+    """Online mode against a loopback server (tests.loopback.Loopback): offline off, pyiqa/torch/HF/our caches
+    in ``tmp_path``, the Hub endpoint (``HF_ENDPOINT``, also for subprocesses) on the server, and every
+    connection that is not to 127.0.0.1 refused."""
+    import huggingface_hub.constants as hf_constants
+
+    from tests.loopback import Loopback, only_loopback
+
+    with Loopback().running() as server, only_loopback():
+        for name in ("ALIGNVAR_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ALIGNVAR_WEIGHTS_DIR"):
+            monkeypatch.delenv(name, raising=False)
+        env = {"HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_CACHE": str(tmp_path / "hf"),
+               "HF_HUB_DISABLE_XET": "1", "TORCH_HOME": str(tmp_path / "torch"),
+               "ALIGNVAR_CACHE": str(tmp_path / "cache")}  # fmt: skip
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        # what huggingface_hub read from the environment at its import
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(hf_constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(
+            hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
+        monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+        monkeypatch.setattr(
+            hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf_home" / "agents.json"), raising=False
+        )
+        monkeypatch.setattr(torch.hub, "_hub_dir", None)
+        yield server
 
 
 @pytest.fixture(scope="session")

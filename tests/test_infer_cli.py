@@ -104,9 +104,9 @@ def test_infer_missing_checkpoint_exact_message(tmp_path: Path) -> None:
                          text=True, cwd=REPO)  # fmt: skip
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == (
-        f"error: varsr: checkpoint file not found: {missing}; download VARSR.pth from "
-        "https://github.com/qyp2000/VARSR (checkpoints/) and put it there, or give its actual path "
-        "(checkpoint: in YAML, --checkpoint on the command line)"
+        f"error: varsr: checkpoint file not found: {missing}; give its actual path, or use "
+        "hf://qyp2000/VARSR/VARSR.pth (the official VARSR.pth, downloaded once) or the path of VARSR.pth from "
+        "https://github.com/qyp2000/VARSR (checkpoint: in YAML, --checkpoint on the command line)"
     )
     assert not (tmp_path / "out").exists()
 
@@ -117,9 +117,9 @@ def test_infer_official_checkpoint_needs_vqvae(tmp_path: Path, capsys) -> None:
     lr = _png(tmp_path / "x.png", 16, 16)
     assert infer("--checkpoint", ckpt, "--input", lr, "--output", tmp_path / "o") == 2
     assert capsys.readouterr().err.strip() == (
-        "error: varsr: no vqvae given; download VQVAE.pth from https://github.com/qyp2000/VARSR "
-        "(checkpoints/) and set vqvae: /path/to/VQVAE.pth (--vqvae on the command line); methods never run "
-        "with random weights"
+        "error: varsr: no vqvae given; set vqvae: hf://qyp2000/VARSR/VQVAE.pth (the official VQVAE.pth, "
+        "downloaded once) or the path of VQVAE.pth from https://github.com/qyp2000/VARSR (--vqvae on the command "
+        "line); methods never run with random weights"
     )
 
 

@@ -205,7 +205,9 @@ def test_lpips_without_weights_raises_exact_message(empty_torch_home):
         f"    searched: {home}/hub/pyiqa\n"
         f"    fix: copy LPIPS_v0.1_alex-df73285e.pth into {home}/hub/pyiqa\n"
         "or put all files in one folder and set ALIGNVAR_WEIGHTS_DIR=/that/folder "
-        "(or pass --weights-dir, or the metric option weights_dir)"
+        "(or pass --weights-dir, or the metric option weights_dir)\n"
+        "or leave offline mode (--offline / ALIGNVAR_OFFLINE=1 / HF_HUB_OFFLINE=1): pyiqa then downloads them "
+        "into these caches"
     )
 
 

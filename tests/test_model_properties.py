@@ -385,9 +385,9 @@ def test_methods_refuse_random_weights_and_count_components(tiny: AlignVAR, tmp_
     with pytest.raises(MissingCheckpointError) as err:
         AlignVARMethod(VARSRMethodConfig(), "varsr")
     assert str(err.value) == (
-        "varsr: no checkpoint given; download VARSR.pth from https://github.com/qyp2000/VARSR (checkpoints/) "
-        "and set checkpoint: /path/to/VARSR.pth (--checkpoint on the command line); methods never run with "
-        "random weights"
+        "varsr: no checkpoint given; set checkpoint: hf://qyp2000/VARSR/VARSR.pth (the official VARSR.pth, "
+        "downloaded once) or the path of VARSR.pth from https://github.com/qyp2000/VARSR (--checkpoint on the "
+        "command line); methods never run with random weights"
     )
     path = tiny.save(tmp_path / "tiny.safetensors")
     method = create("methods", "alignvar", {"checkpoint": str(path), "sca": "none", "arch": "tiny"})

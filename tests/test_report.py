@@ -298,7 +298,7 @@ def test_demo_drops_unavailable_optional_metrics(tmp_path, monkeypatch, capsys):
     cfg = demo.load_demo_config(cfg_path, ["bench.max_images=1"], notes)
     assert [m.name for m in cfg.metrics] == ["psnr", "mae"] and cfg.bench.max_images == 1
     assert notes == [
-        "metric 'niqe_like' left out (not available offline): niqe_modelparameters.mat not found in /nowhere"
+        "metric 'niqe_like' left out (its weights are not available): niqe_modelparameters.mat not found in /nowhere"
     ]
     assert capsys.readouterr().out == f"note: {notes[0]}\n"
 

@@ -350,8 +350,8 @@ def test_batches_only_group_same_size_images(tmp_path, monkeypatch):
     calls = []
     orig = runner_mod.prepare
 
-    def spy(cfg, device):
-        prepared = orig(cfg, device)
+    def spy(cfg, device, **kwargs):
+        prepared = orig(cfg, device, **kwargs)
         calls.append(prepared.methods["box"])
         return prepared
 

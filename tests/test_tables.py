@@ -326,6 +326,8 @@ def test_standin_efficiency_json_and_reported_latencies(standin_run):
     meta = json.loads((run_dir / "summary.json").read_text())
     assert meta["methods"]["DiffBIR"]["latency_source"] == "reported"
     assert meta["methods"]["VARSR"]["latency_source"] == "measured"
+    assert meta["methods"]["VARSR"]["weight_files"]["checkpoint"].endswith("checkpoints/VARSR_tiny.safetensors")
+    assert meta["methods"]["DiffBIR"]["weight_files"] is None  # precomputed outputs: no weights
 
 
 @pytest.mark.slow
@@ -359,11 +361,14 @@ def test_standin_output_folders_warn_only_about_the_removed_output(standin_run):
 
 # ----------------------------------------------------------------------------------------------- missing paths
 def test_table1_lists_every_missing_path_before_any_work(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants as hf_constants
+
     from harness.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("ALIGNVAR_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty Hugging Face cache
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "BSRGAN.pth").write_bytes(b"")  # present: only existence is checked here
     code = main(["bench", str(TABLE1), "metrics.lpips.net=vgg", "--output-root", "out", "--no-progress"])
@@ -377,8 +382,9 @@ def test_table1_lists_every_missing_path_before_any_work(tmp_path, monkeypatch, 
         "LR/HR inside)",
         "  - methods[3] (StableSR): output folder not found: outputs/StableSR (the method's SR images, made with "
         "its own code)",
-        "  - methods[7] (VARSR): vqvae not found: checkpoints/VQVAE.pth (VARSR release: "
-        "https://github.com/qyp2000/VARSR)",
+        # the official VARSR weights are Hub references: offline and not cached, named with the cache
+        f"  - methods[7] (VARSR): vqvae hf://qyp2000/VARSR/VQVAE.pth is not cached (the Hugging Face cache "
+        f"{tmp_path / 'hf'}) and downloads are off (--offline / ALIGNVAR_OFFLINE=1 / HF_HUB_OFFLINE=1)",
         "  - methods[8] (AlignVAR): checkpoint not found: checkpoints/AlignVAR.safetensors (ours from run.py "
         "train, or a VARSR release checkpoint: https://github.com/qyp2000/VARSR)",
         # one line for a file two metrics need (VGG16: lpips net vgg and dists)
@@ -395,7 +401,11 @@ def test_table1_lists_every_missing_path_before_any_work(tmp_path, monkeypatch, 
     assert len(listed) == 20 and not any("BSRGAN.pth" in line for line in listed)
     assert sum("datasets[" in line for line in listed) == 3 and sum("output folder" in line for line in listed) == 4
     assert sum("metrics[" in line for line in listed) == 8  # lpips-vgg 1 + shared VGG16 + dists 1 + 5 others
-    assert lines[-1].startswith("relative paths are resolved from the working directory")
+    assert lines[-2].startswith("relative paths are resolved from the working directory")
+    # offline (the tests' default): the weights are named; online they would be fetched first
+    assert lines[-1] == (
+        "without offline mode (--offline / ALIGNVAR_OFFLINE=1 / HF_HUB_OFFLINE=1) these are downloaded automatically"
+    )
 
 
 def test_requirements_skip_trained_placeholder_and_resolve_paired_subfolders(tmp_path):

@@ -205,8 +205,12 @@ def run_meta(
                 for name, ds in prepared.datasets.items()}  # fmt: skip
     methods = {name: {"type": specs[name].type, "scale": int(m.scale),
                       "precomputed": bool(getattr(m, "precomputed", False)),
-                      "inference_steps": getattr(m, "inference_steps", None), "parameters": params(m)}
+                      "inference_steps": getattr(m, "inference_steps", None), "parameters": params(m),
+                      # the local files behind hf:// / https:// references (a Hub snapshot path names its commit)
+                      "weight_files": getattr(m, "weight_files", None)}
                for name, m in prepared.methods.items()}  # fmt: skip
+    metrics = {name: metric_record(flags._asdict(), specs[name].type, prepared.metrics[name])
+               for name, flags in prepared.flags.items()}  # fmt: skip
     return {
         "experiment": cfg.name,
         "status": "failed" if failures else "ok",
@@ -222,11 +226,18 @@ def run_meta(
         },  # fmt: skip
         "datasets": datasets,
         "methods": methods,
-        "metrics": {name: {**f._asdict(), "type": specs[name].type} for name, f in prepared.flags.items()},
+        "metrics": metrics,
         "failures": failures,
         "skipped": [{"dataset": d, IMAGE_COL: k, "error": e} for d, items in skipped.items() for k, e in items.items()],
         "notes": list(prepared.notes),
     }
+
+
+def metric_record(flags: dict[str, bool], type_name: str, metric: Any) -> dict[str, Any]:
+    """A metric's entry in ``summary.json``: its flags and type, plus ``pyiqa`` (name, options, version, ...) for
+    a metric computed by pyiqa (``PyiqaMetric.provenance``)."""
+    provenance = getattr(metric, "provenance", None)
+    return {**flags, "type": type_name, **({"pyiqa": provenance()} if callable(provenance) else {})}
 
 
 def write_efficiency(run_dir: Path, data: dict[str, Any]) -> Path:

@@ -1,14 +1,18 @@
 """Everything a bench run checks and builds before any work starts, and what it then hands around.
 
-``prepare(cfg, device)`` first checks that every file and folder the experiment names exists (``Requirement``:
-datasets, checkpoints, output folders, metric weights; all missing paths in one error), then builds every
-dataset, method and metric and cross-checks them (scales, method checks, set-level metrics need saved images).
-All problems are reported in one ``BenchValidationError``. The result, ``Prepared``, is what the runner and its
-hooks (``BenchHook``, seeing a ``BenchContext``) work with.
+``prepare(cfg, device)`` first runs the preflight (``preflight_message``): every file and folder the experiment
+names (``Requirement``: datasets, checkpoints, output folders, metric weights) is checked; once the local ones
+exist, online, what can be downloaded and is missing (metric weights into pyiqa's caches, ``hf://`` / ``https://``
+checkpoints) is fetched, with a progress bar; whatever is still missing or failed is listed in one error. Then it
+builds every dataset, method and metric and cross-checks them (scales, method checks, set-level metrics need
+saved images). All problems are reported in one ``BenchValidationError``. The result, ``Prepared``, is what the
+runner and its hooks (``BenchHook``, seeing a ``BenchContext``) work with.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,18 +24,17 @@ import torch
 from harness.bench.layout import first_line
 from harness.config.components import ComponentSpec
 from harness.config.experiment import ExperimentConfig
+from harness.core import fetch
 from harness.core.mapping import ConfigError
 
 
-def prepare(cfg: ExperimentConfig, device: torch.device) -> Prepared:
+def prepare(cfg: ExperimentConfig, device: torch.device, *, progress: bool = True) -> Prepared:
     """Build and cross-check every component; raise one BenchValidationError listing all problems.
 
-    Missing files and folders are checked first, without building anything (loading checkpoints or metric
-    networks is slow): if any is missing, the error lists every one of them and nothing else.
+    Missing files and folders are checked (and, online, fetched) first, without building anything (loading
+    checkpoints or metric networks is slow): if any is missing, the error lists every one of them and nothing else.
     """
-    pass
-
-    missing = missing_paths_message(cfg)
+    missing = preflight_message(cfg, progress=progress)
     if missing is not None:
         raise BenchValidationError(missing)
     problems: list[str] = []
@@ -159,28 +162,50 @@ class BenchHook:
 Kind = Literal["file", "dir"]
 
 
+Fetcher = Callable[[bool], object]  # downloads what a requirement names (argument: show progress)
+
+
 @dataclass(frozen=True)
 class Requirement:
-    """One path a component needs: ``where`` (config location), ``what`` it is, ``kind`` file or dir."""
+    """One file or folder a component needs: ``where`` (config location), ``what`` it is, ``kind`` file or dir.
+
+    A remote checkpoint (``ref``: ``hf://`` / ``https://``) exists when it is in its cache; ``fetch`` (online)
+    downloads a missing one (remote checkpoints, metric weights into their library's cache).
+    """
 
     where: str  # e.g. "methods[0] (BSRGAN)"
     what: str  # e.g. "checkpoint"
-    path: Path
+    path: Path  # a local path; for a ``ref``, its cache
     kind: Kind
     hint: str = ""  # where to get it
+    ref: str | None = None
+    fetch: Fetcher | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        """What identifies the file (a shared file, e.g. VGG16 for lpips-vgg and dists, is one requirement)."""
+        return self.ref if self.ref is not None else str(self.path)
 
     @property
     def exists(self) -> bool:
+        if self.ref is not None:
+            return fetch.cached_checkpoint(self.ref) is not None
         return self.path.is_file() if self.kind == "file" else self.path.is_dir()
 
     def line(self) -> str:
         """``<where>: <what> not found: <path>[ (<hint>)]``, one line of the error."""
+        if self.ref is not None:
+            return (
+                f"{self.where}: {self.what} {self.ref} is not cached ({fetch.cache_location(self.ref)}) and "
+                f"downloads are off ({fetch.OFFLINE_HOW})"
+            )
         text = f"{self.where}: {self.what} not found: {self.path}"
         return f"{text} ({self.hint})" if self.hint else text
 
 
-# A collector turns a component's registered type and validated options into (what, path, kind, hint).
-Collector = Callable[[str, Any], Iterator[tuple[str, str | Path | None, Kind, str]]]
+# A collector turns a component's registered type and validated options into (what, path, kind, hint[, fetch]);
+# a path that is an hf:// or https:// reference becomes a remote requirement.
+Collector = Callable[[str, Any], Iterator[tuple]]
 PATHS: dict[tuple[str, str], Collector] = {}
 
 
@@ -289,7 +314,13 @@ def _metric_weights(metric_type: str, opt: Any):
         if any((d / spec.name).is_file() for d in dirs):
             continue  # found: its hash (CLIP) is checked when the metric is built
         also = f"; also searched {', '.join(map(str, dirs[1:]))}" if len(dirs) > 1 else ""
-        yield f"weight file {spec.name}", dirs[0] / spec.name, "file", f"{spec.what}: {spec.url}{also}"
+
+        def download(progress: bool, spec: Any = spec) -> object:
+            from harness.metrics import backend
+
+            return backend.fetch(spec, progress)
+
+        yield f"weight file {spec.name}", dirs[0] / spec.name, "file", f"{spec.what}: {spec.url}{also}", download
 
 
 # ----------------------------------------------------------------------------------------------- checking
@@ -299,11 +330,24 @@ def component_requirements(spec: ComponentSpec, index: int, section: str) -> lis
     if collector is None or spec.options is None:
         return []
     where = f"{section}[{index}] ({spec.name})"
-    return [
-        Requirement(where, what, Path(str(path)).expanduser(), kind, hint)
-        for what, path, kind, hint in collector(spec.type, spec.options)
-        if path is not None and _set(str(path))
-    ]
+    out = []
+    for what, path, kind, hint, *download in collector(spec.type, spec.options):
+        if path is None or not _set(str(path)):
+            continue
+        if fetch.is_remote(path):
+            ref = str(path)
+            try:
+                fetch.check_ref(ref)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {what}: {exc}") from None
+
+            def resolve(progress: bool, ref: str = ref) -> object:
+                return fetch.resolve_checkpoint(ref, offline=False, progress=progress)
+
+            out.append(Requirement(where, what, fetch.cache_path(ref), kind, hint, ref, resolve))
+        else:
+            out.append(Requirement(where, what, Path(str(path)).expanduser(), kind, hint, None, *download))
+    return out
 
 
 def experiment_requirements(cfg: ExperimentConfig) -> list[Requirement]:
@@ -315,33 +359,79 @@ def experiment_requirements(cfg: ExperimentConfig) -> list[Requirement]:
     return out
 
 
+def _merge(reqs: list[Requirement]) -> list[Requirement]:
+    """One entry per file: the config locations of a shared file joined (e.g. VGG16 for lpips-vgg and dists)."""
+    merged: dict[str, Requirement] = {}
+    for req in reqs:
+        first = merged.get(req.key)
+        merged[req.key] = req if first is None else dataclasses.replace(first, where=f"{first.where}, {req.where}")
+    return list(merged.values())
+
+
 def missing_requirements(cfg: ExperimentConfig) -> list[Requirement]:
     """The requirements of ``cfg`` that do not exist; one entry per path (a shared file is listed once)."""
-    missing: dict[Path, Requirement] = {}
-    for req in experiment_requirements(cfg):
-        if req.exists:
-            continue
-        if req.path in missing:  # e.g. VGG16 weights needed by lpips-vgg and dists
-            first = missing[req.path]
-            missing[req.path] = Requirement(f"{first.where}, {req.where}", first.what, req.path, req.kind, first.hint)
-        else:
-            missing[req.path] = req
-    return list(missing.values())
+    return _merge([req for req in experiment_requirements(cfg) if not req.exists])
+
+
+def fetch_missing(missing: list[Requirement], *, progress: bool = True) -> dict[str, str]:
+    """Download every missing requirement that can be fetched (one progress bar over the files, plus each
+    file's own); returns the failed ones (``Requirement.key`` -> error), all of them: nothing stops early."""
+    from tqdm import tqdm
+
+    todo = [req for req in missing if req.fetch is not None]
+    failed: dict[str, str] = {}
+    bar = tqdm(todo, desc="preflight: fetching weights", unit="file", file=sys.stderr, disable=not (progress and todo))
+    for req in bar:
+        try:
+            req.fetch(progress)
+        except fetch.FetchError as exc:  # its message names the file, the cause and the fix
+            failed[req.key] = str(exc).strip().splitlines()[0]
+        except Exception as exc:  # noqa: BLE001 - collected: every failure is listed at once
+            failed[req.key] = first_line(exc)
+    return failed
+
+
+def preflight_message(cfg: ExperimentConfig, *, offline: bool | None = None, progress: bool = True) -> str | None:
+    """The preflight of a bench run; the error text listing everything missing or failed (None: all there).
+
+    Online (unless ``offline``, default ``fetch.offline_mode()``) what is missing and downloadable is fetched,
+    once every local path exists: a missing dataset or local checkpoint is reported at once, before gigabytes of
+    weights are downloaded, with the downloads still to come named.
+    """
+    offline = fetch.offline_mode() if offline is None else offline
+    missing = missing_requirements(cfg)
+    local = [req for req in missing if req.fetch is None]
+    failed: dict[str, str] = {}
+    if missing and not offline and not local:
+        failed = fetch_missing(missing, progress=progress)
+        missing = [req for req in missing if req.key in failed]
+    if not missing:
+        return None
+    pending = [] if offline or not local else [req for req in missing if req.fetch is not None]
+    shown = [req for req in missing if req not in pending]
+    lines = [f"{cfg.source}: {len(shown)} required path(s) not found, nothing was run:"]
+    for req in shown:
+        error = failed.get(req.key)
+        lines.append(f"  - {req.where}: {req.what}: download failed: {error}" if error else f"  - {req.line()}")
+    if local or (offline and any(req.ref is None for req in shown)):  # local paths, or weights to copy
+        lines.append(
+            f"relative paths are resolved from the working directory ({Path.cwd()}); put the files there or "
+            f"point the config at them (e.g. methods.<name>.checkpoint=/path/to/file); metric weights may also "
+            f"go in one folder given by --weights-dir"
+        )
+    if pending:
+        names = ", ".join(req.ref or req.path.name for req in pending)
+        lines.append(f"then {len(pending)} file(s) will be downloaded before the run starts: {names}")
+    if offline and any(req.fetch is not None for req in missing):
+        lines.append(f"without offline mode ({fetch.OFFLINE_HOW}) these are downloaded automatically")
+    if failed:
+        lines.append("downloads need network access ($HF_ENDPOINT for a Hugging Face mirror); --offline never tries")
+    return "\n".join(lines)
 
 
 def missing_paths_message(cfg: ExperimentConfig) -> str | None:
-    """The error text listing every missing path of ``cfg``, or None when all exist."""
-    missing = missing_requirements(cfg)
-    if not missing:
-        return None
-    lines = [f"{cfg.source}: {len(missing)} required path(s) not found, nothing was run:"]
-    lines += [f"  - {req.line()}" for req in missing]
-    lines.append(
-        f"relative paths are resolved from the working directory ({Path.cwd()}); put the files there or "
-        f"point the config at them (e.g. methods.<name>.checkpoint=/path/to/file); metric weights may also "
-        f"go in one folder given by --weights-dir"
-    )
-    return "\n".join(lines)
+    """The error text listing every missing path of ``cfg`` without fetching anything, or None when all exist."""
+    return preflight_message(cfg, offline=True, progress=False)
 
 
 class BenchValidationError(ConfigError):

@@ -96,7 +96,7 @@ def run_bench(
     run_dir = cfg.run_dir
     _claim_run_dir(run_dir, force)
     hooks = [*hooks, *config_hooks(cfg, hooks)]
-    prepared = prepare(cfg, dev)
+    prepared = prepare(cfg, dev, progress=progress)
     prepared.notes[:0] = list(notes)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     ctx = BenchContext(cfg, run_dir, dev, prepared)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.cli.options import add_offline, apply_offline
 from harness.config.experiment import ALIGNMENTS, AnalysisOptions
 
 HELP = "attention distance, error accumulation and SCA masks of AlignVAR/VARSR; plots from saved analyses"
@@ -57,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--output", type=Path, default=None, help="folder (default: <run dir>/analysis)")
     common.add_argument(
         "--device", default=None, help="auto, cpu, cuda, cuda:N (default: analysis.device, else bench.device)"
+    )
+    add_offline(
+        common,
+        help="never download: an hf:// / https:// checkpoint of the method must be cached already "
+        "(same as ALIGNVAR_OFFLINE=1); default: downloaded once into its cache",
     )
     att = sub.add_parser("attention", parents=[common], help="attention distance per layer, head and scale")
     att.add_argument("--layers", default=None, help="comma-separated layer ids (default: all)")
@@ -248,6 +254,7 @@ def _run_plot(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_offline(args)
     try:
         return _run_plot(args) if args.analysis == "plot" else _run_analysis(args)
     except (ValueError, FileNotFoundError) as exc:

@@ -6,14 +6,18 @@ import argparse
 import os
 import sys
 
+from harness.cli.options import add_offline, apply_offline
+
 HELP = "benchmark the configured methods on the configured datasets and metrics"
 DESCRIPTION = """\
 Benchmark every method of an experiment on every dataset: per-image metrics, saved SR images, summary
 statistics with 95% bootstrap CIs. Outputs go to <output_root>/<name>/ (config.yaml, env.json,
 metrics/<dataset>.csv, summary.json, summary.csv, images/, errors/).
 
-Every file and folder the experiment names (datasets, checkpoints, output folders, metric weights) is checked
-first; if any is missing, one error lists them all and nothing runs.
+Preflight: every file and folder the experiment names (datasets, checkpoints, output folders, metric weights)
+is checked first. Online (the default) missing metric weights are fetched into pyiqa's caches and hf:// /
+https:// checkpoints into theirs, with a progress bar; --offline fetches nothing. Whatever is still missing
+(or failed to download) is listed in one error and nothing runs.
 
 --efficiency (or `bench.efficiency: {lr_size: 128}` in the experiment) also measures the paper's Table 2 for
 every method: parameters, inference steps, latency median/IQR at batch 1 on a fixed LR size after warm-up,
@@ -38,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where metric/method weights are looked up (sets ALIGNVAR_WEIGHTS_DIR)",
     )
     parser.add_argument("--report", action="store_true", help="also render report.html into the run dir")
+    add_offline(parser)
     group = parser.add_argument_group("efficiency (Table 2)")
     group.add_argument(
         "--efficiency",
@@ -133,6 +138,7 @@ def _print_summary(run_dir) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_offline(args)
     set_weights_dir(args.weights_dir)
     from harness.config.experiment import load_experiment
 

@@ -6,16 +6,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.cli.options import add_offline, apply_offline
+
 HELP = "x4 super-resolve an image or a folder with VARSR / AlignVAR checkpoints"
 DESCRIPTION = """\
 x4 super-resolution with the VARSR / AlignVAR model.
 
-Official weights: VARSR.pth and VQVAE.pth from https://github.com/qyp2000/VARSR (checkpoints/).
-Our checkpoints (.safetensors from run.py train) usually hold the VQ-VAE too, so --vqvae may be omitted.
+Official weights: VARSR.pth and VQVAE.pth on the Hugging Face hub (qyp2000/VARSR, linked from
+https://github.com/qyp2000/VARSR): give them as hf:// references and they are downloaded once into the Hugging
+Face cache (--offline: use the cache only), or as local paths. https://...#sha256=HEX URLs are downloaded and
+checked against the digest. Our checkpoints (.safetensors from run.py train) usually hold the VQ-VAE too, so
+--vqvae may be omitted.
 
 examples:
+  python run.py infer --method varsr --checkpoint hf://qyp2000/VARSR/VARSR.pth \\
+      --vqvae hf://qyp2000/VARSR/VQVAE.pth --input lr.png --output out/
   python run.py infer --method varsr --checkpoint ckpt/VARSR.pth --vqvae ckpt/VQVAE.pth \\
-      --input lr.png --output out/
+      --input lr.png --output out/ --offline
   python run.py infer --method alignvar --checkpoint runs/x/model.safetensors \\
       --input lr_dir/ --output sr_dir/ --tile 512
 
@@ -26,8 +33,14 @@ PNG itself. Weights are never random: a missing checkpoint is an error that says
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=("varsr", "alignvar"), default="varsr", help="default: varsr")
-    parser.add_argument("--checkpoint", required=True, help="VARSR.pth or our .safetensors")
-    parser.add_argument("--vqvae", default=None, help="VQVAE.pth (not needed if the checkpoint holds the VQ-VAE)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="VARSR.pth or our .safetensors: a path, hf://OWNER/REPO/FILE[@REVISION] or https://...#sha256=HEX",
+    )
+    parser.add_argument(
+        "--vqvae", default=None, help="VQVAE.pth, as --checkpoint (not needed if the checkpoint holds the VQ-VAE)"
+    )
     parser.add_argument("--input", required=True, help="an LR image or a folder of LR images")
     parser.add_argument("--output", required=True, help="output folder (or a .png path for a single input)")
     parser.add_argument(
@@ -63,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="adain",
         help="colour correction against the upsampled LR (default adain, as the official test)",
     )
+    add_offline(
+        parser,
+        help="never download: an hf:// / https:// checkpoint must be cached already (same as "
+        "ALIGNVAR_OFFLINE=1 or HF_HUB_OFFLINE=1); default: downloaded once into its cache",
+    )
 
 
 def _inputs(path: Path) -> list[Path]:
@@ -87,9 +105,11 @@ def _targets(inputs: list[Path], output: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_offline(args)
     import torch
     from tqdm import tqdm
 
+    from harness.core.fetch import FetchError
     from harness.core.imageio import ImageError, load_image, save_image
     from methods.adapters.alignvar import (
         AlignVARMethod,
@@ -134,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             config = VARSRMethodConfig(**options)
         method = AlignVARMethod(config, args.method)
-    except (MissingCheckpointError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (MissingCheckpointError, CheckpointError, FetchError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for note in method.model.load_notes:

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from harness.cli.options import add_offline, apply_offline
+
 HELP = "run an experiment over a grid of config values (resumable; local GPU/CPU workers or Slurm)"
 DESCRIPTION = """\
 Run the experiment once per cell of its 'sweep:' block (grid = cartesian product, zip = paired lists), e.g.
@@ -52,11 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-wait", action="store_true", help="do not wait for cells that another runner is working on"
     )
+    add_offline(
+        parser,
+        help="never download (every cell): metric weights and hf:// / https:// checkpoints must be "
+        "cached already (same as ALIGNVAR_OFFLINE=1); default: online, fetched before each cell's work",
+    )
     # Hidden: the cell function (default: train then bench); also settable with $ALIGNVAR_SWEEP_CELL_FN.
     parser.add_argument("--cell-fn", default=None, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_offline(args)
     from harness.sweep.expand import load_sweep
     from harness.sweep.runner import run_sweep
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from harness.cli.options import add_offline, apply_offline
+
 HELP = "train a tokenizer (type: vqvae) or AlignVAR (type: alignvar) from an experiment YAML"
 DESCRIPTION = """\
 Train as described by the experiment's 'train:' block (and 'model:' for AlignVAR). Output goes to
@@ -21,9 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="training device: auto, cpu, cuda, cuda:N (default: the YAML's)")
     parser.add_argument("--no-resume", action="store_true", help="start from scratch even if checkpoints exist")
     parser.add_argument("--bench", action="store_true", help="after training, run the experiment's benchmark")
+    add_offline(
+        parser,
+        help="never download: hf:// / https:// checkpoints (model.checkpoint, model.vqvae) and, with "
+        "--bench, metric weights must be cached already (same as ALIGNVAR_OFFLINE=1); default: online",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_offline(args)
     from harness.config.experiment import load_experiment
     from harness.training.stage import resolve_trained, run_train
 

@@ -2,5 +2,5 @@
 MANIQA/CLIP-IQA and set-level FID.
 
 ``base`` (the interface), ``weights`` (which files a learned metric needs, where they are looked for), ``backend``
-(pyiqa, quiet and offline), ``iqa`` (the registered metrics, ``build_metric``, ``metric_info``).
+(pyiqa, quiet; fetching weight files its way), ``iqa`` (the registered metrics, ``build_metric``, ``metric_info``).
 """

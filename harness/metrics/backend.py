@@ -1,11 +1,13 @@
-"""pyiqa, offline and quiet: import it, create metrics from pre-located weight files, never download.
+"""pyiqa, quiet: import it, fetch weight files the way pyiqa does, create metrics from located files only.
 
-:func:`create` builds a pyiqa metric inside :func:`staged_weights`, a context that
+:func:`fetch` downloads one weight file into its library's cache with that library's own downloader (the
+preflight and ``weights.resolve`` call it when online). :func:`create` builds a pyiqa metric inside
+:func:`staged_weights`, a context that
 
-1. links the already-located weight files into a private temporary ``hub`` tree and points pyiqa's cache dir
-   and ``torch.hub`` (torchvision, CLIP) at it, so each library finds its file under the name it expects;
-2. replaces the download functions of pyiqa and ``torch.hub`` with one that raises, so nothing can reach the
-   network (or hang on it) even if pyiqa asks for a file we did not foresee;
+1. links the already-located (or fetched) weight files into a private temporary ``hub`` tree and points pyiqa's
+   cache dir and ``torch.hub`` (torchvision, CLIP) at it, so each library finds its file under the name it expects;
+2. replaces the download functions of pyiqa and ``torch.hub`` with one that raises, so creation never reaches
+   the network (or hangs on it) even if pyiqa asks for a file we did not foresee;
 3. sets ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` so pyiqa's ``torch.load(..., weights_only=False)`` only unpickles
    tensors and plain containers, never code from a checkpoint;
 4. builds MANIQA's timm ViT without pretrained weights (its checkpoint holds all of them), so no Hugging Face
@@ -29,21 +31,23 @@ import sys
 import tempfile
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.metrics.weights import MissingWeightsError, Resolved
+from harness.core.fetch import FetchError, network_timeout, offline_mode
+from harness.metrics.weights import MissingWeightsError, Resolved, WeightFile, cache_dirs
 
 
 def import_pyiqa() -> types.ModuleType:
-    """Import pyiqa with Hugging Face offline mode on and its logger quiet (idempotent)."""
+    """Import pyiqa with its logger quiet (idempotent); in offline mode Hugging Face's offline mode is set first."""
     if "pyiqa" in sys.modules:
         return sys.modules["pyiqa"]
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read by huggingface_hub at import
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if offline_mode():  # read by huggingface_hub / transformers at import
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     with contextlib.redirect_stdout(io.StringIO()):
         import pyiqa
         from pyiqa.utils.logger import get_root_logger
@@ -52,10 +56,53 @@ def import_pyiqa() -> types.ModuleType:
     return pyiqa
 
 
+def pyiqa_version() -> str:
+    return str(import_pyiqa().__version__)
+
+
+def fetch(spec: WeightFile, progress: bool = True) -> Path:
+    """Download ``spec`` into its standard cache folder (``weights.cache_dirs``) the way its library does.
+
+    pyiqa's files: pyiqa's ``load_file_from_url`` from pyiqa's URL (``get_url_from_name``, which follows
+    ``$HF_ENDPOINT``); torchvision backbones: ``torch.hub.download_url_to_file`` checking the hash prefix in the
+    file name, as ``torch.hub.load_state_dict_from_url(check_hash=True)`` does; CLIP: the same with its full
+    SHA256. Downloads are atomic (a temporary file renamed into place). Raises FetchError naming the URL.
+    """
+    import torch.hub as hub
+
+    folder = cache_dirs(spec.location)[0]
+    target = folder / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    url = spec.url
+    try:
+        with network_timeout():
+            if spec.location == "pyiqa":
+                import_pyiqa()
+                from pyiqa.archs.arch_util import get_url_from_name
+                from pyiqa.utils.download_util import load_file_from_url
+
+                url = get_url_from_name(spec.name)
+                with contextlib.redirect_stdout(io.StringIO()):  # its 'Downloading: ...' line
+                    return Path(load_file_from_url(url, model_dir=str(folder), progress=progress, file_name=spec.name))
+            prefix = spec.sha256
+            if prefix is None and (match := hub.HASH_REGEX.search(spec.name)) is not None:
+                prefix = match.group(1)
+            hub.download_url_to_file(url, str(target), hash_prefix=prefix, progress=progress)
+            return target
+    except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, timeouts, hash mismatch: one message
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise FetchError(f"downloading {url} failed: {type(exc).__name__}: {text}") from None
+
+
+def fetcher() -> Callable[[WeightFile], Path] | None:
+    """:func:`fetch` when downloads are allowed (not offline), else None (for ``weights.resolve``)."""
+    return None if offline_mode() else fetch
+
+
 def _refuse_download(url: str, dst: str, *args: Any, **kwargs: Any) -> None:
     raise MissingWeightsError(
-        f"refusing to download {url} to {dst}: alignvar-bench never downloads weights; "
-        f"copy the file there yourself (this file was not expected: please report it)"
+        f"refusing to download {url} to {dst} while creating a metric: its files are located (or fetched) "
+        f"before, and this file was not expected (please report it); copy it there yourself"
     )
 
 

@@ -12,8 +12,14 @@ Conventions (``shared/reference/pyiqa-offline.md`` section 3.4, ``sr-anchors.md`
 - ``lpips`` is AlexNet v0.1 (``net: vgg`` for BasicSR's script), ``musiq`` KonIQ, ``maniqa`` KonIQ
   (OSEDiff/SeeSR tables use ``variant: pipal``: declare it), ``clipiqa`` RN50, ``fid`` clean-fid mode.
 
-Metrics with weights never download: files are located first (:mod:`harness.metrics.weights`) and a missing
-one raises MissingWeightsError with the fix. Importing this module is cheap; pyiqa is imported on first build.
+Which direction is better and full- vs no-reference come from pyiqa (``InferenceModel.lower_better`` /
+``metric_mode``, i.e. its ``DEFAULT_CONFIGS`` registry); :data:`NOT_IN_PYIQA` holds only what pyiqa does not know
+(FID is computed per set, from the SR and the HR folders). Each built metric records its pyiqa name, the options
+passed to ``create_metric`` and the pyiqa version (:meth:`PyiqaMetric.provenance`, written to ``summary.json``).
+
+Weight files are located first (:mod:`harness.metrics.weights`); online a missing one is fetched into pyiqa's
+cache, offline it raises MissingWeightsError with the fix. Importing this module is cheap; pyiqa is imported on
+first build.
 """
 
 from __future__ import annotations
@@ -29,33 +35,71 @@ from harness.core.registry import register
 from harness.metrics import backend, weights
 from harness.metrics.base import Metric, MetricInfo
 
-INFO: dict[str, MetricInfo] = {}  # registered name -> static facts (see harness.metrics.metric_info)
+PYIQA_NAMES: dict[str, str] = {}  # registered name -> the pyiqa model it creates with default options
+# facts pyiqa does not know, by registered name: FID is one number per set from two folders (pyiqa registers it
+# as 'NR' because it is called with folders, not image pairs), so it needs the HR folder
+NOT_IN_PYIQA: dict[str, dict[str, bool]] = {"fid": {"needs_reference": True, "set_level": True}}
 
 
-def _register(name: str, info: MetricInfo, config: type, description: str):
-    INFO[name] = info
+def _register(name: str, pyiqa_name: str, config: type, description: str):
+    PYIQA_NAMES[name] = pyiqa_name
     return register("metrics", name, config=config, description=description)
 
 
+def pyiqa_facts(pyiqa_name: str) -> dict[str, bool]:
+    """``lower_better`` and ``needs_reference`` (``metric_mode == 'FR'``) from pyiqa's model registry."""
+    backend.import_pyiqa()
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    if pyiqa_name not in DEFAULT_CONFIGS:
+        raise KeyError(f"pyiqa {backend.pyiqa_version()} has no metric {pyiqa_name!r}")
+    entry = DEFAULT_CONFIGS[pyiqa_name]
+    # InferenceModel's own defaults: lower_better False when absent
+    return {"lower_better": bool(entry.get("lower_better", False)), "needs_reference": entry["metric_mode"] == "FR"}
+
+
 class PyiqaMetric(Metric):
-    """One pyiqa ``InferenceModel``, created once and reused for every batch."""
+    """One pyiqa ``InferenceModel``, created once and reused for every batch.
+
+    ``lower_better`` and ``needs_reference`` are read from the created model (pyiqa's registry), then
+    :data:`NOT_IN_PYIQA` of the registered ``kind`` applies.
+    """
 
     def __init__(
         self,
         name: str,
         pyiqa_name: str,
-        info: MetricInfo,
         files: list[weights.Resolved],
         device: str | None,
         create_kwargs: dict[str, Any] | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(name, backend.pick_device(device))
         self.pyiqa_name = pyiqa_name
-        self.lower_better = info.lower_better
-        self.needs_reference = info.needs_reference
-        self.set_level = info.set_level
+        self.create_kwargs = dict(create_kwargs or {})
         self.weight_files = [f.path for f in files]
-        self.model = backend.create(name, pyiqa_name, files, self.device, **(create_kwargs or {}))
+        self.model = backend.create(name, pyiqa_name, files, self.device, **self.create_kwargs)
+        self.lower_better = bool(self.model.lower_better)
+        self.needs_reference = self.model.metric_mode == "FR"
+        self.set_level = False
+        for key, value in NOT_IN_PYIQA.get(kind or name, {}).items():
+            setattr(self, key, value)
+
+    def provenance(self) -> dict[str, Any]:
+        """What produced the numbers: pyiqa's name, the options given to ``create_metric`` (pyiqa's defaults for
+        the rest: ``pyiqa_defaults``), its version, what pyiqa says of direction and mode, the weight files."""
+        from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+        defaults = {k: v for k, v in DEFAULT_CONFIGS[self.pyiqa_name]["metric_opts"].items() if k != "type"}
+        return {
+            "name": self.pyiqa_name,
+            "options": dict(self.create_kwargs),
+            "pyiqa_defaults": defaults,
+            "version": backend.pyiqa_version(),
+            "metric_mode": self.model.metric_mode,
+            "lower_better": bool(self.model.lower_better),
+            "weights": [p.name for p in self.weight_files],
+        }
 
     def score(self, sr: torch.Tensor, hr: torch.Tensor | None) -> torch.Tensor:
         with backend.quiet():
@@ -102,31 +146,27 @@ class FixedFidelityConfig:
             raise ValueError(f"crop_border must be >= 0, got {self.crop_border}")
 
 
-_PSNR = MetricInfo(lower_better=False, needs_reference=True)
-_SSIM = MetricInfo(lower_better=False, needs_reference=True)
-
-
 def _psnr(name: str, cfg: FidelityConfig, device: str | None) -> PyiqaMetric:
     kwargs = {"test_y_channel": cfg.y_channel, "crop_border": cfg.crop_border}
     if cfg.y_channel:
         kwargs["color_space"] = cfg.color_space
-    return PyiqaMetric(name, "psnr", _PSNR, [], device or cfg.device, kwargs)
+    return PyiqaMetric(name, "psnr", [], device or cfg.device, kwargs)
 
 
 def _ssim(name: str, cfg: FidelityConfig, device: str | None) -> PyiqaMetric:
     if cfg.y_channel:
         kwargs = {"test_y_channel": True, "color_space": cfg.color_space, "crop_border": cfg.crop_border}
-        return PyiqaMetric(name, "ssim", _SSIM, [], device or cfg.device, kwargs)
-    return PyiqaMetric(name, "ssimc", _SSIM, [], device or cfg.device, {"crop_border": cfg.crop_border})
+        return PyiqaMetric(name, "ssim", [], device or cfg.device, kwargs)
+    return PyiqaMetric(name, "ssimc", [], device or cfg.device, {"crop_border": cfg.crop_border})
 
 
-@_register("psnr", _PSNR, FidelityConfig, "PSNR (dB); default Y of YCbCr, no crop")
+@_register("psnr", "psnr", FidelityConfig, "PSNR (dB); default Y of YCbCr, no crop")
 def make_psnr(cfg: FidelityConfig, device: str | None = None) -> PyiqaMetric:
     name = "psnr"
     return _psnr(name, cfg, device)
 
 
-@_register("ssim", _SSIM, FidelityConfig, "SSIM (pyiqa); default Y of YCbCr, no crop")
+@_register("ssim", "ssim", FidelityConfig, "SSIM (pyiqa); default Y of YCbCr, no crop")
 def make_ssim(cfg: FidelityConfig, device: str | None = None) -> PyiqaMetric:
     name = "ssim"
     return _ssim(name, cfg, device)
@@ -136,25 +176,25 @@ def _fixed(y_channel: bool, cfg: FixedFidelityConfig) -> FidelityConfig:
     return FidelityConfig(y_channel=y_channel, crop_border=cfg.crop_border, device=cfg.device)
 
 
-@_register("psnr_y", _PSNR, FixedFidelityConfig, "PSNR on Y of BT.601 YCbCr")
+@_register("psnr_y", "psnr", FixedFidelityConfig, "PSNR on Y of BT.601 YCbCr")
 def make_psnr_y(cfg: FixedFidelityConfig, device: str | None = None) -> PyiqaMetric:
     name = "psnr_y"
     return _psnr(name, _fixed(True, cfg), device)
 
 
-@_register("ssim_y", _SSIM, FixedFidelityConfig, "SSIM on Y of BT.601 YCbCr")
+@_register("ssim_y", "ssim", FixedFidelityConfig, "SSIM on Y of BT.601 YCbCr")
 def make_ssim_y(cfg: FixedFidelityConfig, device: str | None = None) -> PyiqaMetric:
     name = "ssim_y"
     return _ssim(name, _fixed(True, cfg), device)
 
 
-@_register("psnr_rgb", _PSNR, FixedFidelityConfig, "PSNR over RGB")
+@_register("psnr_rgb", "psnr", FixedFidelityConfig, "PSNR over RGB")
 def make_psnr_rgb(cfg: FixedFidelityConfig, device: str | None = None) -> PyiqaMetric:
     name = "psnr_rgb"
     return _psnr(name, _fixed(False, cfg), device)
 
 
-@_register("ssim_rgb", _SSIM, FixedFidelityConfig, "SSIM over RGB (pyiqa ssimc)")
+@_register("ssim_rgb", "ssimc", FixedFidelityConfig, "SSIM over RGB (pyiqa ssimc)")
 def make_ssim_rgb(cfg: FixedFidelityConfig, device: str | None = None) -> PyiqaMetric:
     name = "ssim_rgb"
     return _ssim(name, _fixed(False, cfg), device)
@@ -169,11 +209,9 @@ class WeightsConfig:
     device: str = "auto"
 
 
-def _learned(
-    name: str, pyiqa_name: str, info: MetricInfo, cfg: WeightsConfig, device: str | None, **kwargs: Any
-) -> PyiqaMetric:
-    files = weights.resolve(name, pyiqa_name, weights.user_weights_dir(cfg.weights_dir))
-    return PyiqaMetric(name, pyiqa_name, info, files, device or cfg.device, kwargs)
+def _learned(name: str, pyiqa_name: str, cfg: WeightsConfig, device: str | None) -> PyiqaMetric:
+    files = weights.resolve(name, pyiqa_name, weights.user_weights_dir(cfg.weights_dir), fetch=backend.fetcher())
+    return PyiqaMetric(name, pyiqa_name, files, device or cfg.device)
 
 
 @dataclass
@@ -181,22 +219,16 @@ class LpipsConfig(WeightsConfig):
     net: Literal["alex", "vgg"] = "alex"
 
 
-_LPIPS = MetricInfo(lower_better=True, needs_reference=True)
-
-
-@_register("lpips", _LPIPS, LpipsConfig, "LPIPS v0.1 (AlexNet; net: vgg)")
+@_register("lpips", "lpips", LpipsConfig, "LPIPS v0.1 (AlexNet; net: vgg)")
 def make_lpips(cfg: LpipsConfig, device: str | None = None) -> PyiqaMetric:
     name = "lpips"
-    return _learned(name, "lpips" if cfg.net == "alex" else "lpips-vgg", _LPIPS, cfg, device)
+    return _learned(name, "lpips" if cfg.net == "alex" else "lpips-vgg", cfg, device)
 
 
-_DISTS = MetricInfo(lower_better=True, needs_reference=True)
-
-
-@_register("dists", _DISTS, WeightsConfig, "DISTS")
+@_register("dists", "dists", WeightsConfig, "DISTS")
 def make_dists(cfg: WeightsConfig, device: str | None = None) -> PyiqaMetric:
     name = "dists"
-    return _learned(name, "dists", _DISTS, cfg, device)
+    return _learned(name, "dists", cfg, device)
 
 
 @dataclass
@@ -204,13 +236,10 @@ class MusiqConfig(WeightsConfig):
     variant: Literal["koniq", "ava", "spaq", "paq2piq"] = "koniq"
 
 
-_MUSIQ = MetricInfo(lower_better=False, needs_reference=False)
-
-
-@_register("musiq", _MUSIQ, MusiqConfig, "MUSIQ (KonIQ-10k; no reference)")
+@_register("musiq", "musiq", MusiqConfig, "MUSIQ (KonIQ-10k; no reference)")
 def make_musiq(cfg: MusiqConfig, device: str | None = None) -> PyiqaMetric:
     name = "musiq"
-    return _learned(name, "musiq" if cfg.variant == "koniq" else f"musiq-{cfg.variant}", _MUSIQ, cfg, device)
+    return _learned(name, "musiq" if cfg.variant == "koniq" else f"musiq-{cfg.variant}", cfg, device)
 
 
 @dataclass
@@ -218,13 +247,10 @@ class ManiqaConfig(WeightsConfig):
     variant: Literal["koniq", "pipal", "kadid"] = "koniq"  # OSEDiff/SeeSR tables: pipal; VARSR: koniq
 
 
-_MANIQA = MetricInfo(lower_better=False, needs_reference=False)
-
-
-@_register("maniqa", _MANIQA, ManiqaConfig, "MANIQA (KonIQ; variant: pipal for OSEDiff tables; slow on CPU)")
+@_register("maniqa", "maniqa", ManiqaConfig, "MANIQA (KonIQ; variant: pipal for OSEDiff tables; slow on CPU)")
 def make_maniqa(cfg: ManiqaConfig, device: str | None = None) -> PyiqaMetric:
     name = "maniqa"
-    return _learned(name, "maniqa" if cfg.variant == "koniq" else f"maniqa-{cfg.variant}", _MANIQA, cfg, device)
+    return _learned(name, "maniqa" if cfg.variant == "koniq" else f"maniqa-{cfg.variant}", cfg, device)
 
 
 @dataclass
@@ -232,13 +258,10 @@ class ClipiqaConfig(WeightsConfig):
     variant: Literal["clipiqa", "clipiqa+"] = "clipiqa"
 
 
-_CLIPIQA = MetricInfo(lower_better=False, needs_reference=False)
-
-
-@_register("clipiqa", _CLIPIQA, ClipiqaConfig, "CLIP-IQA (RN50; no reference)")
+@_register("clipiqa", "clipiqa", ClipiqaConfig, "CLIP-IQA (RN50; no reference)")
 def make_clipiqa(cfg: ClipiqaConfig, device: str | None = None) -> PyiqaMetric:
     name = "clipiqa"
-    return _learned(name, cfg.variant, _CLIPIQA, cfg, device)
+    return _learned(name, cfg.variant, cfg, device)
 
 
 # --------------------------------------------------------------------------------------------- NIQE
@@ -247,10 +270,7 @@ class NiqeConfig(WeightsConfig):
     niqe_params: str | None = None  # .mat (pyiqa) or .npz (BasicSR niqe_pris_params.npz, converted + cached)
 
 
-_NIQE = MetricInfo(lower_better=True, needs_reference=False)
-
-
-@_register("niqe", _NIQE, NiqeConfig, "NIQE (no reference; params from pyiqa cache or niqe_params)")
+@_register("niqe", "niqe", NiqeConfig, "NIQE (no reference; params from pyiqa cache or niqe_params)")
 def make_niqe(cfg: NiqeConfig, device: str | None = None) -> PyiqaMetric:
     name = "niqe"
     from harness.data.bundled import default_cache_root
@@ -261,15 +281,16 @@ def make_niqe(cfg: NiqeConfig, device: str | None = None) -> PyiqaMetric:
         given = {target: weights.niqe_params_mat(Path(cfg.niqe_params), default_cache_root())}
         files = weights.resolve(name, "niqe", weights_dir, given)
     else:
-        try:
+        try:  # pyiqa's file where it looks (no download yet), else BasicSR's .npz, else fetch pyiqa's (online)
             files = weights.resolve(name, "niqe", weights_dir)
         except weights.MissingWeightsError:
             npz = weights.find_niqe_npz(weights_dir)
             if npz is None:
-                raise
-            given = {target: weights.niqe_params_mat(npz, default_cache_root())}
-            files = weights.resolve(name, "niqe", weights_dir, given)
-    return PyiqaMetric(name, "niqe", _NIQE, files, device or cfg.device)
+                files = weights.resolve(name, "niqe", weights_dir, fetch=backend.fetcher())
+            else:
+                given = {target: weights.niqe_params_mat(npz, default_cache_root())}
+                files = weights.resolve(name, "niqe", weights_dir, given)
+    return PyiqaMetric(name, "niqe", files, device or cfg.device)
 
 
 # --------------------------------------------------------------------------------------------- FID
@@ -280,16 +301,17 @@ class FidConfig(WeightsConfig):
     num_workers: int = 0  # DataLoader workers; 0 is safest in sandboxes and small sets
 
 
-_FID = MetricInfo(lower_better=True, needs_reference=True, set_level=True)
-
-
 class FidMetric(PyiqaMetric):
     """FID between the SR folder and the HR folder (clean-fid). One number per set; few images -> noisy."""
 
     def __init__(self, cfg: FidConfig, name: str, device: str | None) -> None:
-        files = weights.resolve(name, "fid", weights.user_weights_dir(cfg.weights_dir))
-        super().__init__(name, "fid", _FID, files, device or cfg.device)
+        files = weights.resolve(name, "fid", weights.user_weights_dir(cfg.weights_dir), fetch=backend.fetcher())
+        super().__init__(name, "fid", files, device or cfg.device, kind="fid")
         self.cfg = cfg
+
+    def provenance(self) -> dict[str, Any]:
+        """As :meth:`PyiqaMetric.provenance`, plus the options of the call that computes the value (``mode``)."""
+        return {**super().provenance(), "call_options": {"mode": self.cfg.mode}}
 
     def compute_sets(self, sr_dir: Path, hr_dir: Path) -> float:
         for role, folder in (("SR", Path(sr_dir)), ("HR", Path(hr_dir))):
@@ -309,7 +331,7 @@ class FidMetric(PyiqaMetric):
         return float(value)
 
 
-@_register("fid", _FID, FidConfig, "FID, SR folder vs HR folder (set-level; clean-fid)")
+@_register("fid", "fid", FidConfig, "FID, SR folder vs HR folder (set-level; clean-fid)")
 def make_fid(cfg: FidConfig, device: str | None = None) -> FidMetric:
     name = "fid"
     return FidMetric(cfg, name, device)
@@ -335,10 +357,13 @@ def build_metric(spec: Any, device: str | None = None) -> Metric:
 
 
 def metric_infos() -> dict[str, MetricInfo]:
-    """Static facts of every registered metric, by registered name (no metric is built)."""
-    pass
-
-    return dict(INFO)
+    """Static facts of every registered metric with its default options, by registered name (no metric is built):
+    pyiqa's registry for its default pyiqa model, then :data:`NOT_IN_PYIQA`."""
+    out = {}
+    for name, pyiqa_name in PYIQA_NAMES.items():
+        facts = {**pyiqa_facts(pyiqa_name), "set_level": False, **NOT_IN_PYIQA.get(name, {})}
+        out[name] = MetricInfo(**facts)
+    return out
 
 
 def metric_info(name: str) -> tuple[bool, bool]:

@@ -1,23 +1,28 @@
-"""Which weight files each learned metric needs, where they are looked for, and a clear error when absent.
+"""Which weight files each learned metric needs, where they are looked for, fetching them, and a clear error.
 
-pyiqa downloads weights on first use, which fails (or hangs) offline. We never let it: before a metric is
-created every file it needs is located here, and a missing one raises :class:`MissingWeightsError` naming the
-file, the folders searched and how to fix it. File names and locations are pyiqa 0.1.16's (see
-``shared/reference/pyiqa-offline.md`` section 1):
+Before a metric is created every file it needs is located here. Online (the default) a missing file is fetched
+the way its library does it, into that library's own cache: pyiqa's files with pyiqa's ``load_file_from_url``
+from pyiqa's URL (``get_url_from_name``: its Hugging Face repo, so ``$HF_ENDPOINT`` mirrors apply), torchvision
+backbones and CLIP with ``torch.hub.download_url_to_file`` (hash checked: torchvision's name prefix, CLIP's
+SHA256). Offline (``--offline``, ``$ALIGNVAR_OFFLINE=1`` or ``$HF_HUB_OFFLINE=1``) nothing is fetched and a missing
+file raises :class:`MissingWeightsError` naming the file, the folders searched and how to fix it. File names
+and locations are pyiqa 0.1.16's (see ``shared/reference/pyiqa-offline.md`` section 1):
 
 - ``pyiqa``: pyiqa's own files, cache ``$TORCH_HOME/hub/pyiqa`` (default ``~/.cache/torch/hub/pyiqa``);
 - ``checkpoints``: torchvision ImageNet backbones, ``$TORCH_HOME/hub/checkpoints``;
 - ``clip``: OpenAI CLIP TorchScript archives, ``$TORCH_HOME/hub/clip`` (SHA256 checked).
 
 A user folder (``weights_dir`` option, else ``$ALIGNVAR_WEIGHTS_DIR``) holding the files *flat*, by their
-exact names, is searched first. MANIQA's timm ViT backbone (Hugging Face cache) is not needed: its checkpoint
-holds every backbone tensor, so the backbone is built without pretrained weights (see ``backend``).
+exact names, is searched first (files are never downloaded into it). MANIQA's timm ViT backbone (Hugging Face
+cache) is not needed: its checkpoint holds every backbone tensor, so the backbone is built without pretrained
+weights (see ``backend``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,6 +31,7 @@ import numpy as np
 import torch
 
 from harness.core.atomic import atomic_path
+from harness.core.fetch import OFFLINE_HOW, sha256_of
 
 Location = Literal["pyiqa", "checkpoints", "clip"]
 WEIGHTS_ENV = "ALIGNVAR_WEIGHTS_DIR"
@@ -113,25 +119,24 @@ def search_dirs(location: Location, weights_dir: Path | None) -> list[Path]:
     return ([weights_dir] if weights_dir is not None else []) + cache_dirs(location)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class Resolved:
     spec: WeightFile
     path: Path
 
 
-def resolve(metric: str, pyiqa_name: str, weights_dir: Path | None, given: dict[str, Path] | None = None):
+def resolve(
+    metric: str,
+    pyiqa_name: str,
+    weights_dir: Path | None,
+    given: dict[str, Path] | None = None,
+    fetch: Callable[[WeightFile], Path] | None = None,
+):
     """Locate every file ``pyiqa_name`` needs. Returns a list of :class:`Resolved`.
 
     ``given`` maps a file name to a path the user supplied directly (e.g. the converted NIQE params); it takes
-    precedence over the search. Raises MissingWeightsError listing all missing files at once.
+    precedence over the search. ``fetch`` (online: ``backend.fetch``) downloads a file that is not found into
+    its cache. Raises MissingWeightsError listing all missing (or failed) files at once.
     """
     given = given or {}
     found: list[Resolved] = []
@@ -156,6 +161,16 @@ def resolve(metric: str, pyiqa_name: str, weights_dir: Path | None, given: dict[
             missing.append((spec, dirs, notes))
         else:
             found.append(Resolved(spec, hit))
+    if missing and fetch is not None:
+        failed: list[tuple[WeightFile, Path, BaseException]] = []
+        for spec, _, _ in missing:
+            try:
+                found.append(Resolved(spec, fetch(spec)))
+            except Exception as exc:  # noqa: BLE001 - every failure is listed, with its cause
+                failed.append((spec, cache_dirs(spec.location)[0], exc))
+        if failed:
+            raise MissingWeightsError(fetch_failed_message(metric, failed))
+        missing = []
     if missing:
         raise MissingWeightsError(missing_message(metric, missing))
     return found
@@ -177,6 +192,19 @@ def missing_message(metric: str, missing: list[tuple[WeightFile, list[Path], lis
         f"or put all files in one folder and set {WEIGHTS_ENV}=/that/folder "
         f"(or pass --weights-dir, or the metric option weights_dir)"
     )
+    lines.append(f"or leave offline mode ({OFFLINE_HOW}): pyiqa then downloads them into these caches")
+    return "\n".join(lines)
+
+
+def fetch_failed_message(metric: str, failed: list[tuple[WeightFile, Path, BaseException]]) -> str:
+    """The error when downloading weight files failed (online): each file, its URL, the cause and the fix."""
+    lines = [f"metric {metric!r}: {len(failed)} weight file(s) could not be downloaded:"]
+    for spec, folder, exc in failed:
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines.append(f"  {spec.name}  ({spec.what})")
+        lines.append(f"    error: {cause}")
+        lines.append(f"    fix: check the network (and $HF_ENDPOINT), or copy {spec.name} into {folder}")
+    lines.append(f"or put all files in one folder and set {WEIGHTS_ENV}=/that/folder (or pass --weights-dir)")
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from filelock import FileLock
 
+from harness.core.fetch import resolve_optional
 from harness.core.mapping import to_dict
 from harness.core.registry import register
 from harness.data.training.config import TrainDataConfig
@@ -170,6 +171,10 @@ class AlignVARTrainer:
         self.cfg = cfg
 
     def build_model(self, model_cfg: AlignVARConfig, output_root: Path, seed: int) -> AlignVAR:
+        # hf:// and https:// references (downloaded unless offline) -> local files for the model core
+        model_cfg = dataclasses.replace(
+            model_cfg, checkpoint=resolve_optional(model_cfg.checkpoint), vqvae=resolve_optional(model_cfg.vqvae)
+        )
         if model_cfg.vqvae is None and model_cfg.checkpoint is None:
             if self.cfg.tokenizer is None:
                 raise ValueError(

@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 
+from harness.core.fetch import FetchError, check_ref, resolve_checkpoint, resolve_optional
 from harness.core.registry import register
 from harness.core.tiling import tiled_upscale
 from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig, check_sampling
@@ -30,6 +31,8 @@ from methods.alignvar.weights import stored_config
 from methods.base import SRMethod
 
 RELEASE = "https://github.com/qyp2000/VARSR"
+# the official weights on the Hugging Face hub (linked from the VARSR README)
+OFFICIAL = {"VARSR.pth": "hf://qyp2000/VARSR/VARSR.pth", "VQVAE.pth": "hf://qyp2000/VARSR/VQVAE.pth"}
 
 
 class MissingCheckpointError(FileNotFoundError):
@@ -40,7 +43,7 @@ class MissingCheckpointError(FileNotFoundError):
 class VARSRMethodConfig:
     """Options of ``varsr`` (official weights; SCA off)."""
 
-    checkpoint: str | None = None  # VARSR.pth (official) or our .safetensors
+    checkpoint: str | None = None  # VARSR.pth (official) or our .safetensors: a path, hf://... or https://...
     vqvae: str | None = None  # VQVAE.pth; may be omitted when the checkpoint holds the VQ-VAE (ours)
     arch: str = "auto"  # auto = read sizes from the checkpoint; a name (d24, tiny, ...) is checked against it
     device: str | None = None  # None: wherever the runner moves the method
@@ -59,6 +62,8 @@ class VARSRMethodConfig:
     inference_only: bool = True
 
     def __post_init__(self) -> None:
+        check_ref(self.checkpoint)  # a malformed hf:// / https:// reference is a config error
+        check_ref(self.vqvae)
         if self.arch != "auto" and self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; valid choices: auto, {', '.join(ARCHS)}")
         check_sampling(self.cfg, self.top_k, self.top_p, self.temperature)
@@ -78,16 +83,22 @@ class AlignVARMethodConfig(VARSRMethodConfig):
 
 
 def _require_file(path: str | None, what: str, method: str, key: str) -> Path:
+    """The local file of ``path``: a local path, or an ``hf://`` / ``https://`` reference resolved (and downloaded
+    unless offline) by ``harness.core.fetch``."""
+    get = f"{OFFICIAL[what]} (the official {what}, downloaded once) or the path of {what} from {RELEASE}"
     if not path:
         raise MissingCheckpointError(
-            f"{method}: no {key} given; download {what} from {RELEASE} (checkpoints/) and set {key}: "
-            f"/path/to/{what} (--{key} on the command line); methods never run with random weights"
+            f"{method}: no {key} given; set {key}: {get} (--{key} on the command line); methods never run with "
+            f"random weights"
         )
-    p = Path(path).expanduser()
+    try:
+        p = resolve_checkpoint(path)
+    except FetchError as exc:
+        raise MissingCheckpointError(f"{method}: {key}: {exc}") from None
     if not p.is_file():
         raise MissingCheckpointError(
-            f"{method}: {key} file not found: {p}; download {what} from {RELEASE} (checkpoints/) and put it "
-            f"there, or give its actual path ({key}: in YAML, --{key} on the command line)"
+            f"{method}: {key} file not found: {p}; give its actual path, or use {get} ({key}: in YAML, --{key} on "
+            f"the command line)"
         )
     return p
 
@@ -120,6 +131,8 @@ class AlignVARMethod(SRMethod):
             precision=config.precision,
         )
         self.model = AlignVAR.from_pretrained(ckpt, vqvae, model_cfg)
+        # the resolved files (for run records: an hf:// reference's snapshot path names the commit)
+        self.weight_files = {"checkpoint": str(ckpt), **({"vqvae": str(vqvae)} if vqvae else {})}
         if self.model.sca_untrained:
             raise ValueError(
                 f"{name}: {ckpt} has no SCA weights (an official VARSR checkpoint?), so sca: {sca} would run an "
@@ -228,4 +241,8 @@ def build_alignvar_method(config: AlignVARMethodConfig) -> AlignVARMethod:
     config=AlignVARConfig,
 )
 def build_alignvar(config: AlignVARConfig) -> AlignVAR:
-    return AlignVAR.from_config(config)
+    """``checkpoint`` / ``vqvae`` may be ``hf://`` or ``https://`` references: resolved to local files first."""
+    local = dataclasses.replace(
+        config, checkpoint=resolve_optional(config.checkpoint), vqvae=resolve_optional(config.vqvae)
+    )
+    return AlignVAR.from_config(local)

@@ -5,6 +5,9 @@
 the one the preset names (a SwinIR file given to ``realesrgan`` is an error, not a silently different
 baseline).
 
+``checkpoint`` is a local path or a reference resolved by ``harness.core.fetch`` (``hf://OWNER/REPO/FILE``,
+``https://...#sha256=HEX``).
+
 Safety: no code from a checkpoint is ever executed. ``.safetensors`` files are read with safetensors;
 ``.pth/.pt/.ckpt/.bin`` with ``torch.load(weights_only=True)`` (TorchScript archives are refused: they are
 code). The state dict is then handed to ``spandrel.ModelLoader().load_from_state_dict``, which detects the
@@ -27,6 +30,7 @@ from typing import Any
 
 import torch
 
+from harness.core.fetch import FetchError, check_ref, resolve_checkpoint
 from harness.core.registry import register
 from harness.core.tiling import tiled_upscale
 from methods.base import SRMethod
@@ -39,13 +43,14 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 class SpandrelConfig:
     """Options of the ``spandrel`` method and its presets."""
 
-    checkpoint: str  # .safetensors (preferred) or .pth/.pt/.ckpt/.bin state dict
+    checkpoint: str  # .safetensors (preferred) or .pth/.pt/.ckpt/.bin state dict; a path, hf:// or https://
     tile: int | None = None  # LR tile size for tiled inference; None = whole image
     tile_overlap: int = 32  # LR pixels shared by neighbouring tiles (see harness.core.tiling)
     half: bool = True  # fp16 on CUDA where the architecture supports it
     expected_scale: int | None = None  # fail if the checkpoint's scale differs
 
     def __post_init__(self) -> None:
+        check_ref(self.checkpoint)  # a malformed hf:// / https:// reference is a config error
         if self.tile is not None and self.tile <= 0:
             raise ValueError(f"tile must be > 0 or null, got {self.tile}")
         if self.tile_overlap < 0:
@@ -165,7 +170,12 @@ class SpandrelMethod(SRMethod):
         super().__init__()
         self.config = config
         self.preset = preset
-        path = Path(config.checkpoint)
+        try:
+            path = resolve_checkpoint(config.checkpoint)  # hf:// and https:// references: downloaded unless offline
+        except FetchError as exc:
+            raise CheckpointError(str(exc)) from None
+        self.checkpoint_path = path
+        self.weight_files = {"checkpoint": str(path)}  # for run records (resolved hf:// / https:// references)
         descriptor = load_descriptor(path, where_to_get=preset.weights if preset else None)
         arch_id = descriptor.architecture.id
         if preset is not None and arch_id not in preset.architectures:
@@ -227,6 +237,7 @@ class SpandrelMethod(SRMethod):
         req = self.descriptor.size_requirements
         return {
             "checkpoint": str(self.config.checkpoint),
+            "checkpoint_path": str(self.checkpoint_path),
             "architecture": self.descriptor.architecture.name,
             "scale": self.scale,
             "tags": list(self.descriptor.tags),

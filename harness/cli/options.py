@@ -1,0 +1,24 @@
+"""Options several commands share: ``--offline``."""
+
+from __future__ import annotations
+
+import argparse
+
+OFFLINE_HELP = (
+    "never download: metric weights (pyiqa's caches) and hf:// / https:// checkpoints must already be there, a "
+    "missing one is named with where to put it (same as ALIGNVAR_OFFLINE=1 or HF_HUB_OFFLINE=1). Default: online, "
+    "missing files are fetched before any work starts"
+)
+
+
+def add_offline(parser: argparse.ArgumentParser, help: str = OFFLINE_HELP) -> None:
+    parser.add_argument("--offline", action="store_true", help=help)
+
+
+def apply_offline(args: argparse.Namespace) -> None:
+    """``--offline`` -> ``ALIGNVAR_OFFLINE=1`` and ``HF_HUB_OFFLINE=1`` for this process and its children (cells,
+    ranks); set before anything imports huggingface_hub."""
+    if getattr(args, "offline", False):
+        from harness.core.fetch import set_offline
+
+        set_offline()
