@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # CPU pins for this machine and CI; on a GPU box install your own CUDA build of torch first.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint format bench mutate clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,5 +31,13 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
+# Mutation testing of the science modules ([tool.mutmut] in pyproject.toml; docs/TESTING.md has the last
+# score per module). Slow (tens of minutes to hours on 2 cores), so not part of `make test` or CI.
+mutate: install
+	rm -rf mutants
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/mutmut run --max-children $${MUTATE_JOBS:-2}
+	$(VENV)/bin/mutmut results > mutmut-results.txt || true
+	$(PY) tools/mutation_score.py
+
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs .pytest_cache .ruff_cache mutants mutmut-results.txt

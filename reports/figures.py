@@ -1,7 +1,8 @@
 """Paper figures for ablations (matplotlib ``Figure`` objects, no pyplot state; colour-blind-safe palette).
 
 * ``lambda_curve``: metric vs a swept number (e.g. the HCC weight lambda) with 95% CI error bars.
-* ``attention_distance_figure``: mean attention distance and mass within r per query scale (e.g. SCA on/off).
+* ``attention_distance_figure``: attention distance (all keys and within the query's scale), mass within r and
+  mass per key group per query scale (e.g. SCA on/off), each against the uniform-attention baseline.
 * ``accumulation_figure``: per-scale latent error, teacher-forced vs free-running (e.g. HCC on/off), and
   perturbation curves when present.
 * ``sca_mask_panels``: structure maps and gates per scale (from ``harness.analysis.sca_masks``).
@@ -166,51 +167,74 @@ def lambda_curve(
 
 
 # -------------------------------------------------------------------------------------------------- attention
-def attention_distance_figure(df: pd.DataFrame, *, hue: str = "model", width: str | float = "column") -> Figure:
-    """Mean attention distance and mass within r per query scale, one line per ``hue`` (e.g. SCA off/on).
+ATTENTION_PANELS = (
+    ("mean_distance", "distance, all keys"),
+    ("within_scale_distance", "distance, own scale"),
+    ("mass_within_r", "mass within r"),
+    ("mass_groups", "mass per key group"),
+)
+GROUP_STYLE = {"own": "-", "coarser": "--", "prefix": ":", "class": "-."}
+UNIFORM_COLOUR = "0.55"
 
-    Values are averaged over heads, then over layers; error bars are the standard deviation over layers.
+
+def attention_distance_figure(df: pd.DataFrame, *, hue: str = "model", width: str | float = "column") -> Figure:
+    """Attention statistics per query scale, one colour per ``hue`` (e.g. SCA off/on), each panel with the
+    uniform-attention baseline of the same geometry in grey: distance over all keys, distance within the query's
+    own scale (renormalised), mass within r, and mass per key group (own scale, coarser scales, LR prefix,
+    class token; one line style each).
+
+    Values are averaged over heads, then over layers; error bars (first three panels) are the standard
+    deviation over layers.
     """
-    _require(
-        df,
-        ["layer", "head", "query_level", "query_scale", "mean_distance", "mass_within_r"],
-        "attention_distance_figure",
-    )
+    from harness.analysis.attention.stats import KEY_GROUPS, STATISTICS
+
+    _require(df, ["layer", "head", "query_level", "query_scale", *STATISTICS], "attention_distance_figure")
     if hue not in df.columns:
         df = df.assign(**{hue: ""})
-    per_layer = (
-        df.groupby([hue, "query_level", "query_scale", "layer"], sort=True)[["mean_distance", "mass_within_r"]]
-        .mean()
-        .reset_index()
-    )
-    stats = per_layer.groupby([hue, "query_level", "query_scale"], sort=True)[["mean_distance", "mass_within_r"]]
-    agg = stats.mean().join(stats.std(ddof=0).add_suffix("_sd")).reset_index()
+    uniform = [f"uniform_{c}" for c in STATISTICS if f"uniform_{c}" in df.columns]
+    cols = list(STATISTICS)
+    per_layer = df.groupby([hue, "query_level", "query_scale", "layer"], sort=True)[cols + uniform].mean().reset_index()
+    stats = per_layer.groupby([hue, "query_level", "query_scale"], sort=True)[cols + uniform]
+    agg = stats.mean().join(stats.std(ddof=0)[cols].add_suffix("_sd")).reset_index()
     levels = sorted(agg["query_level"].unique())
     labels = [agg.loc[agg["query_level"] == lv, "query_scale"].iloc[0] for lv in levels]
     models = list(dict.fromkeys(df[hue]))
     radius = float(df["radius"].iloc[0]) if "radius" in df.columns else None
+    xs = np.arange(len(levels))
     w = figure_width(width)
     with paper_style():
-        fig = Figure(figsize=(w, w * 0.5 + _legend_height(models)), layout="constrained")
-        axes = fig.subplots(1, 2)
+        fig = Figure(
+            figsize=(w, w * 0.9 + _legend_height(models + ["uniform"] + list(KEY_GROUPS))), layout="constrained"
+        )
+        axes = fig.subplots(2, 2).ravel()
         handles = []
         for colour, model in zip(palette(len(models)), models):
             part = agg[agg[hue] == model].set_index("query_level").reindex(levels)
-            xs = np.arange(len(levels))
-            for ax, col in zip(axes, ("mean_distance", "mass_within_r")):
+            for ax, (col, _) in zip(axes[:3], ATTENTION_PANELS[:3]):
                 bars = ax.errorbar(
                     xs, part[col], yerr=part[f"{col}_sd"].fillna(0), color=colour, marker="o", capsize=1.5
                 )
+                if f"uniform_{col}" in part.columns:
+                    ax.plot(xs, part[f"uniform_{col}"], "--", color=UNIFORM_COLOUR, linewidth=0.8)
+            for group, style in GROUP_STYLE.items():
+                axes[3].plot(xs, part[f"mass_{group}"], style, color=colour, marker="o", markersize=2)
             handles.append(bars.lines[0])
-        for ax in axes:
-            ax.set_xticks(np.arange(len(levels)), labels, rotation=60, ha="right")
+        if "uniform_mass_own" in agg.columns:
+            base = agg.drop_duplicates("query_level").set_index("query_level").reindex(levels)
+            for group, style in GROUP_STYLE.items():
+                axes[3].plot(xs, base[f"uniform_mass_{group}"], style, color=UNIFORM_COLOUR, linewidth=0.8)
+        for ax, (_, title) in zip(axes, ATTENTION_PANELS):
+            ax.set_xticks(xs, labels, rotation=60, ha="right")
+            ax.set_title(title if title != "mass within r" or radius is None else f"mass within r = {radius:g}")
+        for ax in axes[2:]:
             ax.set_xlabel("query scale")
         axes[0].set_ylabel("attention distance")
-        axes[1].set_ylabel("mass within r")
-        if radius is not None:
-            axes[1].set_title(f"r = {radius:g}")
-        if len(models) > 1 or str(models[0]):
-            _legend_below(fig, handles, [str(m) for m in models])
+        axes[2].set_ylabel("attention mass")
+        legend_handles = list(handles) + [Line2D([], [], color=UNIFORM_COLOUR, linestyle="--")]
+        legend_labels = [str(m) or "model" for m in models] + ["uniform attention (same keys)"]
+        legend_handles += [Line2D([], [], color="0.3", linestyle=st) for st in GROUP_STYLE.values()]
+        legend_labels += [f"mass: {g if g != 'own' else 'own scale'}" for g in GROUP_STYLE]
+        _legend_below(fig, legend_handles, legend_labels)
     return fig
 
 

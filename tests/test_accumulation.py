@@ -227,3 +227,119 @@ def test_analyze_refuses_non_var_methods(tmp_path, capsys):
     assert "method 'bicubic' (Bicubic) is not a VAR-style model" in capsys.readouterr().err
     assert analyze("attention", str(exp), "--method", "nope") == 2
     assert "no method named 'nope'; valid: bicubic" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- the model-facing adapter, pinned
+def _oracle(model, hr_m11, schedule, wrong_scale: int | None = None):
+    """Replace the transformer's teacher-forced forward by logits that put all mass on the HR tokens (except
+    at ``wrong_scale``, shifted by one code): a model with perfect (or known-wrong) logits."""
+    tok = model.vqvae.img_to_idx(hr_m11, schedule)
+    idx = torch.cat(tok.idx, 1)
+    if wrong_scale is not None:
+        b, e = schedule.begin_ends[wrong_scale]
+        idx = idx.clone()
+        idx[:, b:e] = (idx[:, b:e] + 1) % model.vqvae.vocab_size
+    logits = torch.nn.functional.one_hot(idx, model.vqvae.vocab_size).float() * 50.0
+
+    def forward(lr, label, x_in, schedule=None, sca_gate=None, return_hidden=False):
+        return logits.expand(label.shape[0], -1, -1)
+
+    model.transformer.forward = forward
+    return tok
+
+
+@pytest.mark.parametrize("wrong_scale", [None, 0])
+def test_teacher_forced_curve_of_a_model_with_perfect_logits(astronaut, wrong_scale):
+    """Perfect logits: a zero teacher-forced curve. Wrong tokens at scale 0 only: error at scale 0 and exactly 0
+    after it, since teacher forcing restarts every scale from the ground truth (a curve that fed back its own
+    predictions would carry the scale-0 error into every later scale)."""
+    from harness.analysis.probes import accumulated_latents, model_inputs
+    from tests.tiny_models import make_tiny
+
+    model = make_tiny("laplacian")
+    hr = torch.nn.functional.interpolate(astronaut[None], size=(64, 64), mode="area")[0]
+    lr = torch.nn.functional.interpolate(hr[None], size=(16, 16), mode="area")[0]
+    lr_m11, hr_m11, schedule = model_inputs(model, lr, hr)
+    _oracle(model, hr_m11, schedule, wrong_scale)
+    free = [torch.zeros(1, n, dtype=torch.long) for n in schedule.tokens_per_scale]
+    lat = accumulated_latents(model, lr_m11, hr_m11, schedule, free_tokens=free)
+    errors = per_scale_latent_error(lat["teacher_forced"], lat["gt"])
+    if wrong_scale is None:
+        assert errors.tolist() == [0.0] * schedule.num_scales
+    else:
+        assert float(errors[0]) > 0 and errors[1:].tolist() == [0.0] * (schedule.num_scales - 1)
+
+
+def test_random_sca_teacher_forced_pass_uses_the_seeded_map(astronaut):
+    """With random SCA the teacher-forced pass draws its structure map from a generator seeded with
+    ``config.seed`` (as the free-running run does), never from the global RNG."""
+    from harness.analysis.probes import accumulated_latents, model_inputs
+    from tests.tiny_models import make_tiny
+
+    model = make_tiny("random")
+    hr = torch.nn.functional.interpolate(astronaut[None], size=(64, 64), mode="area")[0]
+    lr = torch.nn.functional.interpolate(hr[None], size=(16, 16), mode="area")[0]
+    inputs = model_inputs(model, lr, hr)
+    free = [torch.zeros(1, n, dtype=torch.long) for n in inputs[2].tokens_per_scale]
+    gates = []
+    gate_fn = model.sca.gate
+    model.sca.gate = lambda tokens, s: gates.append(gate_fn(tokens, s)) or gates[-1]
+    torch.manual_seed(1)
+    accumulated_latents(model, *inputs, free_tokens=free)
+    torch.manual_seed(2)
+    accumulated_latents(model, *inputs, free_tokens=free)
+    assert torch.equal(gates[0], gates[1])
+    model.config.seed = 5  # another seed, another map, other gates: the pass does read the seeded map
+    accumulated_latents(model, *inputs, free_tokens=free)
+    assert not torch.equal(gates[0], gates[2])
+    # and it is the map free_running's generation draws first (a fresh generator seeded with config.seed)
+    maps = model.sca.guidance(inputs[0], inputs[2], torch.Generator().manual_seed(5))
+    x_in = model.vqvae.quantize.idx_to_var_input(model.vqvae.img_to_idx(inputs[1], inputs[2]).idx, inputs[2])
+    torch.testing.assert_close(gates[2], gate_fn(x_in, torch.cat(maps[1:], dim=1)), atol=0, rtol=0)
+
+
+def test_defaults_passthrough_and_messages_pinned():
+    u = ground_truth()
+    tf, fr = toy_model(u, teacher_forced=True)(), toy_model(u)()
+    curves = accumulation_curves(u, tf, fr, reduction="sse")
+    assert curves[0].model == "" and curves[0].metric == "sse"
+    assert torch.equal(curves[1].errors, per_scale_latent_error(fr, u, "sse"))  # the reduction is used
+    labels = [f"{p}x{p}" for p in PN]
+    (res,) = perturbation_results(toy_model(u), [2], 0.3, scales=labels)
+    assert res.model == "" and list(res.scales) == labels
+    # PSNR is per image, then averaged over the batch (not the PSNR of the batch's mean MSE)
+    gt = [torch.zeros(2, 3, 4, 4)]
+    pred = [torch.stack([torch.full((3, 4, 4), 0.1), torch.full((3, 4, 4), 0.01)])]  # 20 dB and 40 dB
+    assert float(per_scale_psnr(pred, gt)[0]) == pytest.approx(30.0)
+    with pytest.raises(ValueError, match=r"^per_scale_psnr: 1 predicted scales but 2 ground-truth scales$"):
+        per_scale_psnr(pred, gt * 2)
+
+
+def test_csv_io_messages_and_missing_model(tmp_path):
+    u = ground_truth()
+    df = results_to_frame(accumulation_curves(u, u, u))
+    with pytest.raises(ValueError, match=r"x\.csv: accumulation table lacks columns \['error'\]"):
+        write_accumulation_csv(df.drop(columns="error"), tmp_path / "x.csv")
+    path = write_accumulation_csv(df, tmp_path / "a.csv")
+    assert path.read_text().splitlines()[0] == ",".join(ACCUMULATION_COLUMNS)  # no index column
+    back = read_accumulation_csv(path)
+    assert set(back["model"]) == {""}  # an empty model name survives the round trip as ""
+    df.drop(columns="scale").to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(ValueError, match=r"b\.csv: not an accumulation table, missing columns \['scale'\]; expected"):
+        read_accumulation_csv(tmp_path / "b.csv")
+    df.assign(mode="up").to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(ValueError, match=r"unknown mode\(s\) \['up'\]; valid: teacher_forced, free_running, "):
+        read_accumulation_csv(tmp_path / "c.csv")
+
+
+def test_perturbation_bounds_reduction_and_csv_dtypes(tmp_path):
+    u = ground_truth()
+    with pytest.raises(ValueError, match=r"scale 5 is outside 0\.\.4"):
+        perturbation_curve(toy_model(u), 5, 0.1)  # one past the last scale
+    sse = perturbation_curve(toy_model(u), 2, 0.3, reduction="sse")
+    assert torch.allclose(sse, perturbation_curve(toy_model(u), 2, 0.3) * torch.tensor([C * p * p for p in PN]))
+    (res,) = perturbation_results(toy_model(u), [2], 0.3, reduction="sse")
+    assert torch.equal(res.errors, sse) and res.metric == "sse"
+    df = results_to_frame([res]).assign(model="123")  # a numeric-looking model name stays a string
+    back = read_accumulation_csv(write_accumulation_csv(df, tmp_path / "a.csv"))
+    assert back["model"].tolist() == ["123"] * 5 and str(back["injected_scale"].dtype) == "Int64"

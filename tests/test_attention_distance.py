@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.analysis.attention.capture import AttentionRecorder
-from harness.analysis.attention.geometry import token_coordinates, token_layout
+from harness.analysis.attention.geometry import token_coordinates, token_layout, token_levels
 from harness.analysis.attention.stats import (
     ATTENTION_COLUMNS,
     attention_distance_by_scale,
@@ -129,7 +129,7 @@ def test_distance_by_scale_table():
     identity, uniform = torch.eye(5), torch.full((5, 5), 0.2)
     probs = torch.stack([torch.stack([identity, uniform]), torch.stack([uniform, identity])])  # (2 layers, 2 heads)
     df = attention_distance_by_scale(
-        probs, lay.levels, lay.coords, lay.coords, radius=0.4, layers=[3, 7], labels=labels
+        probs, lay.levels, lay.coords, lay.coords, k_levels=lay.levels, radius=0.4, layers=[3, 7], labels=labels
     )
     assert list(df.columns) == list(ATTENTION_COLUMNS)
     assert len(df) == 2 * 2 * 2
@@ -142,7 +142,37 @@ def test_distance_by_scale_table():
     # a 2x2 token: 0 (self), 0.5, 0.5, sqrt(2)/2 to the others and sqrt(2)/4 to the class token
     assert fine.mean_distance == pytest.approx(0.2 * (0.5 + 0.5 + math.sqrt(2) / 2 + math.sqrt(2) / 4))
     assert fine.mass_within_r == pytest.approx(0.4)  # self and the class token
+    # within its own scale the 0.8 mass on the four 2x2 tokens renormalises to 1/4 each
+    assert fine.within_scale_distance == pytest.approx((0.5 + 0.5 + math.sqrt(2) / 2) / 4)
+    assert (fine.mass_own, fine.mass_class, fine.mass_coarser, fine.mass_prefix) == pytest.approx((0.8, 0.2, 0, 0))
     assert (df[(df.layer == 3) & (df["head"] == 0)].mean_distance == 0).all()
+    # the class token sees only itself under the block-causal mask: its uniform baseline is 0 away, all class
+    assert row.uniform_mean_distance == 0 and row.uniform_mass_class == 1 and row.mass_class == pytest.approx(0.2)
+    # a 2x2 query sees all 5 tokens: uniform = the same numbers as the uniform head above
+    for col in ("mean_distance", "within_scale_distance", "mass_within_r", "mass_own", "mass_class"):
+        assert fine[f"uniform_{col}"] == pytest.approx(fine[col]), col
+
+
+def test_within_scale_distance_isolates_local_bias_from_context_keys():
+    """A query that gives half its mass to the class token (far away at the image centre) and half to its own
+    position: the all-keys distance is large, the within-scale one is 0."""
+    lay = token_layout([1, 4], prefix_hw=2)  # prefix 2x2 | class | 4x4
+    q = lay.level_slice(1).start  # 4x4 token (0, 0) at (1/8, 1/8)
+    probs = torch.zeros(1, 1, 1, len(lay))
+    probs[..., 4] = 0.5  # the class token at (1/2, 1/2)
+    probs[..., q] = 0.5
+    df = attention_distance_by_scale(
+        probs, lay.levels[[q]], lay.coords[[q]], lay.coords, k_levels=lay.levels, radius=0.1
+    )
+    row = df.iloc[0]
+    assert row.mean_distance == pytest.approx(0.5 * math.sqrt(2) * 3 / 8)
+    assert row.within_scale_distance == 0.0 and row.mass_own == 0.5 and row.mass_class == 0.5
+    # uniform over the visible 4 + 1 + 16 keys: group masses are the key counts' shares
+    assert (row.uniform_mass_prefix, row.uniform_mass_class, row.uniform_mass_own) == pytest.approx(
+        (4 / 21, 1 / 21, 16 / 21)
+    )
+    fine = lay.coords[lay.level_slice(1)]
+    assert row.uniform_within_scale_distance == pytest.approx(float(torch.cdist(lay.coords[[q]], fine).mean()))
 
 
 def test_mass_by_key_scale_and_heatmaps():
@@ -266,39 +296,42 @@ def test_recorder_errors_for_models_without_the_protocol():
 
 # ---------------------------------------------------------------------------------------------- compare + I/O
 def _table(model: str, distance: float) -> pd.DataFrame:
-    rows = [
-        {
+    rows = []
+    for layer, h, lv in itertools.product(range(2), range(2), range(3)):
+        row = {
             "layer": layer,
             "head": h,
             "query_level": lv,
             "query_scale": f"{lv + 1}x{lv + 1}",
             "n_queries": 4,
             "radius": 0.1,
-            "mean_distance": distance * (lv + 1) + 0.01 * layer,
-            "mass_within_r": 0.5,
         }
-        for layer in range(2)
-        for h in range(2)
-        for lv in range(3)
-    ]
+        row.update({c: 0.5 for c in ATTENTION_COLUMNS if c not in row})
+        row["mean_distance"] = distance * (lv + 1) + 0.01 * layer
+        row["uniform_mean_distance"] = 0.52
+        rows.append(row)
     return pd.DataFrame(rows).assign(model=model)
 
 
 def test_compare_models_side_by_side():
     off, on = _table("SCA off", 0.1), _table("SCA on", 0.2)
-    cmp = compare_models(off, on, names=("SCA off", "SCA on"))
+    cmp = compare_models(off, on, names=("SCA off", "SCA on"), columns=("mean_distance", "mass_within_r"))
     assert list(cmp.columns) == [
         "query_level",
         "query_scale",
         "mean_distance[SCA off]",
         "mean_distance[SCA on]",
         "delta_mean_distance",
+        "uniform_mean_distance",
         "mass_within_r[SCA off]",
         "mass_within_r[SCA on]",
         "delta_mass_within_r",
+        "uniform_mass_within_r",
     ]
     assert cmp["delta_mean_distance"].tolist() == pytest.approx([0.1, 0.2, 0.3])
     assert cmp["mean_distance[SCA off]"].tolist() == pytest.approx([0.105, 0.205, 0.305])
+    assert cmp["uniform_mean_distance"].tolist() == pytest.approx([0.52] * 3)
+    assert "delta_within_scale_distance" in compare_models(off, on).columns  # the default set
     with pytest.raises(ValueError, match=r"different scales; only in 'A': -; only in 'B': 3/4x4$"):
         extra = _table("x", 0.1).assign(
             query_level=lambda d: d.query_level + 1,
@@ -333,7 +366,138 @@ def test_analyze_attention_on_a_tiny_model(tmp_path, capsys):
     assert sorted(set(df["query_level"])) == [-1, 0, 1, 2, 3]
     per_level = df.drop_duplicates("query_level").set_index("query_level")["n_queries"].to_dict()
     assert per_level == {-1: 6, 0: 2, 1: 6, 2: 6, 3: 6}  # <= 3 sampled rows per scale, summed over 2 images
-    assert df["mean_distance"].between(0, math.sqrt(2)).all() and df["mass_within_r"].between(0, 1).all()
+    # the four key groups partition every query's visible keys: their masses sum to 1 (probabilities and the
+    # uniform baseline alike), and the baseline's masses are the key counts' shares: a 4x4 query (level 3)
+    # sees the 4x4 prefix, the class token, 2x2 + 3x3 coarser tokens and its own 16
+    groups = [f"mass_{g}" for g in ("prefix", "class", "coarser", "own")]
+    assert df[groups].sum(axis=1).to_numpy() == pytest.approx(1.0, abs=1e-6)
+    assert df[[f"uniform_{g}" for g in groups]].sum(axis=1).to_numpy() == pytest.approx(1.0, abs=1e-12)
+    fine = df[df["query_level"] == 3].iloc[0]
+    assert [fine[f"uniform_{g}"] for g in groups] == pytest.approx([16 / 46, 1 / 46, 13 / 46, 16 / 46])
     assert (out / "attention_distance.pdf").is_file() and (out / "attention_heatmaps.png").is_file()
     assert analyze("sca-masks", str(exp), "--max-images", "1", "--output", str(out)) == 0
     assert (out / "sca_masks_im0.png").is_file()
+
+
+# ------------------------------------------------------------------------------- capture on the real model
+def _attention_io(model):
+    """Hooks on every SelfAttention of the model: per layer, the values v (B, H, n, D) of each call (from the
+    module's input, as its forward computes them) and the SDPA output (B, H, n_q, D) (the input of ``proj``)."""
+    calls: dict[int, list] = {}
+    handles = []
+    for block in model.transformer.blocks:
+        attn = block.attn
+
+        def pre(mod, args, calls=calls):
+            x = args[0]
+            B, L, C = x.shape
+            qkv = F.linear(x, mod.mat_qkv.weight, torch.cat((mod.q_bias, mod.zero_k_bias, mod.v_bias)))
+            v = qkv.view(B, L, 3, mod.heads, mod.head_dim)[:, :, 2].transpose(1, 2)
+            calls.setdefault(mod.layer_idx, []).append({"v": v.detach()})
+
+        def post(proj, args, out, attn=attn, calls=calls):
+            y = args[0]  # (B, n_q, C) = SDPA output, heads merged
+            B, n, C = y.shape
+            calls[attn.layer_idx][-1]["out"] = y.detach().view(B, n, attn.heads, attn.head_dim).transpose(1, 2)
+
+        handles += [attn.register_forward_pre_hook(pre), attn.proj.register_forward_hook(post)]
+    return calls, handles
+
+
+def test_recorder_on_the_real_transformer_reproduces_sdpa_teacher_forced(astronaut):
+    from harness.analysis.probes import attention_recorder
+    from methods.alignvar.scales import ScaleSchedule
+    from tests.tiny_models import make_tiny
+
+    model = make_tiny("laplacian")
+    lr = F.interpolate(astronaut[None], size=(64, 64), mode="area") * 2 - 1
+    schedule = ScaleSchedule.for_size(64, 64)
+    g = torch.Generator().manual_seed(0)
+    tokens = [torch.randint(512, (1, n), generator=g) for n in schedule.tokens_per_scale]
+    x_in = model.vqvae.quantize.idx_to_var_input(tokens, schedule)
+    recorder, _ = attention_recorder(model, schedule, query_sample=4)
+    calls, handles = _attention_io(model)
+    try:
+        with torch.no_grad(), recorder:
+            model.transformer(lr, torch.zeros(1, dtype=torch.long), x_in, schedule, model.sca(lr, x_in, schedule))
+    finally:
+        for h in handles:
+            h.remove()
+    assert [r.layer for r in recorder.records] == [0, 1]
+    for rec in recorder.records:
+        (call,) = calls[rec.layer]
+        want = call["out"][0][:, rec.query_index]  # (H, Q, D)
+        # P @ V of the recorded probabilities is the model's attention output: mask and softmax scale (1, after
+        # the L2-normalised, scale_mul-scaled q and k) are the ones SDPA used
+        torch.testing.assert_close(rec.probs @ call["v"][0], want, atol=1e-5, rtol=0)
+
+
+def test_recorder_on_the_real_transformer_reproduces_sdpa_kv_cached(astronaut):
+    from harness.analysis.probes import attention_recorder, free_running
+    from methods.alignvar.scales import ScaleSchedule
+    from tests.tiny_models import make_tiny
+
+    model = make_tiny("laplacian")
+    lr = F.interpolate(astronaut[None], size=(64, 64), mode="area") * 2 - 1
+    schedule = ScaleSchedule.for_size(64, 64)
+    recorder, _ = attention_recorder(model, schedule, query_sample=3)
+    calls, handles = _attention_io(model)
+    try:
+        with recorder:
+            free_running(model, lr)  # KV-cached, CFG batch [conditional | negative]; the recorder keeps row 0
+    finally:
+        for h in handles:
+            h.remove()
+    checked = 0
+    for rec in recorder.records:
+        steps = calls[rec.layer]
+        lengths = list(itertools.accumulate(c["v"].shape[2] for c in steps))
+        step = lengths.index(rec.num_keys)  # the call whose keys are everything cached so far
+        v_all = torch.cat([c["v"] for c in steps[: step + 1]], dim=2)[0]
+        out = steps[step]["out"][0]  # (H, n_q, D), n_q = 1 for the last block at step 0 (class row only)
+        local = rec.query_index - (rec.num_keys - out.shape[1])
+        torch.testing.assert_close(rec.probs @ v_all, out[:, local], atol=1e-5, rtol=0)
+        checked += 1
+    assert checked == 2 * schedule.num_scales  # every layer at every scale
+
+
+# ------------------------------------------------------------------------- pinned by mutation testing
+def test_wrappers_and_level_lookup_errors():
+    assert token_levels([2, 4]).tolist() == [0] * 4 + [1] * 16  # no class slot: a 2x2 first scale is fine
+    assert token_levels([1, 2], prefix_hw=2).tolist() == [-1] * 4 + [0] + [1] * 4
+    with pytest.raises(ValueError, match="must be 1x1"):
+        token_coordinates([2, 4])  # the default layout has the class slot
+    assert token_coordinates([2, 4], include_class=False).shape == (20, 2)
+    with pytest.raises(KeyError, match=r"level 5 is not in this layout; levels: \[0, 1\]"):
+        token_layout([1, 2]).level_slice(5)
+
+
+def test_heatmaps_average_leading_axes_and_keep_other_levels_out():
+    lay = token_layout([1, 2, 4], include_class=False)  # 1 + 4 + 16 tokens
+    L = len(lay)
+    a, b = torch.zeros(L, L), torch.zeros(L, L)
+    a[:, 5] = 1.0  # head 0: every query on 4x4 token (0, 0)
+    b[:, 20] = 1.0  # head 1: on 4x4 token (3, 3)
+    probs = torch.stack([a, b])[None].expand(3, 2, L, L)  # (layers, heads, Q, K): heads differ, layers equal
+    qidx = torch.arange(L)
+    heat = key_scale_attention_map(probs, qidx, lay, query_level=2, key_level=2)
+    want = torch.zeros(4, 4, dtype=torch.float64)
+    want[0, 0] = want[3, 3] = 0.5
+    assert torch.equal(heat, want)
+    with pytest.raises(ValueError, match=r"key level 2 \(4x4\) is beyond the 5 keys"):
+        key_scale_attention_map(probs[..., :5], qidx, lay, query_level=1, key_level=2)
+    # distance map of the 2x2 level from rows that also include the first 4x4 token (index 5, the level's
+    # stop): that row must not land on the 2x2 grid
+    sampled = torch.tensor([1, 4, 5])
+    dmap = query_distance_map(probs[..., sampled, :], sampled, lay, query_level=1)
+    assert int(torch.isnan(dmap).sum()) == 2
+    for pos, (i, j) in zip((1, 4), ((0, 0), (1, 1))):
+        want_d = 0.5 * (torch.dist(lay.coords[pos], lay.coords[5]) + torch.dist(lay.coords[pos], lay.coords[20]))
+        assert float(dmap[i, j]) == pytest.approx(float(want_d))
+    # mass per key level, per query level (rows differ by level) with leading axes kept
+    p = torch.zeros(2, L, L)
+    p[:, :1, 0] = 1.0  # the 1x1 query: all on itself
+    p[:, 1:5, 1] = 1.0  # 2x2 queries: on the first 2x2 token
+    p[:, 5:, 5] = 1.0  # 4x4 queries: on the first 4x4 token
+    mass = attention_mass_by_key_scale(p, lay.levels, lay.levels)
+    assert mass.shape == (2, 3, 3) and torch.equal(mass[0], torch.eye(3, dtype=torch.float64))

@@ -10,6 +10,7 @@ import torch
 
 from harness.config.components import parse_component
 from harness.core import registry
+from harness.core.imageio import quantize_8bit
 from harness.core.mapping import ConfigError
 from harness.data.degradations import ops
 from harness.data.degradations.base import make_generator
@@ -414,3 +415,69 @@ def test_yaml_override_takes_effect(photo):
 def test_invalid_options_name_the_key(options, message):
     with pytest.raises(ConfigError, match=message):
         parse_component("degradations", {"type": "realesrgan_x4plus", **options}, "d", "exp.yaml")
+
+
+# ------------------------------------------------------------------------- the pipeline as a composition
+def _forced_config(**extra) -> RealESRGANConfig:
+    """Every probability 0 or 1, every range a point: the only random choices left are the noise fields and the
+    final-stage order (a fair coin in Real-ESRGAN, not configurable)."""
+    one = {"kernel_list": ("iso",), "kernel_prob": (1.0,), "sinc_prob": 0.0, "kernel_range": (9, 9)}
+    return RealESRGANConfig(
+        **one,
+        blur_kernel_size=9,
+        blur_sigma=(1.5, 1.5),
+        resize_prob=(0.0, 0.0, 1.0),  # keep
+        gaussian_noise_prob=1.0,
+        noise_range=(8.0, 8.0),
+        gray_noise_prob=0.0,
+        jpeg_range=(70.0, 70.0),
+        second_blur_prob=1.0,
+        kernel_list2=("iso",),
+        kernel_prob2=(1.0,),
+        sinc_prob2=0.0,
+        blur_kernel_size2=9,
+        blur_sigma2=(0.8, 0.8),
+        resize_prob2=(0.0, 0.0, 1.0),
+        gaussian_noise_prob2=0.0,  # Poisson in the second stage
+        poisson_scale_range2=(0.5, 0.5),
+        gray_noise_prob2=1.0,
+        jpeg_range2=(85.0, 85.0),
+        final_sinc_prob=0.0,
+        resize_modes=("bilinear",),
+        resize_back=True,
+        **extra,
+    )
+
+
+@pytest.mark.parametrize("use_usm", [False, True])
+def test_forced_pipeline_equals_the_hand_composition_of_its_stages(photo, use_usm):
+    hr = photo[..., :128, :128]
+    deg = RealESRGANDegradation(_forced_config(use_usm=use_usm))
+    orders = set()
+    for seed in range(6):
+        out = deg.degrade_batch(hr, make_generator(seed))
+        g = make_generator(seed)
+        (d,) = deg.draw(1, g)  # the same draws, in the same order, from the same seed
+        assert (d.first.resize_scale, d.second.resize_scale, d.first.jpeg_quality, d.second.jpeg_quality) == (
+            1.0,
+            1.0,
+            70,
+            85,
+        )
+        gt = ops.usm_sharpen(hr) if use_usm else hr
+        x = ops.filter2d(gt, gaussian_kernel(9, 1.5).float())
+        x = (x + ops.gaussian_noise(x, [8 / 255], [False], g)).clamp(0, 1)
+        x = ops.jpeg_compress(x, [70])
+        x = ops.filter2d(x, gaussian_kernel(9, 0.8).float())
+        x = ops.resize(x, "bilinear", size=(32, 32))
+        x = (x + ops.poisson_noise(x, [0.5], [True], g)).clamp(0, 1)
+        if d.sinc_then_jpeg:  # the final filter is the identity (final_sinc_prob 0)
+            x = ops.jpeg_compress(ops.resize(x, "bilinear", size=(32, 32)), [85])
+        else:
+            x = ops.resize(ops.jpeg_compress(x, [85]), "bilinear", size=(32, 32))
+        orders.add(d.sinc_then_jpeg)
+        lr = quantize_8bit(x)
+        assert torch.equal(out.lr, lr), seed
+        assert torch.equal(out.gt, gt)
+        assert torch.equal(out.lr_up, quantize_8bit(ops.resize(lr, "bilinear", size=(128, 128))))
+    assert orders == {True, False}  # both final orders were exercised

@@ -232,6 +232,7 @@ def make_sweep(root: Path, analysis: bool = True) -> Path:
                 layout.levels,
                 layout.coords,
                 layout.coords,
+                k_levels=layout.levels,
                 radius=0.25,
                 labels={lv: layout.label(lv) for lv in layout.grids},
             )

@@ -203,7 +203,10 @@ def test_every_cell_trains_benches_and_analyses(tiny_sweep):
         assert set(summary["method"]) == {"bicubic", "alignvar_tiny"}
         att = read_attention_csv(cell / "analysis" / "attention.csv")
         assert set(att["layer"]) == {0, 1} and set(att["model"]) == {"alignvar_tiny"}  # tiny: depth 2
-        assert ((att["mean_distance"] >= 0) & (att["mass_within_r"] <= 1 + 1e-6)).all()
+        groups = att[[f"mass_{g}" for g in ("prefix", "class", "coarser", "own")]].sum(axis=1)
+        assert groups.to_numpy() == pytest.approx(1.0, abs=1e-6)  # the key groups partition the visible keys
+        fine = att[att["query_level"] == 3]  # 4x4 queries see 16 prefix + 1 class + 13 coarser + 16 own keys
+        assert fine["uniform_mass_own"].to_numpy() == pytest.approx(16 / 46)
         acc = read_accumulation_csv(cell / "analysis" / "accumulation.csv")
         assert set(acc["mode"]) == {"teacher_forced", "free_running", "perturbation"}
         assert acc["scale"].drop_duplicates().tolist() == ["1x1", "2x2", "3x3", "4x4"]  # 64 px output
@@ -218,8 +221,16 @@ def test_every_cell_trains_benches_and_analyses(tiny_sweep):
         masks = sorted(p.name for p in (cell / "analysis").glob("sca_masks_*.png"))
         if row["overrides"]["model.sca.mask_input"] == "none":
             assert masks == [] and analyze["skipped"] == {"sca_masks": "SCA off (sca: none): no gates"}
+            assert not (cell / "analysis" / "sca_gates.csv").exists()
         else:
             assert len(masks) == 1 and f"analysis/{masks[0]}" in analyze["files"]
+            gates = pd.read_csv(cell / "analysis" / "sca_gates.csv")
+            assert gates["scale"].tolist() == ["2x2", "3x3", "4x4"]  # every gated scale, the class slot excluded
+            assert gates["n_tokens"].tolist() == [2 * 4, 2 * 9, 2 * 16]  # summed over the 2 images
+            assert analyze["gate_mean"] == pytest.approx(gates["gate_mean"].mean(), abs=1e-6)
+        log = pd.read_csv(cell / "train" / "metrics.csv")  # logged at every step here (log_every 1)
+        assert log["hcc"].gt(0).all() and log["hcc_share"].gt(0).all()  # lambda 1 (tiny_train): HCC trained
+        assert ("gate_mean" in log.columns) == (row["overrides"]["model.sca.mask_input"] != "none")
 
 
 def _section(html: str, title: str) -> str:
@@ -255,6 +266,12 @@ def test_sweep_report_tables_and_figures(tiny_sweep):
         srcs = re.findall(r'<img[^>]*src="([^"]+)"', _section(html, title))
         assert len(srcs) == 1 and _decodes(srcs[0])[0] >= 900
         assert "sca.mask_input=none" in _section(html, title)  # the values table names both cells
+    attention = _section(html, "Attention distance")
+    assert "distance (own scale)" in attention and "mass: LR prefix" in attention
+    assert attention.count("uniform attention") >= 4  # one baseline row per query scale (+ the caption)
+    training = _section(html, "Training signals")
+    assert "HCC share" in training and "gate mean" in training and "sca.mask_input=laplacian" in training
+    assert "sca.mask_input=laplacian" in _section(html, "SCA gate statistics")
     gates = [t for t in re.findall(r">(SCA gates: [^<]+)</h2>", html)]
     assert gates == ["SCA gates: sca.mask_input=laplacian"]
     assert _decodes(re.search(r'<img[^>]*src="([^"]+)"', _section(html, gates[0])).group(1))[0] > 0

@@ -78,6 +78,14 @@ def test_alignvar_loss_decreases(trained_runs):
     header = (trained_runs / "full" / "train" / "metrics.csv").read_text().splitlines()[0].split(",")
     for column in ("ce", "hcc", "refiner", "ce_s0", "hcc_s0", "ce_s1", "hcc_s1", "lr", "grad_norm"):
         assert column in header
+    # HCC's gradient share and the SCA gate statistics at every log step (log_every 1 here)
+    for column in ("hcc_grad_ratio", "hcc_share", "hcc_share_s0", "gate_mean", "gate_std", "gate_open", "gate_mean_s1"):
+        assert column in header
+    import pandas as pd
+
+    log = pd.read_csv(trained_runs / "full" / "train" / "metrics.csv")
+    assert log["hcc_share"].tolist() == pytest.approx(log["hcc_grad_ratio"].tolist())  # lambda 1 (tiny_train)
+    assert log["gate_mean"].between(0.4, 0.6).all()  # sca.init_bias 0: the gate starts at 1/2
 
 
 def test_resume_reproduces_uninterrupted_losses(trained_runs):

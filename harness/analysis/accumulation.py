@@ -12,9 +12,11 @@ supervises u_k directly. We measure:
   previous predictions: the accumulated error); their gap is the accumulation.
 * ``perturbation_curve(run_fn, j, eps)``: inject a perturbation at scale j and measure how far every scale's
   accumulated latent moves. ``run_fn(perturbations: dict[int, eps]) -> list of K accumulated latents`` is the
-  adapter the model provides (it decides what "inject" means, e.g. add ``eps`` to the predicted residual of
-  scale j before accumulation, with the same sampling noise in both runs). Scales before j must not move; a
-  model that corrects deviations shrinks the curve after j, one that amplifies them grows it.
+  adapter the model provides and decides what "inject" means; ``harness.analysis.probes.corrupting_run_fn``
+  replaces a fraction ``eps`` of the scale-j tokens by random codes during a free-running generation, every
+  random draw from seeded generators, so the unperturbed and the perturbed run differ only by that
+  corruption. Scales before j must not move; a model that corrects deviations shrinks the curve after j, one
+  that amplifies them grows it.
 
 Results are ``AccumulationResult`` (one curve) -> long DataFrame rows (model, mode, injected_scale,
 scale_index, scale, metric, error); ``analysis/accumulation.csv`` holds those rows (``ACCUMULATION_COLUMNS``).

@@ -13,8 +13,9 @@ Per image, every probe looks at ``free_running`` (the model's own greedy/sampled
                              (conditional CFG branch);
 * ``accumulation_for_image`` per-scale latent error teacher-forced / free-running vs the HR tokenisation,
                              plus perturbation curves (a fraction of one scale's tokens replaced at random);
-* ``sca_masks_for_image``    SCA structure maps and gates per scale as a figure;
-* ``probe_image``            all three from one recorded generation (what the ``analyze`` stage runs).
+* ``sca_masks_for_image``    SCA structure maps and gates per scale as a figure; ``gate_rows`` their
+                             statistics (mean, std, fraction > 0.5 per scale);
+* ``probe_image``            all of them from one recorded generation (what the ``analyze`` stage runs).
 
 Aggregation over images (``attention_table``, ``accumulation_table``, ``mean_heatmaps``) is shared by both
 callers, so a sweep cell's ``analysis/`` folder holds exactly what ``run.py analyze`` would write.
@@ -32,6 +33,9 @@ from harness.analysis.accumulation import AccumulationResult
 
 ATTENTION_KEYS = ("layer", "head", "query_level", "query_scale", "radius")
 ACCUMULATION_KEYS = ("model", "mode", "injected_scale", "scale_index", "scale", "metric")
+GATE_COLUMNS = ("model", "scale_index", "scale", "n_tokens", "gate_mean", "gate_std", "gate_open")
+"""Columns of ``analysis/sca_gates.csv``: per gated scale, the SCA gate of the free-running generation
+(mean, population std and fraction > 0.5 over its tokens, averaged over images)."""
 
 
 # --------------------------------------------------------------------------------------------------- inputs
@@ -152,20 +156,19 @@ def key_scale_maps(recorder: Any, layout: Any) -> dict[str, torch.Tensor]:
 
 
 def attention_table(frames: Sequence[Any], model: str):
-    """Per-image distance tables -> one table (ATTENTION_COLUMNS + model): queries summed, statistics
-    averaged over images."""
+    """Per-image distance tables -> one table (ATTENTION_COLUMNS + model): queries summed, statistics and
+    their uniform baselines averaged over images."""
     import pandas as pd
+
+    from harness.analysis.attention.stats import STATISTICS, UNIFORM
 
     if not frames:
         raise ValueError("attention_table: no per-image tables given")
+    means = {name: (name, "mean") for name in (*STATISTICS, *UNIFORM)}
     return (
         pd.concat(frames)
         .groupby(list(ATTENTION_KEYS), sort=True)
-        .agg(
-            n_queries=("n_queries", "sum"),
-            mean_distance=("mean_distance", "mean"),
-            mass_within_r=("mass_within_r", "mean"),
-        )
+        .agg(n_queries=("n_queries", "sum"), **means)
         .reset_index()
         .assign(model=model)
     )
@@ -187,8 +190,10 @@ def accumulated_latents(
     model: Any, lr_m11: Any, hr_m11: Any, schedule: Any, free_tokens: Any = None
 ) -> dict[str, list]:
     """Per-scale accumulated latents F_k (B, Cvae, H, W): ground truth (HR tokenisation), teacher-forced
-    (F_{k-1} + the model's greedy scale-k tokens given the true prefix, CFG as at inference), free-running
-    (the tokens of ``free_running``; pass ``free_tokens`` when that run was already made).
+    (F_{k-1} of the ground truth + the model's greedy scale-k tokens given the true prefix, CFG as at
+    inference: never its own earlier predictions), free-running (the tokens of ``free_running``; pass
+    ``free_tokens`` when that run was already made). Every random draw (a ``random`` SCA map) comes from a
+    generator seeded with ``config.seed``, as in ``free_running``.
     """
     from methods.alignvar.sampling import cfg_combine, guidance_ramp
 
@@ -197,7 +202,8 @@ def accumulated_latents(
     with torch.no_grad():
         gt = model.vqvae.img_to_idx(hr_m11, schedule)
         x_in = quant.idx_to_var_input(gt.idx, schedule)
-        gate = model.sca(lr_m11, x_in, schedule) if model.sca is not None else None
+        # a random SCA map comes from a generator seeded as free_running seeds its own: the same map in both
+        gate = model.sca(lr_m11, x_in, schedule, _generator(model, lr_m11)) if model.sca is not None else None
         guided = c.cfg > 0
         labels = torch.tensor([0, 1] if guided else [0], device=lr_m11.device)
         reps = len(labels)
@@ -221,7 +227,9 @@ def accumulated_latents(
 
 def corrupting_run_fn(model: Any, lr_m11: Any, schedule: Any, seed: int):
     """``run_fn(perturbations)`` for ``perturbation_curve``: {scale j: fraction} replaces that fraction of the
-    scale-j tokens by random codes (seeded) during free-running generation; returns accumulated latents."""
+    scale-j tokens by random codes during free-running generation (positions and codes from a generator
+    seeded with ``seed`` and j; the generation itself seeded as ``free_running``); returns accumulated
+    latents."""
     vocab = int(model.vqvae.vocab_size)
 
     def run(perturbations):
@@ -296,23 +304,69 @@ def accumulation_table(results: Sequence[AccumulationResult]):
 
 
 # ------------------------------------------------------------------------------------------------ SCA masks
-def _sca_figure(model: Any, lr_m11: torch.Tensor, schedule: Any, tokens: Any) -> Any:
-    """Structure maps and gates of scales 2..K (scale 1 is the class slot: no input token, no gate) for the
-    generated ``tokens``. The maps are drawn from a fresh generator seeded like the one ``free_running``
-    passes to ``generate``, which draws them first: for ``random`` SCA they are the maps the run used."""
-    from harness.analysis.sca_masks import sca_mask_panels
-
-    quant = model.vqvae.quantize
+def sca_gates(model: Any, lr_m11: torch.Tensor, schedule: Any, tokens: Any) -> tuple[list, torch.Tensor]:
+    """(structure maps per scale, gate m (B, L - 1, 1)) of the inputs built from ``tokens``: the gates a
+    generation of those tokens used. The maps are drawn from a fresh generator seeded like the one
+    ``free_running`` passes to ``generate``, which draws them first: for ``random`` SCA they are the maps the
+    run used."""
     with torch.no_grad():
         maps = model.sca.guidance(lr_m11, schedule, _generator(model, lr_m11))
-        x_in = quant.idx_to_var_input(tokens, schedule)
-        s_maps, gates, labels = [], [], []
-        for k, ((b, e), (h, w)) in enumerate(zip(schedule.begin_ends[1:], schedule.patch_nums[1:]), start=1):
-            gate_in = x_in[:, b - 1 : e - 1]  # x_in starts at scale 2
-            gates.append(model.sca.gate(gate_in, maps[k]).reshape(h, w))
-            s_maps.append(maps[k].reshape(h, w))
-            labels.append(f"{h}x{w}")
-    return sca_mask_panels(s_maps, gates, (lr_m11[0] + 1) / 2, labels=labels)
+        x_in = model.vqvae.quantize.idx_to_var_input(tokens, schedule)
+        s = torch.cat(maps[1:], dim=1) if len(maps) > 1 else x_in.new_zeros(x_in.shape[0], 0, 1)
+        return maps, model.sca.gate(x_in, s)
+
+
+def gate_rows(gate: torch.Tensor, schedule: Any) -> list[dict]:
+    """One row per gated scale (k >= 1, 0-based): scale label, gate mean / std / fraction > 0.5, tokens."""
+    from methods.alignvar.sca import gate_statistics
+
+    stats = gate_statistics(gate, schedule)
+    rows = []
+    for k, (h, w) in enumerate(schedule.patch_nums[1:], start=1):
+        rows.append(
+            {
+                "scale_index": k,
+                "scale": f"{h}x{w}",
+                "n_tokens": int(gate.shape[0] * h * w),
+                **{f"gate_{s}": float(stats[f"gate_{s}_s{k}"]) for s in ("mean", "std", "open")},
+            }
+        )
+    return rows
+
+
+def gate_table(rows: Sequence[dict], model: str):
+    """Per-image gate rows -> one table (``GATE_COLUMNS``): mean/std/open averaged over images, tokens
+    summed."""
+    import pandas as pd
+
+    if not rows:
+        raise ValueError("gate_table: no gate rows given")
+    return (
+        pd.DataFrame(list(rows))
+        .groupby(["scale_index", "scale"], sort=True)
+        .agg(
+            n_tokens=("n_tokens", "sum"),
+            gate_mean=("gate_mean", "mean"),
+            gate_std=("gate_std", "mean"),
+            gate_open=("gate_open", "mean"),
+        )
+        .reset_index()
+        .assign(model=model)[list(GATE_COLUMNS)]
+    )
+
+
+def _sca_figure(model: Any, lr_m11: torch.Tensor, schedule: Any, tokens: Any, gate: Any = None) -> Any:
+    """Structure maps and gates of scales 2..K (scale 1 is the class slot: no input token, no gate) for the
+    generated ``tokens`` (``sca_gates``)."""
+    from harness.analysis.sca_masks import sca_mask_panels
+
+    maps, gates = sca_gates(model, lr_m11, schedule, tokens)
+    s_maps, g_maps, labels = [], [], []
+    for k, ((b, e), (h, w)) in enumerate(zip(schedule.begin_ends[1:], schedule.patch_nums[1:]), start=1):
+        g_maps.append(gates[:, b - 1 : e - 1].reshape(h, w))  # the gate starts at scale 2
+        s_maps.append(maps[k].reshape(h, w))
+        labels.append(f"{h}x{w}")
+    return sca_mask_panels(s_maps, g_maps, (lr_m11[0] + 1) / 2, labels=labels)
 
 
 def _require_sca(model: Any) -> None:
@@ -337,6 +391,7 @@ class ImageProbe:
     heatmaps: dict[str, torch.Tensor]  # key-scale attention maps of the finest scale's queries
     curves: list[AccumulationResult]  # empty without an HR image
     sca_figure: Any = None  # a Figure when asked for and the model has SCA
+    gates: list[dict] | None = None  # ``gate_rows`` of the generation (None with SCA off)
 
 
 def probe_image(
@@ -367,4 +422,6 @@ def probe_image(
     if hr_m11 is not None:
         curves = _accumulation_curves(model, inputs, name, perturb_scales, perturb_fraction, gen.tokens)
     figure = _sca_figure(model, lr_m11, schedule, gen.tokens) if sca_figure and model.sca is not None else None
-    return ImageProbe(recorder.distance_table(layout, radius=radius), key_scale_maps(recorder, layout), curves, figure)
+    gates = gate_rows(sca_gates(model, lr_m11, schedule, gen.tokens)[1], schedule) if model.sca is not None else None
+    table = recorder.distance_table(layout, radius=radius)
+    return ImageProbe(table, key_scale_maps(recorder, layout), curves, figure, gates)

@@ -1,7 +1,8 @@
 """Panels of SCA structure maps and gates per scale (pure plotting of given arrays).
 
-SCA computes a structure map s = |Laplacian(I_LR)|, normalised per scale (s_k), and a gate m_k =
-sigmoid(MLP([r_k, s_k])) that reweights the tokens as (1 + m_k) * r_k. The panel shows, per scale, s_k and m_k
+SCA computes a structure map s from the LR image (|Laplacian|, Sobel magnitude or noise: ``sca.mask_input``),
+normalised per scale (s_k), and a gate m_k = sigmoid(MLP([r_k, s_k])) that reweights the tokens as
+(1 + m_k) * r_k. The panel shows, per scale, s_k and m_k
 over the image (nearest-neighbour: one cell per token), so one can see whether the gate follows structure.
 Uses ``matplotlib.figure.Figure`` directly (no pyplot state); save it with ``reports.figures.save_figure``.
 """

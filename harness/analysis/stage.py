@@ -6,8 +6,9 @@
 * error accumulation per scale: teacher-forced, free-running and after corrupting a fraction of the tokens of
   a coarse scale -> ``analysis/accumulation.csv``; needs HR images (skipped, and said so in the result,
   without them);
-* SCA structure maps and gates per scale -> ``analysis/sca_masks_<image>.png`` (skipped, and said so, for a
-  model with SCA off).
+* SCA structure maps and gates per scale -> ``analysis/sca_masks_<image>.png`` and the gates' statistics
+  (mean, std, fraction > 0.5 per scale) -> ``analysis/sca_gates.csv`` (skipped, and said so, for a model with
+  SCA off).
 
 All three come from one recorded free-running generation per image (``probes.probe_image``). The knobs
 (images, query sample, radius, perturbed scales, ...) are the experiment's ``analysis:`` block
@@ -72,6 +73,27 @@ def write_accumulation(results: Sequence[Any], out: Path, *, figures: bool = Tru
 
         figs.save_figure(figs.accumulation_figure(table), Path(out) / "accumulation", "column")
     return path
+
+
+def write_sca_gates(rows: Sequence[dict], out: Path, model: str) -> Path:
+    """``out/sca_gates.csv`` (``probes.GATE_COLUMNS``: per-image gate rows averaged over images)."""
+    from harness.core.atomic import atomic_path
+
+    path = Path(out) / "sca_gates.csv"
+    with atomic_path(path) as tmp:
+        probes.gate_table(rows, model).to_csv(tmp, index=False)
+    return path
+
+
+def read_sca_gates(path: str | Path) -> Any:
+    """Read ``analysis/sca_gates.csv``; a missing column raises ValueError naming the file."""
+    import pandas as pd
+
+    df = pd.read_csv(path, dtype={"scale": str, "model": str})
+    missing = [c for c in probes.GATE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not an SCA gate table, missing columns {missing}")
+    return df
 
 
 def write_sca_masks(fig: Any, out: Path, key: str, formats: Sequence[str] = ("pdf", "svg", "png")) -> Path:
@@ -152,7 +174,7 @@ def run_analysis(
     for stale in out.glob("sca_masks_*"):  # per-image files of an earlier analysis (maybe other images)
         stale.unlink()
     n = min(opts.max_images, len(dataset))
-    frames, heatmaps, curves, masks = [], [], [], []
+    frames, heatmaps, curves, masks, gates = [], [], [], [], []
     try:
         for i in tqdm(range(n), desc=f"analyze {name}", unit="img", disable=not progress):
             sample = dataset[i]
@@ -171,6 +193,7 @@ def run_analysis(
             frames.append(probe.attention)
             heatmaps.append(probe.heatmaps)
             curves += probe.curves
+            gates += probe.gates or []
             if probe.sca_figure is not None:
                 masks.append(write_sca_masks(probe.sca_figure, out, sample.key, formats=("png",)))
     finally:
@@ -184,6 +207,8 @@ def run_analysis(
         skipped["accumulation"] = f"dataset {d_spec.name!r} has no HR images"
     if model.sca is None:
         skipped["sca_masks"] = "SCA off (sca: none): no gates"
+    else:
+        files.append(write_sca_gates(gates, out, name))
     files += masks
     return {
         "dir": "analysis",
@@ -191,19 +216,23 @@ def run_analysis(
         "dataset": d_spec.name,
         "images": n,
         "files": [p.relative_to(run_dir).as_posix() if p.is_relative_to(run_dir) else str(p) for p in files],
-        **headline(frames, curves),
+        **headline(frames, curves, gates),
         **({"skipped": skipped} if skipped else {}),
     }
 
 
-def headline(frames: Sequence[Any], curves: Sequence[Any]) -> dict[str, float]:
-    """A few numbers for sweep.json / cells.csv: mean attention distance of the finest scale's queries, and
-    the finest scale's teacher-forced and free-running latent error (means over images)."""
+def headline(frames: Sequence[Any], curves: Sequence[Any], gates: Sequence[dict] = ()) -> dict[str, float]:
+    """A few numbers for sweep.json / cells.csv: the finest scale's mean and within-scale attention distance
+    with their uniform-attention baselines, its teacher-forced and free-running latent error, and the SCA
+    gate's mean over all gated scales (means over images)."""
     out: dict[str, float] = {}
     if frames:
         table = probes.attention_table(frames, "")
         finest = table[table["query_level"] == table["query_level"].max()]
-        out["attention_distance_finest"] = round(float(finest["mean_distance"].mean()), 6)
+        for col in ("mean_distance", "within_scale_distance"):
+            short = col.removesuffix("_distance")
+            out[f"attention_{short}_distance_finest"] = round(float(finest[col].mean()), 6)
+            out[f"uniform_{short}_distance_finest"] = round(float(finest[f"uniform_{col}"].mean()), 6)
     if curves:
         table = probes.accumulation_table(curves)
         last = table[table["scale_index"] == table["scale_index"].max()]
@@ -211,4 +240,6 @@ def headline(frames: Sequence[Any], curves: Sequence[Any]) -> dict[str, float]:
             part = last[last["mode"] == mode]
             if not part.empty:
                 out[f"{mode}_error_finest"] = float(f"{float(part['error'].mean()):.6g}")
+    if gates:
+        out["gate_mean"] = round(float(probes.gate_table(gates, "")["gate_mean"].mean()), 6)
     return out

@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sca",
-        choices=("laplacian", "random", "none"),
+        choices=("laplacian", "sobel", "random", "none"),
         default=None,
         help="SCA mask input (alignvar only; default: the mode stored in the checkpoint, none for official VARSR)",
     )

@@ -12,6 +12,9 @@ Classes: label 0 = high-quality target (the HR crop). VARSR trains the negative 
 branch) on low-quality images; with ``negative_fraction > 0`` that share of samples gets label 1 and the degraded
 image itself (LR upsampled to HR size) as its target, so image-based CFG has a meaningful negative branch.
 
+Logs (``metrics.csv``, see ``scalar_logs``): CE and HCC overall and per scale at every step that is logged (HCC
+at lambda = 0 too); on those steps also HCC's gradient share on the logits and the SCA gate's statistics.
+
 Output: ``<train_dir>/model.safetensors`` (our format, VQ-VAE included, configs in the metadata), loadable with
 ``methods.alignvar.model.AlignVAR.from_pretrained`` and by the ``alignvar`` method (``checkpoint: ...``).
 """
@@ -42,8 +45,9 @@ from harness.training.loss_module import LossModule
 from harness.training.optim import OptimConfig
 from harness.training.tokenizer import TokenizerTrainConfig, TokenizerTrainer
 from methods.alignvar.configs import AlignVARConfig
-from methods.alignvar.hcc import alignvar_losses
+from methods.alignvar.hcc import LossOutput, alignvar_losses
 from methods.alignvar.model import AlignVAR
+from methods.alignvar.sca import gate_statistics
 
 
 def _default_data() -> TrainDataConfig:
@@ -68,7 +72,16 @@ class AlignVARTrainConfig:
             raise ValueError(f"negative_fraction must be in [0, 1), got {self.negative_fraction}")
 
 
-def _scalar_logs(out: Any) -> dict[str, torch.Tensor]:
+def scalar_logs(out: LossOutput, hcc_lambda: float) -> dict[str, torch.Tensor]:
+    """The ``metrics.csv`` columns of one step (0-d tensors; k = 0-based scale):
+
+    ``ce``, ``hcc`` (logged at every lambda, 0 included), ``refiner``; ``ce_s{k}``, ``hcc_s{k}`` per scale;
+    when the step measured gradients: ``hcc_grad_ratio`` = ||dHCC/dlogits|| / ||dCE/dlogits|| (unweighted,
+    so a lambda = 0 run tells which lambda gives which share), ``hcc_share`` = lambda * that ratio (HCC's pull
+    on the logits relative to CE's) and ``hcc_share_s{k}`` per scale; with SCA on, ``gate_mean`` /
+    ``gate_std`` / ``gate_open`` (fraction of gates > 0.5) over all gated tokens and per scale
+    (``gate_mean_s{k}``, ..., k >= 1: scale 0 is the class slot).
+    """
     logs = {"ce": out.ce.detach(), "hcc": out.hcc.detach()}
     if out.refiner is not None:
         logs["refiner"] = out.refiner.detach()
@@ -76,6 +89,14 @@ def _scalar_logs(out: Any) -> dict[str, torch.Tensor]:
         logs[f"ce_s{k}"] = v
     for k, v in enumerate(out.hcc_per_scale.detach()):
         logs[f"hcc_s{k}"] = v
+    if out.gradient_ratio is not None:
+        ratio = out.gradient_ratio
+        logs["hcc_grad_ratio"] = ratio[-1]
+        logs["hcc_share"] = hcc_lambda * ratio[-1]
+        for k, v in enumerate(ratio[:-1]):
+            logs[f"hcc_share_s{k}"] = hcc_lambda * v
+    if out.gate is not None and out.schedule is not None:
+        logs.update(gate_statistics(out.gate, out.schedule))
     return logs
 
 
@@ -102,11 +123,20 @@ class AlignVARTask:
         label = negative.long()
         target = torch.where(negative[:, None, None, None], lr_up, target)
         sca_gen = torch.Generator(device=device).manual_seed(mix_seed(self.seed, "sca", step, rank))
-        return {"hr": target, "lr_up": lr_up, "label": label, "generator": sca_gen}
+        done, loop = step + 1, self.cfg.loop
+        log = done % loop.log_every == 0 or done == loop.steps  # the loop writes metrics.csv at these steps
+        return {"hr": target, "lr_up": lr_up, "label": label, "generator": sca_gen, "log": log}
 
     def _loss(self, model: AlignVAR, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = alignvar_losses(model, batch["hr"], batch["lr_up"], batch["label"], generator=batch["generator"])
-        return out.total, _scalar_logs(out)
+        out = alignvar_losses(
+            model,
+            batch["hr"],
+            batch["lr_up"],
+            batch["label"],
+            generator=batch["generator"],
+            measure_gradients=bool(batch.get("log", False)),
+        )
+        return out.total, scalar_logs(out, model.config.hcc.lambda_)
 
     def compute_loss(self, module: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         return module(batch)

@@ -79,7 +79,7 @@ class AlignVARMethodConfig(VARSRMethodConfig):
     mode overrides the stored one (e.g. ``random`` to test a Laplacian-trained gate with random maps).
     """
 
-    sca: Literal["laplacian", "random", "none"] | None = None
+    sca: Literal["laplacian", "sobel", "random", "none"] | None = None
 
 
 def _require_file(path: str | None, what: str, method: str, key: str) -> Path:

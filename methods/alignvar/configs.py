@@ -178,9 +178,16 @@ def transformer_config_from_state_dict(sd: Mapping[str, Tensor], source: str = "
 class SCAConfig:
     """Spatial Consistency Autoregression (structure-gated input tokens); see ``sca.py``."""
 
-    mask_input: Literal["laplacian", "random", "none"] = "laplacian"  # none = SCA off (exactly VARSR)
+    # none = SCA off (exactly VARSR); laplacian = the paper's |Laplacian(LR)|; sobel = Sobel gradient magnitude;
+    # random = the paper's "random input" ablation (uniform noise map)
+    mask_input: Literal["laplacian", "sobel", "random", "none"] = "laplacian"
     hidden: int = 64  # gate MLP width
-    init_bias: float = -6.0  # last-layer bias: gate starts at sigmoid(-6) = 0.0025 (near identity)
+    # Bias of the gate MLP's last layer; the gate starts at m = sigmoid(init_bias). Default 0 (m = 1/2): the
+    # sigmoid's slope is largest there (1/4), so the gate's parameters get the largest gradient and the gate
+    # can open or close within a schedule. The earlier -6 (m = 0.0025, slope 0.0025, VARSR almost unchanged at
+    # the start) kept the gate closed: Adam moves a bias by at most ~lr per step, ~0.3 over the tiny recipe,
+    # and the measured gate stayed at 0.0023-0.0025 (docs/ASSUMPTIONS.md, "SCA gate initialisation").
+    init_bias: float = 0.0
 
     def __post_init__(self) -> None:
         if self.hidden < 1:
@@ -195,12 +202,41 @@ class HCCConfig:
     space: Literal["latent", "pixel"] = "latent"
     relaxation: Literal["softmax", "straight_through"] = "softmax"
     temperature: float = 1.0
+    # How each scale's squared error is reduced. sum (default) = the paper's L_HCC = sum_k ||u_k - u_gt^k||_2^2:
+    # the squared L2 norm over C x H x W per image, summed over scales, averaged over the batch. mean = the
+    # per-element mean of every scale's term (the earlier reading): it divides HCC by C*H*W (16x4x4 = 256 in the
+    # tiny recipe, 32x32x32 = 32768 at 512 px), and measured at lambda = 1 its gradient on the logits was
+    # 0.4-12 % of CE's, so "HCC on" barely differed from "off" (docs/ASSUMPTIONS.md, "HCC reduction").
+    reduction: Literal["sum", "mean"] = "sum"
+    # pixel space only: the 0-based scales whose terms are decoded (negative = from the end, -1 = last scale;
+    # None = every scale). Each differentiable 512-px decode holds ~5 GiB of activations (fp32, batch 1).
+    pixel_scales: tuple[int, ...] | None = None
+    # pixel space only: recompute every decode in the backward pass (torch.utils.checkpoint): activations of
+    # one decode at a time instead of one per scale, for one extra decoder forward per term
+    decoder_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.lambda_ < 0:
             raise ValueError(f"hcc.lambda must be >= 0, got {self.lambda_}")
         if self.temperature <= 0:
             raise ValueError(f"hcc.temperature must be > 0, got {self.temperature}")
+        if self.pixel_scales is not None:
+            self.pixel_scales = tuple(int(k) for k in self.pixel_scales)
+            if not self.pixel_scales:
+                raise ValueError("hcc.pixel_scales must name at least one scale (or be null for every scale)")
+
+    def pixel_scale_set(self, num_scales: int) -> tuple[int, ...]:
+        """The 0-based scales with a pixel-space term for a ``num_scales`` schedule (negative indices resolved);
+        ValueError naming the valid range for an index outside it."""
+        if self.pixel_scales is None:
+            return tuple(range(num_scales))
+        bad = [k for k in self.pixel_scales if not -num_scales <= k < num_scales]
+        if bad:
+            raise ValueError(
+                f"hcc.pixel_scales {bad} outside the {num_scales}-scale schedule (valid: 0..{num_scales - 1} or "
+                f"-{num_scales}..-1)"
+            )
+        return tuple(sorted({k % num_scales for k in self.pixel_scales}))
 
 
 @dataclass
@@ -258,6 +294,8 @@ class AlignVARConfig:
         hcc = dict(data.pop("hcc", {}))
         if "lambda" in hcc:
             hcc["lambda_"] = hcc.pop("lambda")
+        if hcc and "reduction" not in hcc:
+            hcc["reduction"] = "mean"  # written before hcc.reduction existed: those models trained with the mean
         return cls(**data, sca=sca, hcc=HCCConfig(**hcc))
 
     def transformer_config(self) -> TransformerConfig:

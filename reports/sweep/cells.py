@@ -8,6 +8,8 @@ sweep definition: folders of earlier definitions are not shown), or every folder
                                              ``result[.bench].run_dir`` in state.json, or a nested run)
     cells/<cell>/analysis/attention.csv      optional: harness.analysis.attention.ATTENTION_COLUMNS
     cells/<cell>/analysis/accumulation.csv   optional: harness.analysis.accumulation.ACCUMULATION_COLUMNS
+    cells/<cell>/analysis/sca_gates.csv      optional: harness.analysis.probes.GATE_COLUMNS
+    cells/<cell>/train/metrics.csv           optional: the train stage's log (HCC share, gate statistics)
 
 Anything unreadable is noted in the cell's ``problems`` (the page lists them) instead of stopping the report.
 """
@@ -24,6 +26,7 @@ import pandas as pd
 
 from harness.analysis.accumulation import read_accumulation_csv
 from harness.analysis.attention.tables import read_attention_csv
+from harness.analysis.stage import read_sca_gates
 
 SUMMARY_NEEDED = ("dataset", "method", "metric", "mean")
 RUN_DIR_KEYS = ("run_dir", "bench_dir", "bench_run_dir")
@@ -43,6 +46,8 @@ class SweepCell:
     summary: pd.DataFrame | None = None
     attention: pd.DataFrame | None = None
     accumulation: pd.DataFrame | None = None
+    gates: pd.DataFrame | None = None
+    training: pd.DataFrame | None = None  # train/metrics.csv
     problems: list[str] = field(default_factory=list)
 
 
@@ -77,6 +82,14 @@ def _read_summary(path: Path, problems: list[str]) -> pd.DataFrame | None:
     if "lower_better" not in df.columns:
         problems.append(f"{path}: no lower_better column; best values not marked")
         df["lower_better"] = pd.NA
+    return df
+
+
+def _read_metrics(path: Path) -> pd.DataFrame:
+    """A train stage's ``metrics.csv``; ValueError naming the file when it has no ``step`` column."""
+    df = pd.read_csv(path)
+    if "step" not in df.columns:
+        raise ValueError(f"{path}: not a training log (no 'step' column)")
     return df
 
 
@@ -141,10 +154,12 @@ def load_sweep_cells(sweep_dir: str | Path) -> list[SweepCell]:
         if cell.run_dir is not None:
             cell.summary = _read_summary(cell.run_dir / "summary.csv", problems)
         for attr, fname, reader in (
-            ("attention", "attention.csv", read_attention_csv),
-            ("accumulation", "accumulation.csv", read_accumulation_csv),
+            ("attention", "analysis/attention.csv", read_attention_csv),
+            ("accumulation", "analysis/accumulation.csv", read_accumulation_csv),
+            ("gates", "analysis/sca_gates.csv", read_sca_gates),
+            ("training", "train/metrics.csv", _read_metrics),
         ):
-            path = cell_dir / "analysis" / fname
+            path = cell_dir / fname
             if path.is_file():
                 try:
                     setattr(cell, attr, reader(path))

@@ -11,8 +11,10 @@ from reports.sweep.sections import (
     accumulation_sections,
     attention_sections,
     exports_section,
+    gate_sections,
     result_sections,
     sca_mask_sections,
+    training_sections,
     unfinished_sections,
 )
 
@@ -29,8 +31,10 @@ def render_sweep_report(sweep_dir: str | Path, output: str | Path | None = None,
     output = Path(output) if output is not None else sweep_dir / "report.html"
     out = Exporter(output.parent / "exports")
     sections = result_sections(sweep_dir, cells, out)
+    sections += training_sections(cells, out)
     sections += attention_sections(cells, out)
     sections += accumulation_sections(cells, out)
+    sections += gate_sections(cells, out)
     sections += sca_mask_sections(cells)
     sections += unfinished_sections(sweep_dir, cells)  # after the others: reading per-image tables adds problems
     sections.append(exports_section(out))

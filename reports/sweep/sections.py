@@ -1,6 +1,7 @@
 """The sections of the sweep page, each drawn by ``templates/sweep.html.j2``, in page order: results (ablation,
-baselines, on vs off, lambda curves), attention distance, error accumulation, SCA gate panels, failed and
-unfinished cells, exports. Every table and figure shown is also written to ``exports/`` by an ``Exporter``.
+baselines, on vs off, lambda curves), training signals (HCC share, gate statistics), attention distance, error
+accumulation, SCA gate statistics and panels, failed and unfinished cells, exports. Every table and figure shown
+is also written to ``exports/`` by an ``Exporter``.
 
 ``reports.bench`` (jinja2) is imported when a section is built, not when ``reports.sweep`` is imported.
 """
@@ -156,34 +157,140 @@ def curve_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
 
 
 # --------------------------------------------------------------------------------------------------- analysis
+ATTENTION_TABLE = {
+    "mean_distance": "distance (all keys)",
+    "within_scale_distance": "distance (own scale)",
+    "mass_own": "mass: own scale",
+    "mass_coarser": "mass: coarser",
+    "mass_prefix": "mass: LR prefix",
+    "mass_class": "mass: class",
+}
+UNIFORM_MODEL = "uniform attention"
+
+
+def attention_frame(attention: pd.DataFrame) -> pd.DataFrame:
+    """Per query scale and model (mean over layers and heads): the distances and key-group masses of
+    ``ATTENTION_TABLE``, with one extra row per scale for uniform attention over the same visible keys (the
+    baseline; the mean of the cells' baselines, equal when they analysed the same images)."""
+    cols = [c for c in ATTENTION_TABLE if c in attention.columns]
+    keys = ["query_level", "query_scale"]
+    models = attention.groupby([*keys, "model"], sort=True)[cols].mean().reset_index()
+    uniform = [f"uniform_{c}" for c in cols if f"uniform_{c}" in attention.columns]
+    parts = [models]
+    if len(uniform) == len(cols):
+        base = attention.groupby(keys, sort=True)[uniform].mean().reset_index()
+        parts.append(base.rename(columns=dict(zip(uniform, cols))).assign(model=UNIFORM_MODEL))
+    wide = pd.concat(parts, ignore_index=True)
+    wide = wide.assign(_uniform=wide["model"] == UNIFORM_MODEL).sort_values(["query_level", "_uniform"], kind="stable")
+    wide = wide.drop(columns="_uniform")
+    return wide.drop(columns="query_level").rename(columns={"query_scale": "scale", **ATTENTION_TABLE})
+
+
 def attention_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
-    """'Attention distance' (figure + per-scale table over the cells' models) when cells saved attention.csv."""
+    """'Attention distance' (figure + per-scale table over the cells' models, with the uniform-attention
+    baseline in both) when cells saved attention.csv."""
     attention = analysis_frame(cells, "attention")
     if attention is None:
         return []
     fig = figures.attention_distance_figure(attention, hue="model")
-    wide = (
-        attention.groupby(["query_level", "query_scale", "model"])["mean_distance"]
-        .mean()
-        .unstack("model")
-        .reset_index()
-        .drop(columns="query_level")
-        .rename(columns={"query_scale": "scale"})
-    )
+    wide = attention_frame(attention)
     out.table(
         "attention_distance",
         wide,
-        "Mean attention distance per query scale (fraction of the image side; mean over layers and heads).",
+        "Attention per query scale (mean over layers and heads): distance over all keys and within the query's "
+        "own scale (fraction of the image side), attention mass per key group; 'uniform attention' rows: the "
+        "same statistics for uniform attention over the keys each query can see.",
         {},
         {},
         3,
     )
     caption = (
-        "Mean attention distance (left) and attention mass within the radius (right) per query scale; mean over "
-        "heads, error bars: s.d. over layers."
+        "Attention per query scale: distance over all visible keys, distance within the query's own scale "
+        "(probabilities renormalised there: local bias shows here, not in the all-keys mean, which the LR prefix, "
+        "the class token at the image centre and whole-image coarse tokens inflate), mass within the radius and "
+        "mass per key group; grey: uniform attention over the same keys. Mean over heads, error bars: s.d. over "
+        "layers."
     )
     return [
         _figure_section("Attention distance", out, "attention_distance", fig, _table_context(wide, {}, {}, 3), caption)
+    ]
+
+
+# ------------------------------------------------------------------------------------------- gates, training
+TRAINING_COLUMNS = {
+    "step": "step",
+    "ce": "CE",
+    "hcc": "HCC",
+    "hcc_grad_ratio": "|dHCC|/|dCE|",
+    "hcc_share": "HCC share",
+    "gate_mean": "gate mean",
+    "gate_std": "gate s.d.",
+    "gate_open": "gate > 0.5",
+}
+
+
+def training_frame(cells: list[SweepCell]) -> pd.DataFrame:
+    """One row per cell with a training log: the first and the last logged gradient-measuring step's CE, HCC,
+    HCC gradient ratio and share (lambda x ratio) and gate statistics (mean over the last 5 such rows, to
+    damp the per-batch noise), plus the first logged gate mean (near the initialisation)."""
+    keys = varying_keys(cells)
+    short = short_names(swept_keys(cells))
+    rows = []
+    for cell in cells:
+        log = cell.training
+        if log is None or log.empty:
+            continue
+        measured = log.dropna(subset=["hcc_grad_ratio"]) if "hcc_grad_ratio" in log.columns else log
+        tail = measured.tail(5)
+        row: dict[str, Any] = {"cell": cell_label(cell, keys, short)}
+        for col, name in TRAINING_COLUMNS.items():
+            if col in tail.columns:
+                row[name] = int(tail[col].iloc[-1]) if col == "step" else float(tail[col].mean())
+        if "gate_mean" in measured.columns and not measured.empty:
+            row["gate mean (first log)"] = float(measured["gate_mean"].iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def training_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
+    """'Training signals': HCC's gradient share and the SCA gate statistics from every cell's train log."""
+    table = training_frame(cells)
+    if table.empty:
+        return []
+    caption = (
+        "From each cell's train/metrics.csv, mean of the last 5 logged steps (step: the last): CE and HCC (HCC is "
+        "logged at lambda 0 too), |dHCC/dlogits| / |dCE/dlogits| and HCC's gradient share = lambda x that ratio "
+        "(1 = HCC pulls on the logits as hard as CE), and the SCA gate's mean, s.d. and fraction above 0.5 over "
+        "all gated tokens, with its mean at the first logged step (the initialisation is sca.init_bias)."
+    )
+    precision = {c: 4 for c in table.columns if c not in ("cell", "step")}
+    out.table("training", table, caption, {}, {}, precision, arrows=False)
+    return [
+        _section(
+            "Training signals", part="table", table=_table_context(table, {}, {}, precision, False), caption=caption
+        )
+    ]
+
+
+def gate_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
+    """'SCA gate statistics': per cell and gated scale, the gate of the analysed free-running generations."""
+    keys = varying_keys(cells)
+    short = short_names(swept_keys(cells))
+    frames = [c.gates.assign(model=cell_label(c, keys, short)) for c in cells if c.gates is not None]
+    if not frames:
+        return []
+    table = pd.concat(frames, ignore_index=True)[["model", "scale", "gate_mean", "gate_std", "gate_open", "n_tokens"]]
+    table = table.rename(columns={"model": "cell", "gate_mean": "mean", "gate_std": "s.d.", "gate_open": "> 0.5"})
+    caption = (
+        "SCA gate m per gated scale on the analysed images (free-running generation, the gates inference used): "
+        "mean, s.d. and fraction of tokens with m > 0.5; tokens are scaled by 1 + m."
+    )
+    precision = {"mean": 4, "s.d.": 4, "> 0.5": 3, "n_tokens": 0}
+    out.table("sca_gates", table, caption, {}, {}, precision, arrows=False)
+    return [
+        _section(
+            "SCA gate statistics", part="table", table=_table_context(table, {}, {}, precision, False), caption=caption
+        )
     ]
 
 

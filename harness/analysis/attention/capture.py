@@ -204,6 +204,7 @@ class AttentionRecorder:
                     layout.levels[rec.query_index],
                     layout.coords[rec.query_index],
                     layout.coords[: rec.num_keys],
+                    k_levels=layout.levels[: rec.num_keys],
                     radius=radius,
                     layers=[rec.layer],
                     labels=labels,

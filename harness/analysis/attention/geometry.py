@@ -121,3 +121,31 @@ def token_levels(
 ) -> torch.Tensor:
     """(L,) int64 level of every token: -1 prefix, k for scale k (0-based)."""
     return token_layout(patch_nums, prefix_hw, include_class=False).levels
+
+
+def visible_keys(q_levels: torch.Tensor, k_levels: torch.Tensor) -> torch.Tensor:
+    """(Q, K) bool: which keys each query may attend to under VAR's block-causal mask.
+
+    The context (LR prefix, level -1, and the class token, level 0) is one block that sees itself; a token of
+    scale k >= 1 sees the context and every scale <= k: key j is visible from query i iff
+    max(level_j, 0) <= max(level_i, 0).
+    """
+    return k_levels.clamp_min(0)[None, :] <= q_levels.clamp_min(0)[:, None]
+
+
+KEY_GROUPS = ("prefix", "class", "coarser", "own")
+"""Key groups of a query of level q: the LR prefix (level -1), the class token (level 0), coarser scales
+(1 <= level < q) and the query's own scale (level == q >= 1). They partition the keys a query of scale q >= 1
+can see; a prefix or class query sees only the first two."""
+
+
+def key_groups(q_levels: torch.Tensor, k_levels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{group: (Q, K) bool} for ``KEY_GROUPS`` (see there)."""
+    q, k = q_levels[:, None], k_levels[None, :]
+    shape = (q_levels.numel(), k_levels.numel())
+    return {
+        "prefix": (k == LEVEL_PREFIX).expand(shape),
+        "class": (k == 0).expand(shape),
+        "coarser": (k >= 1) & (k < q),
+        "own": (k == q) & (q >= 1),
+    }

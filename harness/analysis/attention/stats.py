@@ -1,9 +1,18 @@
-"""Attention-distance statistics on attention probabilities: pure functions of (probs, token coordinates).
+"""Attention-distance statistics on attention probabilities: pure functions of (probs, token geometry).
 
 AlignVAR's first diagnosis is that VAR attention is *locally biased*: a query attends almost only to keys near
-it in the image. We measure that as the attention-weighted distance between query and key centres in
-normalised image coordinates (``harness.analysis.attention.geometry``), per layer, head and query scale, and
-as the attention mass within a radius; plus per-scale heatmaps on the key / query grids.
+it in the image. A mean over every visible key does not isolate that: the LR prefix, the class token (at the
+image centre) and the coarse scales (whole-image tokens) all sit "far" from a fine query, so attending to them
+scores as long-range. Per layer, head and query scale we therefore report, on normalised image coordinates
+(``harness.analysis.attention.geometry``):
+
+* ``mean_distance``: sum_j p_qj ||c_q - c_j|| over every key, and ``mass_within_r``;
+* ``within_scale_distance``: the same over the keys of the query's own scale only, the probabilities
+  renormalised to sum to 1 there (the locality the paper's diagnosis is about);
+* ``mass_prefix``, ``mass_class``, ``mass_coarser``, ``mass_own``: attention mass per key group
+  (``KEY_GROUPS``);
+* ``uniform_*``: every statistic for uniform attention over the keys the query can see (block-causal), the
+  baseline a value has to be compared with (on a fine grid uniform attention has mean distance ~0.52).
 """
 
 from __future__ import annotations
@@ -13,18 +22,17 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import torch
 
-from harness.analysis.attention.geometry import TokenLayout
+from harness.analysis.attention.geometry import KEY_GROUPS, TokenLayout, key_groups, visible_keys
 
-ATTENTION_COLUMNS = (
-    "layer",
-    "head",
-    "query_level",
-    "query_scale",
-    "n_queries",
-    "radius",
+STATISTICS = (
     "mean_distance",
+    "within_scale_distance",
     "mass_within_r",
+    *(f"mass_{g}" for g in KEY_GROUPS),
 )
+"""The per-query statistics, averaged over the sampled queries of a scale; each has a ``uniform_`` twin."""
+UNIFORM = tuple(f"uniform_{s}" for s in STATISTICS)
+ATTENTION_COLUMNS = ("layer", "head", "query_level", "query_scale", "n_queries", "radius", *STATISTICS, *UNIFORM)
 """Columns of ``analysis/attention.csv`` (one row per layer x head x query scale); an optional ``model``
 column names the model when several are stored together."""
 
@@ -57,21 +65,59 @@ def mass_within_radius(probs: torch.Tensor, q_coords: torch.Tensor, k_coords: to
     return (probs.double() * near).sum(-1).mean(-1)
 
 
+def per_query_statistics(
+    probs: torch.Tensor,
+    q_levels: torch.Tensor,
+    q_coords: torch.Tensor,
+    k_levels: torch.Tensor,
+    k_coords: torch.Tensor,
+    radius: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """Every ``STATISTICS`` entry per query, (..., Q) float64, for ``probs`` (..., Q, K) and, under the
+    ``uniform_`` names, for uniform attention over each query's visible keys ((Q,): geometry only).
+
+    ``within_scale_distance`` is NaN for a query that puts no mass on its own scale.
+    """
+    dist = _check(probs, q_coords, k_coords)  # (Q, K)
+    if q_levels.shape != (q_coords.shape[0],) or k_levels.shape != (k_coords.shape[0],):
+        raise ValueError(
+            f"q_levels {tuple(q_levels.shape)} / k_levels {tuple(k_levels.shape)} do not match the "
+            f"{q_coords.shape[0]} queries / {k_coords.shape[0]} keys"
+        )
+    p = probs.double()
+    visible = visible_keys(q_levels, k_levels).double()
+    uniform = visible / visible.sum(-1, keepdim=True)
+    near = (dist <= radius + 1e-9).double()
+    own_scale = (k_levels[None, :] == q_levels[:, None]).double()
+    groups = {g: m.double() for g, m in key_groups(q_levels, k_levels).items()}
+    out: dict[str, torch.Tensor] = {}
+    for prefix, w in (("", p), ("uniform_", uniform)):
+        out[f"{prefix}mean_distance"] = (w * dist).sum(-1)
+        own_mass = (w * own_scale).sum(-1)
+        out[f"{prefix}within_scale_distance"] = (w * dist * own_scale).sum(-1) / own_mass
+        out[f"{prefix}mass_within_r"] = (w * near).sum(-1)
+        for g, m in groups.items():
+            out[f"{prefix}mass_{g}"] = (w * m).sum(-1)
+    return out
+
+
 def attention_distance_by_scale(
     probs: torch.Tensor,
     q_levels: torch.Tensor,
     q_coords: torch.Tensor,
     k_coords: torch.Tensor,
     *,
+    k_levels: torch.Tensor,
     radius: float = 0.1,
     layers: Sequence[int] | None = None,
     labels: Mapping[int, str] | None = None,
 ) -> pd.DataFrame:
-    """Per layer x head x query scale: mean attention distance and mass within ``radius``.
+    """Per layer x head x query scale: ``STATISTICS`` and their uniform baselines (``UNIFORM``), each the mean
+    over the queries of that scale.
 
-    ``probs`` (layers, heads, Q, K); ``q_levels`` (Q,) the level of each query; ``layers`` the layer ids of
-    the first axis (default 0..); ``labels`` level -> scale name (``TokenLayout.label``). Columns:
-    ATTENTION_COLUMNS.
+    ``probs`` (layers, heads, Q, K); ``q_levels`` (Q,) / ``k_levels`` (K,) the levels of the queries / keys;
+    ``layers`` the layer ids of the first axis (default 0..); ``labels`` level -> scale name
+    (``TokenLayout.label``). Columns: ATTENTION_COLUMNS.
     """
     if probs.dim() != 4:
         raise ValueError(f"probs must be (layers, heads, Q, K), got shape {tuple(probs.shape)}")
@@ -81,28 +127,24 @@ def attention_distance_by_scale(
     layer_ids = list(range(n_layers)) if layers is None else list(layers)
     if len(layer_ids) != n_layers:
         raise ValueError(f"{len(layer_ids)} layer ids for {n_layers} layers")
-    dist = per_query_distance(probs, q_coords, k_coords)  # (layers, heads, Q)
-    near = (_check(probs, q_coords, k_coords) <= radius + 1e-9).double()
-    mass = (probs.double() * near).sum(-1)  # (layers, heads, Q)
+    stats = per_query_statistics(probs, q_levels, q_coords, k_levels, k_coords, radius)
     rows = []
     for level in torch.unique(q_levels).tolist():
         sel = q_levels == level
-        d = dist[..., sel].mean(-1)
-        m = mass[..., sel].mean(-1)
+        means = {name: v[..., sel].nanmean(-1) for name, v in stats.items()}
         for li, layer in enumerate(layer_ids):
             for head in range(n_heads):
-                rows.append(
-                    {
-                        "layer": int(layer),
-                        "head": head,
-                        "query_level": int(level),
-                        "query_scale": (labels or {}).get(level, str(level)),
-                        "n_queries": int(sel.sum()),
-                        "radius": float(radius),
-                        "mean_distance": float(d[li, head]),
-                        "mass_within_r": float(m[li, head]),
-                    }
-                )
+                row = {
+                    "layer": int(layer),
+                    "head": head,
+                    "query_level": int(level),
+                    "query_scale": (labels or {}).get(level, str(level)),
+                    "n_queries": int(sel.sum()),
+                    "radius": float(radius),
+                }
+                row.update({name: float(means[name][li, head]) for name in STATISTICS})
+                row.update({name: float(means[name]) for name in UNIFORM})
+                rows.append(row)
     return pd.DataFrame(rows, columns=list(ATTENTION_COLUMNS))
 
 

@@ -9,27 +9,35 @@ import pandas as pd
 
 from harness.analysis.attention.stats import ATTENTION_COLUMNS
 
+COMPARED = ("mean_distance", "within_scale_distance", "mass_within_r", "mass_own", "mass_prefix")
+"""The statistics ``compare_models`` sets side by side (with their uniform baselines)."""
+
 
 def compare_models(
     records_a: pd.DataFrame,
     records_b: pd.DataFrame,
     names: tuple[str, str] = ("A", "B"),
     by: Sequence[str] = ("query_level", "query_scale"),
+    columns: Sequence[str] = COMPARED,
 ) -> pd.DataFrame:
     """Side-by-side attention statistics of two models on the same images (e.g. SCA off vs on).
 
     Inputs are distance tables (``AttentionRecorder.distance_table`` / ``read_attention_csv``); rows are
-    averaged over everything not in ``by`` (layers x heads by default). Columns: ``by``, then
-    ``mean_distance[name]`` and ``mass_within_r[name]`` for both models and ``delta_*`` = B - A.
+    averaged over everything not in ``by`` (layers x heads by default). Columns: ``by``, then for every
+    statistic in ``columns``: ``stat[name]`` for both models, ``delta_stat`` = B - A and ``uniform_stat``
+    (uniform attention over the visible keys, the mean of the two tables' baselines: equal for the same
+    images and schedule).
     """
+    needed = [*by, "radius", *columns, *(f"uniform_{c}" for c in columns)]
     for name, df in zip(names, (records_a, records_b)):
-        missing = [c for c in (*by, "mean_distance", "mass_within_r", "radius") if c not in df.columns]
+        missing = [c for c in needed if c not in df.columns]
         if missing:
             raise ValueError(f"compare_models: table {name!r} lacks columns {missing}")
     radii = {float(r) for df in (records_a, records_b) for r in df["radius"].unique()}
     if len(radii) > 1:
         raise ValueError(f"compare_models: the tables use different radii {sorted(radii)}")
-    agg = [df.groupby(list(by), sort=True)[["mean_distance", "mass_within_r"]].mean() for df in (records_a, records_b)]
+    stats = [*columns, *(f"uniform_{c}" for c in columns)]
+    agg = [df.groupby(list(by), sort=True)[stats].mean() for df in (records_a, records_b)]
     if not agg[0].index.equals(agg[1].index):
 
         def listing(keys: set) -> str:
@@ -41,10 +49,11 @@ def compare_models(
             f"compare_models: different scales; only in {names[0]!r}: {only_a}; only in {names[1]!r}: {only_b}"
         )
     out = pd.DataFrame(index=agg[0].index)
-    for col in ("mean_distance", "mass_within_r"):
+    for col in columns:
         out[f"{col}[{names[0]}]"] = agg[0][col]
         out[f"{col}[{names[1]}]"] = agg[1][col]
         out[f"delta_{col}"] = agg[1][col] - agg[0][col]
+        out[f"uniform_{col}"] = (agg[0][f"uniform_{col}"] + agg[1][f"uniform_{col}"]) / 2
     return out.reset_index()
 
 

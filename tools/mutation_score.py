@@ -1,0 +1,65 @@
+"""Mutation score per module from a ``mutmut run`` (``make mutate``): reads ``mutants/**/*.py.meta``.
+
+    python tools/mutation_score.py            # table: killed / timeout / survived / no tests / not checked
+    python tools/mutation_score.py --survivors methods/alignvar/sca.py   # the surviving mutant names
+
+Score = killed / (killed + survived), with timeouts listed apart (a timeout can be a real kill, an infinite
+loop, or a slow machine; docs/TESTING.md says which). Mutants without a covering test count as survivors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 37: "killed"}
+TIMEOUT = {-24, 24, 36, 152, 255}
+
+
+def status(code: int | None) -> str:
+    if code is None:
+        return "not checked"
+    if code in TIMEOUT:
+        return "timeout"
+    return STATUS.get(code, "suspicious")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mutants", type=Path, default=Path("mutants"), help="mutmut's work folder")
+    parser.add_argument("--survivors", default=None, help="list the surviving mutants of this module path")
+    args = parser.parse_args(argv)
+    metas = sorted(args.mutants.rglob("*.py.meta"))
+    if not metas:
+        print(f"{args.mutants}: no mutmut results (run `make mutate` first)", file=sys.stderr)
+        return 2
+    if args.survivors:
+        for meta in metas:
+            if meta.relative_to(args.mutants).as_posix().removesuffix(".meta") == args.survivors:
+                codes = json.loads(meta.read_text())["exit_code_by_key"]
+                for name, code in sorted(codes.items()):
+                    if status(code) in ("survived", "no tests"):
+                        print(name)
+                return 0
+        print(f"{args.survivors}: not among the mutated modules", file=sys.stderr)
+        return 2
+    print(f"{'module':<45} {'mutants':>7} {'killed':>7} {'timeout':>7} {'survived':>8} {'no tests':>8} "
+          f"{'unchecked':>9} {'score':>6}")  # fmt: skip
+    for meta in metas:
+        module = meta.relative_to(args.mutants).as_posix().removesuffix(".meta")
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        counts = Counter(status(c) for c in codes.values())
+        done = counts["killed"] + counts["survived"] + counts["no tests"]
+        score = f"{100 * counts['killed'] / done:.1f}" if done else "-"
+        print(
+            f"{module:<45} {len(codes):>7} {counts['killed']:>7} {counts['timeout']:>7} {counts['survived']:>8} "
+            f"{counts['no tests']:>8} {counts['not checked']:>9} {score:>6}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
