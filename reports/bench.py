@@ -1,4 +1,5 @@
-"""Self-contained HTML report of a bench run: ``render_report(run_dir) -> Path``.
+"""Self-contained HTML report of a bench run, ``render_report(run_dir) -> Path``, and its paper tables,
+``write_exports(run_dir) -> [Path]``.
 
 The page is a list of ``Section`` objects rendered with jinja2 (``autoescape=True``) into
 ``templates/report.html.j2``; images are embedded as base64 PNG, CSS is inline, nothing is fetched from
@@ -8,17 +9,26 @@ anywhere. Each core section is built by a function returning plain data for its 
     render_report(run_dir, extra_sections=[Section("Efficiency", html=table_html)])
     render_report(run_dir, extra_sections=[Section("Ablation", template="ablation.html.j2",
                                                    context={...})], template_dirs=["my/templates"])
+
+The exports (``RUN_DIR/exports/``) are Tables 1-2 in the paper's layout as LaTeX (booktabs) and Markdown, made
+by ``reports.exports``: ``table.{tex,md}``, one row per method and one column per dataset and metric (the mean,
+best in bold, arrows for the better direction, optionally +- half the 95% bootstrap CI), and
+``efficiency.{tex,md}`` when the run measured efficiency.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from harness.bench.layout import LATENCY_COL, RunResults, load_run
 from harness.core.atomic import write_text
+from reports import exports
 from reports import images as render
 from reports.page import Section, format_value, template_env
 
@@ -62,6 +72,18 @@ def metric_definitions(run: RunResults) -> str:
     return "; ".join(parts)
 
 
+def latency_description(record: dict[str, Any] | None) -> str:
+    """How the latency column was measured (``summary.json`` "latency"), in one line for the overview."""
+    if not record:
+        return "seconds per image (how it was measured was not recorded by this run's version)"
+    calls = record.get("warmup_calls", "?")
+    return (
+        f"{record.get('unit', 'seconds per image')}: {record.get('measured', '?')}; batch size "
+        f"{record.get('batch_size', '?')}; after {calls} untimed warm-up call(s) on the first batch of every "
+        "method on every dataset; methods with precomputed outputs show the time they report, if any"
+    )
+
+
 # ----------------------------------------------------------------------------------------------- sections
 def alerts(run: RunResults) -> list[str]:
     """Banner lines: failed methods, skipped and failed images."""
@@ -102,6 +124,7 @@ def overview_section(run: RunResults) -> Section:
         ("torchvision / pyiqa", f"{packages.get('torchvision', '?')} / {packages.get('pyiqa', '?')}"),
         ("command", " ".join(env.get("command", []))),
         ("metrics", metric_definitions(run) or "(none computed by pyiqa)"),
+        ("latency", latency_description(run.meta.get("latency"))),
         (
             "bootstrap",
             "95% percentile bootstrap of the mean, {} resamples".format(
@@ -379,3 +402,118 @@ def efficiency_section(run: RunResults) -> Section | None:
         return None
     html = template_env().from_string(_TEMPLATE).render(**efficiency_context(run.efficiency))
     return Section("Efficiency", html=html)
+
+
+# ----------------------------------------------------------------------------------------------- exports
+EXPORTS_DIR = "exports"  # RUN_DIR/exports/: table.{tex,md}, efficiency.{tex,md}
+
+
+def _decimals(values: Sequence[float]) -> int:
+    """Decimals a column of means is printed with: 2 for values of 10 and more (PSNR, FID), else 4 (SSIM, LPIPS)."""
+    finite = [abs(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return 2 if finite and max(finite) >= 10 else 4
+
+
+def results_frame(run: RunResults, *, ci: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Table 1 of a run: a row per method, a column per (dataset, metric) with the mean (``DATASET METRIC``; the
+    metric alone for a one-dataset run); with ``ci`` the 95% CI bounds as hidden ``... lo`` / ``... hi`` columns.
+    Returns the frame and the ``reports.exports`` table options (bold_best, ci, precision). Latency is Table 2's."""
+    datasets = [d for d in run.datasets if d in set(run.summary["dataset"])]
+    stats = {(r.dataset, r.method, r.metric): r for r in run.summary.itertuples(index=False)}
+    methods = [m for m in run.methods if m in set(run.summary["method"])]
+    data: dict[str, list[Any]] = {"Method": methods}
+    bold_best: dict[str, str] = {}
+    ci_cols: dict[str, tuple[str, str]] = {}
+    precision: dict[str, int] = {}
+    for dataset in datasets:
+        for metric in run.metrics:
+            rows = [stats.get((dataset, m, metric)) for m in methods]
+            if all(r is None for r in rows):
+                continue
+            col = metric if len(datasets) == 1 else f"{dataset} {metric}"
+            data[col] = [r.mean if r is not None else float("nan") for r in rows]
+            bold_best[col] = "lower" if run.lower_better(metric) else "higher"
+            precision[col] = _decimals(data[col])
+            if ci:
+                low, high = f"{col} lo", f"{col} hi"
+                data[low] = [r.ci_low if r is not None else float("nan") for r in rows]
+                data[high] = [r.ci_high if r is not None else float("nan") for r in rows]
+                ci_cols[col] = (low, high)
+    return pd.DataFrame(data), {"bold_best": bold_best, "ci": ci_cols, "precision": precision}
+
+
+def results_caption(run: RunResults, ci: bool) -> str:
+    sizes = run.summary.groupby("dataset", sort=False)["n"].max()
+    counts = ", ".join(f"{d}: {int(n)}" for d, n in sizes.items())
+    spread = "; \u00b1 half the width of the 95% bootstrap CI" if ci else ""
+    return (
+        f"{run.name}: mean per image ({counts} images){spread}. "
+        "Best in bold; \u2191 higher is better, \u2193 lower is better."
+    )
+
+
+EFFICIENCY_EXPORT = {
+    "precision": {"Params (M)": 1, "Steps": 0, "Time (s)": 3, "IQR (s)": 3, "Peak memory (MiB)": 0},
+    "bold_best": {"Params (M)": "lower", "Time (s)": "lower", "Peak memory (MiB)": "lower"},
+}
+
+
+def efficiency_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """Table 2 of a run (``efficiency.json``): Method, Params (M), Steps, Time (s), IQR (s), Peak memory (MiB),
+    Device; a reported (not measured) time marks its method with a dagger."""
+    rows = efficiency_rows(data)
+    for row in rows:
+        if row["Source"] == "reported":
+            row["Method"] += REPORTED_MARK
+        if row["Steps"] is None:
+            row["Steps"] = float("nan")
+    return pd.DataFrame(rows, columns=[*COLUMNS, "Source", "Error"]).drop(columns=["Source", "Error"])
+
+
+def _label(name: str, table: str) -> str:
+    return f"tab:{re.sub(r'[^A-Za-z0-9-]+', '-', name).strip('-') or 'run'}-{table}"
+
+
+def write_exports(run_dir: str | Path, *, ci: bool = False, folder: str | Path | None = None) -> list[Path]:
+    """Write Table 1 (``table.tex``, ``table.md``) and, when the run has ``efficiency.json``, Table 2
+    (``efficiency.tex``, ``efficiency.md``) into ``folder`` (default ``RUN_DIR/exports``), atomically; returns
+    the paths. ``ci``: mean +- half the 95% bootstrap CI in Table 1."""
+    run = load_run(run_dir)
+    out = Path(folder) if folder is not None else run.run_dir / EXPORTS_DIR
+    tables = []
+    frame, options = results_frame(run, ci=ci)
+    if len(frame.columns) > 1:
+        tables.append(("table", frame, results_caption(run, ci), options))
+    if run.efficiency:
+        tables.append(("efficiency", efficiency_frame(run.efficiency), caption(run.efficiency), EFFICIENCY_EXPORT))
+    written = []
+    for stem, df, text, opts in tables:
+        tex = exports.to_latex(df, text, _label(run.name, stem), **opts)
+        md = exports.to_markdown(df, text, **opts)
+        for suffix, content in ((".tex", tex), (".md", md)):
+            path = out / f"{stem}{suffix}"
+            write_text(path, content)
+            written.append(path)
+    return written
+
+
+def report_and_exports(
+    run_dir: str | Path, *, output: str | Path | None = None, export_ci: bool = False
+) -> tuple[Path, list[Path]]:
+    """The report (``output``, default ``RUN_DIR/report.html``) and the exports (``RUN_DIR/exports/``), written
+    as the run folder's one writer (its ``RunLock``) and recorded as the harness's files (stage ``report``: a
+    new bench run replaces them). Files in ``exports/`` that the harness did not write stop it first."""
+    from harness.core import runfolder
+    from harness.core.runlock import RunLock
+
+    run_dir = Path(run_dir)
+    load_run(run_dir)  # the run exists (a missing one is an error, not a new folder)
+    with RunLock(run_dir, "bench run folder"):
+        found = runfolder.conflicts(run_dir, [EXPORTS_DIR])
+        if found:
+            raise runfolder.conflict_error(run_dir, found, "the exports")
+        path = render_report(run_dir, output)
+        tables = write_exports(run_dir, ci=export_ci)
+        inside = [p for p in [path, *tables] if p.resolve().is_relative_to(run_dir.resolve())]
+        runfolder.register(run_dir, inside, "report")
+    return path, tables

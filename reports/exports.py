@@ -1,8 +1,9 @@
 """Paper-ready exports: LaTeX (booktabs) and Markdown tables, and figures as PDF/SVG/PNG at CVPR widths.
 
 Tables go through one formatting step (``format_table``: numbers at a fixed precision, optional mean +- CI,
-the best value per column in bold, arrows for the better direction) and are then rendered as LaTeX, Markdown
-or HTML (the HTML reports reuse ``format_table``). Best values are compared *as displayed*, so two entries
+the best value per column in bold, arrows for the better direction) and are then rendered as LaTeX (laid out by
+pandas' ``Styler.to_latex``: booktabs rules, caption, label, placement), Markdown or HTML (the HTML reports
+reuse ``format_table``). Best values are compared *as displayed*, so two entries
 that print the same are both bold. Names are escaped for the target format; ``latex_problems`` checks
 generated LaTeX (balanced braces, matched environments, one ``&`` per column, no unescaped special characters
 in cells).
@@ -41,11 +42,20 @@ _LATEX_ESCAPES = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    # symbols the captions and names use, which LaTeX's default (utf8, T1) input does not know or types badly
+    "\u00b1": r"$\pm$",
+    "\u00d7": r"$\times$",
+    "\u2192": r"$\rightarrow$",
+    "\u2191": r"$\uparrow$",
+    "\u2193": r"$\downarrow$",
+    "\u2020": r"\dag{}",
+    "\u2013": "--",
 }
 
 
 def latex_escape(text: Any) -> str:
-    """Escape LaTeX's special characters & % $ # _ { } ~ ^ \\ in plain text."""
+    """Escape LaTeX's special characters & % $ # _ { } ~ ^ \\ in plain text, and write the symbols
+    \u00b1 \u00d7 \u2192 \u2191 \u2193 \u2020 \u2013 as LaTeX."""
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
 
 
@@ -160,16 +170,17 @@ def to_latex(
         text = rf"\textbf{{{c.text}}}" if c.bold else (c.text if c.numeric else latex_escape(c.text))
         return text + (rf" {{\scriptsize$\pm${c.pm}}}" if c.pm is not None else "")
 
-    spec = "".join("r" if n else "l" for n in table.numeric)
-    lines = [rf"\begin{{table}}[{placement}]", r"\centering"]
-    if caption:
-        lines.append(rf"\caption{{{latex_escape(caption) if escape_caption else caption}}}")
-    if label:
-        lines.append(rf"\label{{{label}}}")
-    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
-    lines += [" & ".join(cell(c) for c in row) + r" \\" for row in table.rows]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    body = pd.DataFrame([[cell(c) for c in row] for row in table.rows], columns=range(len(header)))
+    labels = [h.replace("{", "{{").replace("}", "}}") for h in header]  # relabel_index formats them with str.format
+    styler = body.style.hide(axis="index").relabel_index(labels, axis="columns")
+    return styler.to_latex(
+        column_format="".join("r" if n else "l" for n in table.numeric),
+        hrules=True,  # booktabs \\toprule \\midrule \\bottomrule
+        position=placement,
+        position_float="centering",
+        caption=(latex_escape(caption) if escape_caption else caption) or None,
+        label=label or None,
+    )
 
 
 _ENV_RE = re.compile(r"\\(begin|end)\{([^}]*)\}")

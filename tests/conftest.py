@@ -33,6 +33,23 @@ def _shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_a_library():
+    """Each test starts with logging as a library user has it: no command's handler, levels or verbosity (a test
+    that runs ``main()`` configures them, harness.core.logconfig)."""
+    yield
+    import logging
+
+    from harness.core import logconfig
+
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logconfig.StderrHandler)]:
+        root.removeHandler(handler)
+    for package in logconfig.PACKAGES:
+        logging.getLogger(package).setLevel(logging.NOTSET)
+    os.environ.pop(logconfig.VERBOSITY_ENV, None)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return _shared_path()

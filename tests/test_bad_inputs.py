@@ -549,7 +549,6 @@ CASES = [
         train(),
         0,
         "this training run has finished (same config, data and code); nothing to do",
-        where="out",
     ),  # fmt: skip
     # --- runs that go ahead: the right result, failures recorded per image --------------------------------
     Case(

@@ -113,6 +113,9 @@ def test_hub_download_cache_revisions_and_offline(online, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- URLs
 def test_url_download_checks_the_digest_and_caches(online, tmp_path, capsys):
+    from harness.core.logconfig import configure
+
+    configure(0)  # as a command: notes on stderr
     data = b"release weights"
     online.files["/releases/w.pth"] = data
     url = f"{online.url}/releases/w.pth"

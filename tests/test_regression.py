@@ -54,6 +54,9 @@ def run_cli(new, ref, *extra: str) -> int:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     args = parser.parse_args([str(new), "--against", str(ref), "--n-boot", "500", *extra])
+    from harness.core.logconfig import configure
+
+    configure(0)  # as harness.cli.main does: diagnostics on stderr
     return cli.run(args)
 
 

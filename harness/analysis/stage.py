@@ -157,9 +157,8 @@ def run_analysis(
     """Run the three analyses (module docstring) into ``run_dir/analysis`` with ``options`` (default: the
     config's ``analysis:`` block); returns a small JSON-able summary (for the sweep's ``sweep.json``): files
     written, images used, headline numbers and what was skipped. ``progress``: a progress bar per image."""
-    from tqdm.auto import tqdm
-
     from harness.core.device import resolve_device
+    from harness.core.progress import progress as progress_bar
 
     opts = options or cfg.analysis
     if not cfg.datasets:
@@ -176,7 +175,7 @@ def run_analysis(
     n = min(opts.max_images, len(dataset))
     frames, heatmaps, curves, masks, gates = [], [], [], [], []
     try:
-        for i in tqdm(range(n), desc=f"analyze {name}", unit="img", disable=not progress):
+        for i in progress_bar(range(n), desc=f"analyze {name}", unit="img", enabled=progress):
             sample = dataset[i]
             probe = probes.probe_image(
                 model,

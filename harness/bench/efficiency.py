@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from harness.bench.layout import first_line, write_efficiency
 from harness.bench.prepare import BenchContext, BenchHook
 from harness.config.experiment import EfficiencyConfig
 from harness.core.envinfo import device_name
+from harness.core.progress import progress as progress_bar
 
 if TYPE_CHECKING:
     from methods.base import SRMethod
@@ -148,7 +148,7 @@ def measure_latency(
     lr = lr.to(device)
     keys = _keys(lr, keys)
     samples: list[float] = []
-    bar = tqdm(total=warmup + repeats, desc=f"latency {type(method).__name__}", disable=not progress, leave=False)
+    bar = progress_bar(total=warmup + repeats, desc=f"latency {type(method).__name__}", enabled=progress, leave=False)
     with torch.inference_mode():
         for _ in range(warmup):
             method.upscale(lr, keys)
@@ -293,7 +293,7 @@ def throughput_vs_batch(
     row has ``error="out of memory"`` and NaN timings, and larger batch sizes are not tried.
     """
     rows: list[dict[str, Any]] = []
-    for batch in tqdm(batch_sizes, desc="batch sizes", disable=not progress, leave=False):
+    for batch in progress_bar(batch_sizes, desc="batch sizes", enabled=progress, leave=False):
         if batch < 1:
             raise ValueError(f"batch sizes must be >= 1, got {batch}")
         lr = random_lr(batch, size, method.device)
@@ -351,7 +351,7 @@ def efficiency_table(
     items = list(methods.items()) if isinstance(methods, Mapping) else list(methods)
     h, w = _size_hw(lr_size)
     rows = []
-    for name, method in tqdm(items, desc="efficiency", disable=not progress, leave=False):
+    for name, method in progress_bar(items, desc="efficiency", enabled=progress, leave=False):
         params = count_parameters(method)["total"]
         row: dict[str, Any] = {
             "Method": name,

@@ -1,29 +1,49 @@
 """The evaluation of one method on one dataset, batch by batch, into per-image metric rows.
 
-``evaluate`` upscales in batches of same-size images, times every batch, quantises the output to 8 bit (so
-the metrics equal what the saved PNGs give), computes per-image metrics and saves the SR PNGs (and, once per
-dataset, the LR/HR references). An image that fails at any stage is recorded (``DatasetState``) and the others
-are evaluated (``evaluate``). A non-strict precomputed method is evaluated on the images it has
-(``unavailable_keys``); precomputed methods get the per-image latency they report (``reported_latency``).
+``evaluate`` upscales in batches of same-size images, times every batch (after an untimed warm-up call on the
+first, on every device: ``LATENCY``), quantises the output to 8 bit (so the metrics equal what the saved PNGs
+give), computes per-image metrics and saves the SR PNGs (and, once per dataset, the LR/HR references). An
+image that fails at any stage is recorded (``DatasetState``) and the others are evaluated (``evaluate``). A
+non-strict precomputed method is evaluated on the images it has (``unavailable_keys``); precomputed methods get
+the per-image latency they report (``reported_latency``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from harness.bench import layout as R
 from harness.bench.layout import first_line
 from harness.bench.prepare import BenchContext, BenchHook
 from harness.core.device import sync_device
 from harness.core.imageio import ImageError, quantize_8bit, save_image
+from harness.core.progress import progress as progress_bar
+
+log = logging.getLogger(__name__)
+
+
+# How the latency column is measured (``summary.json`` "latency", the report): one record for every run.
+WARMUP_CALLS = 1  # untimed upscale calls on the first batch of each method x dataset, before any timing
+LATENCY = {
+    "unit": "seconds per image",
+    "measured": "wall time of each batch's upscale call, the device synchronised before the clock stops, divided "
+    "by the images in the batch",
+    "warmup_calls": WARMUP_CALLS,
+    "warmup": "untimed upscale calls on the first batch of every method on every dataset (all devices), so "
+    "one-off start-up costs (lazy initialisation, kernel selection, allocator growth) stay out of the column",
+}
+
+
+def latency_record(batch_size: int) -> dict[str, Any]:
+    """``summary.json``'s "latency": how ``latency_s`` was measured (``LATENCY``) at this batch size."""
+    return {**LATENCY, "batch_size": int(batch_size)}
 
 
 def _is_strict(method: Any) -> bool:
@@ -128,7 +148,7 @@ def evaluate(
     grid_keys = set(keys[: cfg.report.max_images_in_grid])
     scale = int(method.scale)
     timed = not getattr(method, "precomputed", False)
-    warm = device.type != "cuda" or not timed  # CUDA: one untimed warm-up call (kernel selection, allocator)
+    warmups = WARMUP_CALLS if timed else 0  # the first call of a method can be ~100x slower than the next ones
     rows: list[dict[str, Any]] = []
     unavailable = set(unavailable_keys(method, keys[:n]))
     if unavailable:
@@ -138,14 +158,14 @@ def evaluate(
     streak: dict[str, Any] = {"failed": 0, "succeeded": 0, "last": None}
 
     def compute(batch: list[Any]) -> list[dict[str, Any]]:
-        nonlocal warm
+        nonlocal warmups
         lr = torch.stack([s.lr for s in batch]).to(device)
         batch_keys = [s.key for s in batch]
         try:
-            if not warm:
+            while warmups:
                 method.upscale(lr, batch_keys)
                 sync_device(device)
-                warm = True
+                warmups -= 1
             start = time.perf_counter()
             sr = method.upscale(lr, batch_keys)
             sync_device(device)
@@ -242,7 +262,7 @@ def evaluate(
             torch.cuda.empty_cache()  # after an out-of-memory image
 
     batch: list[Any] = []
-    with tqdm(total=n, desc=f"{m_name} | {ds_name}", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=n, desc=f"{m_name} | {ds_name}", unit="img", enabled=progress) as bar:
         for i in range(n):
             key = keys[i]
             needs_ref = cfg.bench.save_images and key not in state.refs_saved and (need_all_refs or key in grid_keys)
@@ -262,7 +282,7 @@ def evaluate(
                     str(exc) if isinstance(exc, ImageError) else f"loading {ds_name}/{key} failed: {first_line(exc)}"
                 )
                 action = "skipping" if cfg.bench.on_corrupt == "skip" else "cannot evaluate"
-                warnings.warn(f"{action} {ds_name}/{key}: {reason}", stacklevel=2)
+                log.warning(f"{action} {ds_name}/{key}: {reason}")
                 state.skipped[key] = reason
                 counts["n_failed"] += key not in unavailable
                 bar.update(1)

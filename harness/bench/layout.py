@@ -13,6 +13,7 @@ A run directory ``runs/<experiment>/`` holds::
     references/<dataset>/{lr,hr}/<image>.png     LR/HR references for the report grid and set-level metrics
     errors/<dataset>__<method>.txt               tracebacks of failed methods
     errors/images.csv                            images that failed: dataset, method, image, stage, error
+    report.html, exports/{table,efficiency}.{tex,md}   the report and its paper tables (``run.py report``)
 
 Report, regression checks and sweeps read a run with ``load_run(run_dir) -> RunResults``. ``summary.json`` is
 written last, so its presence marks a finished run. The runner builds a run in a staging folder and moves it
@@ -54,6 +55,7 @@ OUTPUT_ENTRIES = (
     "errors",
     "identity.json",
     "report.html",
+    "exports",
 )
 IMAGE_FAILURE_COLUMNS = ("dataset", "method", "image", "stage", "error")
 

@@ -18,7 +18,6 @@ again. ``regress`` compares the ``datasets/`` groups of two runs: a change there
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,14 +382,15 @@ def missing_requirements(cfg: ExperimentConfig) -> list[Requirement]:
 def fetch_missing(missing: list[Requirement], *, progress: bool = True) -> dict[str, str]:
     """Download every missing requirement that can be fetched (one progress bar over the files, plus each
     file's own); returns the failed ones (``Requirement.key`` -> error), all of them: nothing stops early."""
-    from tqdm import tqdm
+    from harness.core.progress import bars_shown
+    from harness.core.progress import progress as progress_bar
 
     todo = [req for req in missing if req.fetch is not None]
     failed: dict[str, str] = {}
-    bar = tqdm(todo, desc="preflight: fetching weights", unit="file", file=sys.stderr, disable=not (progress and todo))
+    bar = progress_bar(todo, desc="preflight: fetching weights", unit="file", enabled=progress and bool(todo))
     for req in bar:
         try:
-            req.fetch(progress)
+            req.fetch(bars_shown(progress))  # each file's own bar (the downloaders'): on a terminal only
         except fetch.FetchError as exc:  # its message names the file, the cause and the fix
             failed[req.key] = str(exc).strip().splitlines()[0]
         except Exception as exc:  # noqa: BLE001 - collected: every failure is listed at once

@@ -30,7 +30,7 @@ import torch
 
 from harness.bench import layout
 from harness.bench.efficiency import EfficiencyHook
-from harness.bench.evaluate import DatasetState, evaluate, latency_source
+from harness.bench.evaluate import DatasetState, evaluate, latency_record, latency_source
 from harness.bench.layout import record_failure
 from harness.bench.prepare import (
     BenchContext,
@@ -229,6 +229,7 @@ def _run(cfg, out_dir: Path, dev, prepared: Prepared, hooks, identity: RunIdenti
     # the image failures that fail the run: every one when strict, unreadable inputs with on_corrupt 'fail'
     failing = loads + others if cfg.bench.strict else loads if cfg.bench.on_corrupt == "fail" else []
     meta = layout.run_meta(cfg, dev, prepared, skipped, failures, started)
+    meta["latency"] = latency_record(cfg.bench.batch_size)  # how latency_s was measured
     annotate_meta(meta, prepared, states)
     meta["identity"] = {"config_sha256": identity.config_sha256, "data_sha256": identity.data_sha256,
                         "code": identity.code}  # fmt: skip

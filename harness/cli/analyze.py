@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.cli.options import add_offline, apply_offline
 from harness.config.experiment import ALIGNMENTS, AnalysisOptions
+
+log = logging.getLogger(__name__)
 
 HELP = "attention distance, error accumulation and SCA masks of AlignVAR/VARSR; plots from saved analyses"
 DESCRIPTION = """\
@@ -161,16 +163,15 @@ def _setup(args: argparse.Namespace) -> _Target:
 
 
 def _run_analysis(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from harness.analysis import probes, stage
+    from harness.core.progress import progress
 
     t = _setup(args)
     opts = t.options
     n = min(opts.max_images, len(t.dataset))
     frames, results, heatmaps = [], [], []
     try:
-        for i in tqdm(range(n), desc=f"{args.analysis} {t.name}", unit="img"):
+        for i in progress(range(n), desc=f"{args.analysis} {t.name}", unit="img"):
             sample = t.dataset[i]
             if args.analysis == "attention":
                 layers = [int(v) for v in args.layers.split(",")] if args.layers else None
@@ -244,10 +245,7 @@ def _run_plot(args: argparse.Namespace) -> int:
                 write_text(args.output / f"attention_compare{suffix}", text)
                 written.append(args.output / f"attention_compare{suffix}")
     if not written:
-        print(
-            f"analyze plot: no attention.csv or accumulation.csv in {', '.join(map(str, folders))}",
-            file=sys.stderr,
-        )
+        log.error("analyze plot: no attention.csv or accumulation.csv in %s", ", ".join(map(str, folders)))
         return 2
     for path in written:
         print(path)
@@ -259,5 +257,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run_plot(args) if args.analysis == "plot" else _run_analysis(args)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"analyze {args.analysis}: {exc}", file=sys.stderr)
+        log.error("analyze %s: %s", args.analysis, exc)
         return 2

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 
 from harness.cli.options import add_offline, apply_offline
+
+log = logging.getLogger(__name__)
 
 HELP = "benchmark the configured methods on the configured datasets and metrics"
 DESCRIPTION = """\
@@ -25,9 +27,17 @@ makes any such failure fail the run. The run folder is locked while the run writ
 same name stops at once, naming the first), its identity (config, input data, code) is recorded in
 identity.json, and a new run is built beside the old one and replaces it only once it has finished.
 
+Latency (latency_s in the per-image tables): wall time of each batch's upscale call (device synchronised)
+divided by its images, after bench.latency_warmup untimed calls (default 1) on the first batch of each method
+and dataset, so one-off start-up costs stay out of the column; summary.json ("latency") and the report say so.
+
 --efficiency (or `bench.efficiency: {lr_size: 128}` in the experiment) also measures the paper's Table 2 for
 every method: parameters, inference steps, latency median/IQR at batch 1 on a fixed LR size after warm-up,
 peak memory, device -> efficiency.json and an "Efficiency" section in the report.
+
+--report also writes the paper tables next to the report: exports/table.tex and table.md (Table 1: a row per
+method, a column per dataset and metric, best in bold, arrows; --export-ci adds +- half the 95% CI) and, with
+efficiency, exports/efficiency.tex and .md (Table 2).
 
 examples:
   python run.py bench experiments/demo.yaml
@@ -52,7 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where metric/method weights are looked up (sets ALIGNVAR_WEIGHTS_DIR)",
     )
-    parser.add_argument("--report", action="store_true", help="also render report.html into the run dir")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also render report.html and the paper tables exports/table.{tex,md} (efficiency.{tex,md} with "
+        "--efficiency) into the run dir",
+    )
+    parser.add_argument(
+        "--export-ci", action="store_true", help="with --report: the exported tables show mean \u00b1 half the 95%% CI"
+    )
     add_offline(parser)
     group = parser.add_argument_group("efficiency (Table 2)")
     group.add_argument(
@@ -105,34 +123,38 @@ def apply_efficiency_flags(cfg, args: argparse.Namespace) -> None:
 def execute(cfg, args: argparse.Namespace, *, force: bool, report: bool, notes: tuple[str, ...] = ()) -> int:
     """Bench (and optionally report) a loaded config, print where the results are; return the exit code.
 
-    The report is written under the run folder's lock and recorded as the harness's own file.
+    The report and its exports are written under the run folder's lock and recorded as the harness's files.
     """
     from harness.bench.runner import BenchFailedError, run_bench
-    from harness.core import runfolder
     from harness.core.device import resolve_device
-    from harness.core.runlock import RunLock
 
     resolve_device(args.device if args.device is not None else cfg.bench.device, key="--device / bench.device")
     status = 0
     try:
         run_dir = run_bench(cfg, device=args.device, force=force, progress=not args.no_progress, notes=notes)
     except BenchFailedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         run_dir, status = exc.run_dir, 1
     print(f"results: {run_dir}  (summary.csv, metrics/, images/)")
     _print_summary(run_dir)
     if report:
-        from reports.bench import render_report
+        from reports.bench import report_and_exports
 
-        with RunLock(run_dir, "bench run folder"):
-            path = render_report(run_dir)
-            runfolder.register(run_dir, [path], "report")
+        path, tables = report_and_exports(run_dir, export_ci=getattr(args, "export_ci", False))
         print(f"report: {path}")
+        print_exports(tables)
     return status
+
+
+def print_exports(tables) -> None:
+    """``exports: RUN_DIR/exports  (table.tex, table.md, ...)`` on stdout (a path the command wrote)."""
+    if tables:
+        print(f"exports: {tables[0].parent}  ({', '.join(p.name for p in tables)})")
 
 
 def _print_summary(run_dir) -> None:
     from harness.bench.layout import load_run
+    from harness.core.logconfig import note
 
     run = load_run(run_dir)
     if run.summary.empty:
@@ -140,20 +162,18 @@ def _print_summary(run_dir) -> None:
     table = run.summary.pivot_table(index=["dataset", "method"], columns="metric", values="mean", sort=False)
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     for item in run.skipped:
-        print(f"not evaluated {item['dataset']}/{item['image']}: {item['error']}", file=sys.stderr)
+        log.warning("not evaluated %s/%s: %s", item["dataset"], item["image"], item["error"])
     for item in run.image_failures:
-        print(
-            f"failed {item['dataset']}/{item['image']} ({item['method']}, {item['stage']}): {item['error']}",
-            file=sys.stderr,
+        log.warning(
+            "failed %s/%s (%s, %s): %s", item["dataset"], item["image"], item["method"], item["stage"], item["error"]
         )
     for row in run.meta.get("evaluation", []):
         if row.get("n_failed"):
-            print(
-                f"{row['method']} on {row['dataset']}: {row['n_evaluated']} evaluated / {row['n_failed']} failed",
-                file=sys.stderr,
+            log.warning(
+                "%s on %s: %s evaluated / %s failed", row["method"], row["dataset"], row["n_evaluated"], row["n_failed"]
             )
-    for note in run.meta.get("notes", []):
-        print(f"note: {note}", file=sys.stderr)
+    for text in run.meta.get("notes", []):
+        note(log, "%s", text)
     if run.efficiency:
         import pandas as pd
 

@@ -8,10 +8,13 @@ its 11 KB file into its cache; with --offline only a cached one); otherwise a no
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 
 from harness.cli.options import add_offline, apply_offline
+
+log = logging.getLogger(__name__)
 
 HELP = "quick start: benchmark interpolation baselines on bundled images and write an HTML report"
 DESCRIPTION = """\
@@ -59,7 +62,9 @@ def load_demo_config(path: str | Path, overrides: list[str], notes: list[str] | 
             except Exception as exc:  # noqa: BLE001 - any reason: leave it out, say why
                 reason = str(exc).strip() or type(exc).__name__  # the whole message: it says how to fix it
                 note = f"metric {spec.get('name', spec['type'])!r} left out (its weights are not available): {reason}"
-                print(f"note: {note}")
+                from harness.core.logconfig import note as log_note
+
+                log_note(log, "%s", note)
                 if notes is not None:
                     notes.append(note)
                 continue
@@ -79,5 +84,5 @@ def run(args: argparse.Namespace) -> int:
     if args.output_root:
         cfg.output_root = args.output_root
     status = execute(cfg, args, force=True, report=True, notes=tuple(notes))
-    print(f"demo finished in {time.perf_counter() - start:.1f} s; open the report in a browser")
+    log.info("demo finished in %.1f s; open the report in a browser", time.perf_counter() - start)
     return status

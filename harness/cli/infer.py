@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 
 from harness.cli.options import add_offline, apply_offline
@@ -33,6 +33,9 @@ The output folder may not be, or be inside, the input folder; existing outputs a
 --overwrite; one process writes an output folder at a time. An image that fails is reported and the others
 are still written (exit 1).
 """
+
+
+log = logging.getLogger(__name__)
 
 
 class OutputExistsError(FileExistsError):
@@ -147,10 +150,10 @@ def check_outputs(inputs: list[Path], targets: list[Path], input_arg: Path, over
 def run(args: argparse.Namespace) -> int:
     apply_offline(args)
     import torch
-    from tqdm import tqdm
 
     from harness.core.fetch import FetchError
     from harness.core.imageio import ImageError, load_image, save_image
+    from harness.core.progress import progress
     from methods.adapters.alignvar import (
         AlignVARMethod,
         AlignVARMethodConfig,
@@ -161,10 +164,7 @@ def run(args: argparse.Namespace) -> int:
     from methods.alignvar.weights import CheckpointError
 
     if args.sca is not None and args.method != "alignvar":
-        print(
-            "error: --sca applies to --method alignvar only (varsr is SCA-free by definition)",
-            file=sys.stderr,
-        )
+        log.error("--sca applies to --method alignvar only (varsr is SCA-free by definition)")
         return 2
     from harness.core.device import resolve_device
     from harness.core.runlock import RunLock
@@ -197,25 +197,27 @@ def run(args: argparse.Namespace) -> int:
             config = VARSRMethodConfig(**options)
         method = AlignVARMethod(config, args.method)
     except (MissingCheckpointError, CheckpointError, FetchError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
-    for note in method.model.load_notes:
-        print(f"note: {note}", file=sys.stderr)
+    from harness.core.logconfig import note
+
+    for text in method.model.load_notes:
+        note(log, "%s", text)
     written, failed = [], []
     with RunLock(targets[0].parent, "infer output folder", leave_no_trace=True):
         check_outputs(inputs, targets, Path(args.input), args.overwrite)  # again, now that the folder is ours
-        for src, dst in tqdm(list(zip(inputs, targets)), desc=f"infer {args.method}", unit="img", file=sys.stderr):
+        for src, dst in progress(list(zip(inputs, targets)), desc=f"infer {args.method}", unit="img"):
             try:
                 lr = load_image(src)
                 sr = method.upscale(lr[None], [src.stem])[0]
             except (ImageError, MemoryError, torch.OutOfMemoryError, ValueError) as exc:
-                print(f"error: {src}: {exc}", file=sys.stderr)
+                log.error("%s: %s", src, exc)
                 failed.append(src)
                 continue
             written.append(save_image(sr.cpu(), dst))
     where = written[0] if len(written) == 1 else Path(args.output)
     print(f"wrote {len(written)} x4 image(s) to {where}")
     if failed:
-        print(f"error: {len(failed)} of {len(inputs)} image(s) failed (see above)", file=sys.stderr)
+        log.error("%d of %d image(s) failed (see above)", len(failed), len(inputs))
         return 1
     return 0

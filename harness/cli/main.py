@@ -5,15 +5,22 @@ Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and `
 imports (torch, pyiqa) happen inside ``run`` so that ``--help`` stays fast. A user error (bad config or input,
 a run folder that is taken, a failed run) is printed as one ``error: ...`` message with its exit code
 (``EXIT_CODES``), never as a traceback; ``--debug`` (or ``ALIGNVAR_DEBUG=1``) shows the traceback too.
+
+Output: stdout carries a command's results only (``list``, the tables, the regress verdict, the paths it wrote),
+so scripts can parse it; diagnostics (progress, warnings, notes, errors) go to stderr through ``logging``
+(``harness.core.logconfig``), louder with ``-v``/``-vv`` and quieter with ``-q``/``-qq``, before or after COMMAND.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import traceback
+
+log = logging.getLogger("harness.cli")
 
 COMMANDS = {
     "list": "harness.cli.list_cmd",
@@ -40,7 +47,8 @@ exit codes:
   4    reading or writing failed (permission denied, disk full, ...)
   70   internal error (a bug: the traceback is printed; please report it)
   130  interrupted (Ctrl-C)
---debug (before or after COMMAND) or ALIGNVAR_DEBUG=1 also prints the traceback of an error."""
+--debug (before or after COMMAND) or ALIGNVAR_DEBUG=1 also prints the traceback of an error.
+results go to stdout, diagnostics (progress, warnings, errors) to stderr: -v/-vv more, -q/-qq less."""
 
 # Error classes by exit code, as (module, class name): looked up only in modules already imported, so that
 # handling an error never imports anything heavy.
@@ -108,6 +116,17 @@ def version_text() -> str:
     return f"alignvar-bench {__version__} ({deps}, Python {platform.python_version()})"
 
 
+VERBOSE_HELP = "more diagnostics on stderr: -v debug messages with times and logger names, -vv libraries' too"
+QUIET_HELP = "fewer diagnostics on stderr: -q warnings and errors only (no progress), -qq errors only"
+
+
+def add_verbosity(parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: object = 0) -> None:
+    """``-v``/``--verbose`` and ``-q``/``--quiet`` (counted); on a command with a suppressed default, so that
+    ``run.py -v bench`` and ``run.py bench -v`` both work."""
+    parser.add_argument("-v", "--verbose", action="count", default=default, help=VERBOSE_HELP)
+    parser.add_argument("-q", "--quiet", action="count", default=default, help=QUIET_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # the installed script says its own name; `python run.py` (a checkout) says run.py
     prog = "alignvar-bench" if os.path.basename(sys.argv[0]) == "alignvar-bench" else "run.py"
@@ -120,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("--debug", action="store_true", help="also print the traceback of an error")
+    add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)  # a missing command module is an error, never skipped
@@ -132,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         module.add_arguments(cmd)
         cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        add_verbosity(cmd.add_argument_group("output"), default=argparse.SUPPRESS)
         cmd.set_defaults(_run=module.run)
     return parser
 
@@ -151,26 +172,30 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     debug = bool(getattr(args, "debug", False)) or os.environ.get("ALIGNVAR_DEBUG", "") not in ("", "0")
+    from harness.core.logconfig import configure  # stdlib only: cheap
+
+    configure(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        log.error("interrupted", extra={"prefix": ""})
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - every error leaves through here, as a message and an exit code
         code = exit_code_of(exc)
         if code is None or debug:
             traceback.print_exc()
         if code is None:
-            print(
-                f"internal error: {type(exc).__name__}: {_message(exc)}\n(this is a bug in alignvar-bench; please "
-                "report it with the traceback above)",
-                file=sys.stderr,
+            log.error(
+                "%s: %s\n(this is a bug in alignvar-bench; please report it with the traceback above)",
+                type(exc).__name__,
+                _message(exc),
+                extra={"prefix": "internal error"},
             )
             return EXIT_INTERNAL
         from harness.core.mapping import ConfigError  # stdlib only: cheap
 
         prefix = "config error" if isinstance(exc, ConfigError) else "error"
-        print(f"{prefix}: {_message(exc)}", file=sys.stderr)
+        log.error("%s", _message(exc), extra={"prefix": prefix})
         return code
 
 

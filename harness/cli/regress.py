@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 
 HELP = "compare a bench run with a reference run; exit 1 on a significant regression beyond tolerance"
@@ -22,6 +22,9 @@ which the verdict then says.
 
 Exit status: 0 no regression, 1 regression, 2 the runs cannot be compared (the message says why).
 """
+
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,11 +63,13 @@ def run(args: argparse.Namespace) -> int:
             allow_data_change=args.allow_data_change,
         )
     except (RegressionError, RunNotFoundError) as exc:
-        print(f"regress: {exc}", file=sys.stderr)
+        log.error("regress: %s", exc)
         return 2
     print(report.format_table())
-    for note in report.notes:
-        print(f"note: {note}")
+    from harness.core.logconfig import note
+
+    for text in report.notes:
+        note(log, "%s", text)
     output = args.output or Path(args.new_run) / "regression.html"
     write_html(report, output)
     if Path(output).resolve().parent == Path(args.new_run).resolve():

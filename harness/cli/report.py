@@ -4,36 +4,37 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "render a self-contained HTML report of a bench run"
+HELP = "render a self-contained HTML report of a bench run and its LaTeX/Markdown tables"
 DESCRIPTION = """\
 Render RUN_DIR (a finished 'run.py bench' output folder) as one self-contained HTML page: config and
 environment, per-dataset tables (mean and 95% bootstrap CI, best in bold), per-image results and an image
 comparison grid with zoomed crops. Images are embedded; the file can be mailed or archived as is.
 
-example:
-  python run.py report runs/demo --output demo.html
+The paper tables go to RUN_DIR/exports/: table.tex and table.md (Table 1: a row per method, a column per
+dataset and metric, best in bold, arrows for the better direction; --export-ci adds +- half the 95% bootstrap
+CI) and, when the run measured efficiency, efficiency.tex and efficiency.md (Table 2). The LaTeX needs
+\\usepackage{booktabs}.
+
+examples:
+  python run.py report runs/demo
+  python run.py report runs/demo --output demo.html --export-ci
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a bench run directory (contains summary.json)")
     parser.add_argument("--output", "-o", metavar="FILE", help="HTML file to write (default: RUN_DIR/report.html)")
+    parser.add_argument(
+        "--export-ci", action="store_true", help="the exported tables show mean \u00b1 half the 95%% bootstrap CI"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from harness.cli.bench import print_exports
+    from reports.bench import report_and_exports
 
-    from harness.bench.layout import load_run
-    from harness.core import runfolder
-    from harness.core.runlock import RunLock
-    from reports.bench import render_report
-
-    if args.output is not None:
-        path = render_report(args.run_dir, args.output)  # a missing run: RunNotFoundError, exit 2 (harness.cli.main)
-    else:
-        load_run(args.run_dir)  # the run exists (a missing one is an error, not a new folder)
-        with RunLock(args.run_dir, "bench run folder"):  # into the run folder: as its one writer, and recorded
-            path = render_report(args.run_dir)
-            runfolder.register(Path(args.run_dir), [path], "report")
+    # a missing run: RunNotFoundError, exit 2 (harness.cli.main); the files are written under the run's lock
+    path, tables = report_and_exports(args.run_dir, output=args.output, export_ci=args.export_ci)
     print(f"report: {path}")
+    print_exports(tables)
     return 0

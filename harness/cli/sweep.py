@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 from pathlib import Path
 
 from harness.cli.options import add_offline, apply_offline
+
+log = logging.getLogger(__name__)
 
 HELP = "run an experiment over a grid of config values (resumable; local GPU/CPU workers or Slurm)"
 DESCRIPTION = """\
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.sweep.runner import run_sweep
 
     if args.workers is not None and args.workers < 1:
-        print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        log.error("--workers must be >= 1, got %s", args.workers)
         return 2
     spec = load_sweep(args.experiment, args.overrides)
     try:
@@ -86,14 +88,14 @@ def run(args: argparse.Namespace) -> int:
             isolation="inline" if args.inline else "process",
             strict_code_version=args.strict_code_version,
             wait=not args.no_wait,
-            progress=sys.stderr.isatty() or bool(os.environ.get("ALIGNVAR_PROGRESS")),
+            progress=True,  # a bar on a terminal, log lines elsewhere (harness.core.progress)
         )
     except ValueError as exc:  # a cell function that cannot be found (ConfigError is handled by main)
         from harness.core.mapping import ConfigError
 
         if isinstance(exc, ConfigError):
             raise
-        print(f"sweep error: {exc}", file=sys.stderr)
+        log.error("sweep: %s", exc)
         return 2
     if args.dry_run:
         return 0
@@ -111,13 +113,15 @@ def render_report(sweep_dir: Path) -> int:
         module = importlib.import_module("reports.sweep")
     except ModuleNotFoundError as exc:
         if exc.name in ("reports", "reports.sweep"):
-            print("note: sweep report skipped (reports.sweep is not available in this build)")
+            from harness.core.logconfig import note
+
+            note(log, "sweep report skipped (reports.sweep is not available in this build)")
             return 0
         raise
     try:
         path = module.render_sweep_report(sweep_dir)
     except Exception as exc:  # noqa: BLE001 - the sweep's results stand; say what went wrong with the page
-        print(f"sweep report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        log.error("sweep report failed: %s: %s", type(exc).__name__, exc)
         return 1
     print(f"sweep report: {path}")
     return 0

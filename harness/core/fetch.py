@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urldefrag, urlsplit
+
+from harness.core.logconfig import note
+from harness.core.progress import bars_shown
+
+log = logging.getLogger(__name__)
 
 OFFLINE_ENV = "ALIGNVAR_OFFLINE"
 NETWORK_TIMEOUT_S = 60.0  # per socket operation; urllib (torch.hub, pyiqa) would otherwise wait forever
@@ -240,11 +245,11 @@ def _resolve_url(ref: str, offline: bool, progress: bool) -> Path:
             raise
         raise FetchError(f"{ref}: download failed: {type(exc).__name__}: {_first_line(exc)}") from None
     if file.sha256 is None:
-        print(
-            f"note: {file.url} has no #sha256= pin; downloaded file sha256={digest} ({target}); pin it with "
-            f"{file.url}#sha256={digest}",
-            file=sys.stderr,
-        )
+        note(
+            log,
+            "%s has no #sha256= pin; downloaded file sha256=%s (%s); pin it with %s#sha256=%s",
+            file.url, digest, target, file.url, digest,
+        )  # fmt: skip
     return target
 
 
@@ -252,9 +257,11 @@ def _resolve_url(ref: str, offline: bool, progress: bool) -> Path:
 def resolve_checkpoint(ref: str | os.PathLike, offline: bool | None = None, *, progress: bool = True) -> Path:
     """The local file of a checkpoint reference (see the module docstring); downloads unless offline.
 
-    Raises ValueError for a malformed reference and :class:`FetchError` when the file cannot be provided.
+    Raises ValueError for a malformed reference and :class:`FetchError` when the file cannot be provided. A
+    download's progress bar is drawn on a terminal only (``harness.core.progress.bars_shown``).
     """
     text = str(ref)
+    progress = bars_shown(progress)
     if text.startswith("hf://"):
         return _resolve_hub(text, _offline(offline), progress)
     if text.startswith(("https://", "http://")):

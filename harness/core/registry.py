@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import warnings
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 KINDS = ("methods", "datasets", "metrics", "degradations", "models", "trainers")
 
@@ -98,7 +100,7 @@ def load_plugins(modules: tuple[str, ...] = PLUGIN_MODULES) -> dict[str, str]:
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the rest (a missing one counts)
             _IMPORT_ERRORS[module] = f"{type(exc).__name__}: {exc}"
     for module, err in _IMPORT_ERRORS.items():
-        warnings.warn(f"plugin module {module} failed to import: {err}", stacklevel=2)
+        log.warning(f"plugin module {module} failed to import: {err}")
     return dict(_IMPORT_ERRORS)
 
 

@@ -26,7 +26,8 @@ import math
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
+
+from harness.core.progress import progress as progress_bar
 
 UpscaleFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -115,7 +116,7 @@ def tiled_upscale(
     th, tw = min(tile, height), min(tile, width)
     out: torch.Tensor | None = None
     weight_sum = torch.zeros(1, 1, height * scale, width * scale, dtype=torch.float32, device=lr.device)
-    bar = tqdm(total=len(ys) * len(xs), desc="tiles", unit="tile", disable=not progress, leave=False)
+    bar = progress_bar(total=len(ys) * len(xs), desc="tiles", unit="tile", enabled=progress, leave=False)
     for yi, y0 in enumerate(ys):
         wy = blend_profile(th, scale, overlap, ramp, yi > 0, yi < len(ys) - 1, device=lr.device)
         for xi, x0 in enumerate(xs):

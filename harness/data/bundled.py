@@ -22,8 +22,8 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,8 @@ from harness.core.atomic import write_json
 from harness.core.identity import file_sha256
 from harness.core.imageio import load_image, quantize_8bit, save_image
 from harness.data.degradations.base import make_generator
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when the generation recipe changes, so stale caches are not reused
 
@@ -242,10 +244,9 @@ def _verified(manifest: Path, keys: list[str]) -> dict[str, str] | None:
                 bad.append(rel)
             checked[str(path)] = digest
     if bad:
-        warnings.warn(
+        log.warning(
             f"bundled data cache {root}: {len(bad)} file(s) missing or changed since they were generated "
-            f"({', '.join(bad[:5])}); regenerating them",
-            stacklevel=3,
+            f"({', '.join(bad[:5])}); regenerating them"
         )
         return None
     return checked

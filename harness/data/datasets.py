@@ -8,7 +8,7 @@ that fails the run or skips the image (``bench.on_corrupt``), see :meth:`SRDatas
 
 from __future__ import annotations
 
-import warnings
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,8 @@ from harness.core.imageio import ImageError, load_image
 from harness.core.registry import register
 from harness.data import bundled, pairing
 from harness.data.pairing import DatasetError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Sample",
@@ -102,7 +104,7 @@ class SRDataset:
             except ImageError as exc:
                 if on_corrupt != "skip":
                     raise
-                warnings.warn(f"dataset {self.name!r}: skipping {self._items[i].key}: {exc}", stacklevel=2)
+                log.warning(f"dataset {self.name!r}: skipping {self._items[i].key}: {exc}")
 
     def __repr__(self) -> str:
         ref = "with GT" if self.has_reference else "no GT"
@@ -150,7 +152,7 @@ def paired_dataset(cfg: PairedConfig) -> SRDataset:
         message = pairing.unpaired_message(lr_dir, hr_dir, hr_alone, lr_alone, cfg.filename_tmpl)
         if cfg.on_missing == "error" or not pairs:
             raise DatasetError(message)
-        warnings.warn(f"skipping unpaired images: {message}", stacklevel=2)
+        log.warning(f"skipping unpaired images: {message}")
     items = []
     for pair in pairs:
         lr_hw, hr_hw = pairing.image_size(pair.lr), pairing.image_size(pair.hr)

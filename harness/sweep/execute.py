@@ -34,6 +34,8 @@ from harness.core.runlock import RunLock
 from harness.sweep.cache import LOG_FILE, now, read_state, write_state
 from harness.sweep.expand import Cell
 
+log = logging.getLogger(__name__)
+
 CellFn = Callable[[Cell, Path], dict]
 DEFAULT_CELL_FN = "harness.sweep.cells:train_and_bench"
 
@@ -221,11 +223,11 @@ def execute_cell(
                 result = _check_result(cell_fn(run_cell, cell_dir))
             except (Exception, SystemExit) as exc:
                 tb = traceback.format_exc()
-                print(tb, file=sys.stderr, flush=True)
+                log.error("cell failed:\n%s", tb.rstrip())
                 state.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=tb)
             else:
                 state.update(status="done", result=result)
-                print(f"cell finished: done in {time.perf_counter() - t0:.2f} s", flush=True)
+                log.info("cell finished: done in %.2f s", time.perf_counter() - t0)
         state.update(finished_at=now(), duration_s=round(time.perf_counter() - t0, 3))
         write_state(cell_dir, state)  # atomically, after the cell's outputs
         return Outcome(cell.dir_name, state["status"], duration_s=state["duration_s"], error=state["error"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from harness.sweep.cache import (
 from harness.sweep.execute import CellFn, Outcome, base_state, cell_fn_path, resolve_cell_fn
 from harness.sweep.expand import Cell, SweepSpec, expand
 from harness.sweep.scheduler import CellJob, RunOptions
+
+log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "sweep.json"
 TABLE_FILE = "cells.csv"
@@ -136,12 +139,11 @@ def run_sweep(
         else:
             todo.append(cell)
     skipped = len(outcomes)
-    print(
-        f"sweep {spec.name}: {len(cells)} cells, {len(todo)} to run, {skipped} finished earlier"
-        + (f", {len(busy)} held by another runner" if busy else "")
-        + f" | {runner.describe()} | {sweep_dir}",
-        flush=True,
-    )
+    log.info(
+        "sweep %s: %d cells, %d to run, %d finished earlier%s | %s | %s",
+        spec.name, len(cells), len(todo), skipped, f", {len(busy)} held by another runner" if busy else "",
+        runner.describe(), sweep_dir,
+    )  # fmt: skip
     gave_up = False
     for _ in range(MAX_WAIT_ROUNDS):
         new = _run_cells(runner, spec, sweep_dir, todo, opts, progress)
@@ -165,22 +167,22 @@ def run_sweep(
 def _run_cells(runner, spec, sweep_dir, cells, opts, progress) -> list[Outcome]:
     if not cells:
         return []
-    from tqdm.auto import tqdm
+    from harness.core.progress import progress as progress_bar
 
     jobs = [CellJob(c, cell_dir(sweep_dir, c)) for c in cells]
     outcomes: list[Outcome] = []
     counts = {"done": 0, "failed": 0}
-    with tqdm(total=len(jobs), desc=f"sweep {spec.name}", unit="cell", disable=not progress) as bar:
+    with progress_bar(total=len(jobs), desc=f"sweep {spec.name}", unit="cell", enabled=progress) as bar:
         for outcome in runner.run(jobs, opts):
             outcomes.append(outcome)
             where = sweep_dir / "cells" / outcome.cell
             if outcome.status == "busy":
-                bar.write(f"  busy    {outcome.cell}: held by another runner; will wait for it")
+                log.info("  busy    %s: held by another runner; will wait for it", outcome.cell)
             elif outcome.status == "done":
                 took = f" ({outcome.duration_s:.1f} s)" if outcome.duration_s is not None else ""
-                bar.write(f"  done    {outcome.cell}{' (done earlier)' if outcome.skipped else took}")
+                log.info("  done    %s%s", outcome.cell, " (done earlier)" if outcome.skipped else took)
             else:
-                bar.write(f"  FAILED  {outcome.cell}: {outcome.error} (log: {where / LOG_FILE})")
+                log.error("  FAILED  %s: %s (log: %s)", outcome.cell, outcome.error, where / LOG_FILE)
             if outcome.status in counts:
                 counts[outcome.status] += 1
             bar.set_postfix(counts, refresh=False)
@@ -192,7 +194,7 @@ def _wait_for_others(sweep_dir: Path, busy: list[Cell], timeout: float | None) -
     """Wait until other runners release the busy cells. Returns the cells that still need running (their
     runner died) and whether a wait timed out. A cell the other runner finished (done or failed) is not run
     again."""
-    print(f"waiting for {len(busy)} cell(s) being run by another runner ...", flush=True)
+    log.info("waiting for %d cell(s) being run by another runner ...", len(busy))
     todo, timed_out = [], False
     for cell in busy:
         lock = RunLock(cell_dir(sweep_dir, cell))

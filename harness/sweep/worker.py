@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import threading
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def _watch_parent(interval: float = 0.25) -> None:
@@ -25,7 +28,7 @@ def _watch_parent(interval: float = 0.25) -> None:
         while True:
             time.sleep(interval)
             if os.getppid() != parent:
-                print("\nworker: the sweep process died; stopping this cell (it will re-run)", flush=True)
+                log.warning("worker: the sweep process died; stopping this cell (it will re-run)")
                 os._exit(137)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
@@ -44,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.no_watchdog:
         _watch_parent()
+    from harness.core.logconfig import VERBOSITY_ENV, set_levels, verbosity
+
+    if VERBOSITY_ENV in os.environ:  # the sweep command's -v / -q (the cell's log.txt has its own handler)
+        set_levels(verbosity())
 
     from harness.sweep.cache import CELL_FILE
     from harness.sweep.execute import execute_cell, extend_sys_path, resolve_cell_fn
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         cell = Cell.from_json(json.loads((args.cell_dir / CELL_FILE).read_text(encoding="utf-8")))
         fn = resolve_cell_fn(args.cell_fn)
     except (OSError, ValueError, KeyError) as exc:
-        print(f"worker: cannot start cell {args.cell_dir}: {exc}", file=sys.stderr, flush=True)
+        log.error("worker: cannot start cell %s: %s", args.cell_dir, exc)
         return sch.EXIT_USAGE
     outcome = execute_cell(cell, args.cell_dir, fn, force=args.force, force_failed=args.force_failed)
     if outcome.status == "busy":

@@ -202,6 +202,7 @@ class AlignVARTrainer:
         resume: bool = True,
         stop_after: int | None = None,
         output_root: Path | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> Path:
         """Train the ``model_spec`` (experiment ``model:`` block); returns ``<train_dir>/model.safetensors``."""
         if model_spec is None:
@@ -219,6 +220,7 @@ class AlignVARTrainer:
             resume=resume,
             stop_after=stop_after,
             meta={"trainer": "alignvar", "model": to_dict(model_cfg)},
+            run_config=run_config,
         )
         return export_model(result, task, train_dir, use_ema=self.cfg.use_ema)
 

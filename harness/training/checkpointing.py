@@ -13,10 +13,10 @@ skipped on resume with a warning, in favour of the newest one that reads complet
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from safetensors.torch import save_file
 from harness.bench.layout import first_line
 from harness.core.atomic import write_text
 from methods.alignvar.weights import CheckpointError, read_safetensors
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,9 @@ def resume_point(train_dir: Path, device: str | torch.device = "cpu") -> LoadedC
             damaged.append(f"{ckpt.path}: {exc}")
             continue
         if damaged:
-            warnings.warn(
+            log.warning(
                 f"{len(damaged)} newer checkpoint(s) are damaged and were skipped ({'; '.join(damaged)}); "
-                f"resuming from {ckpt.path} (step {ckpt.step})",
-                stacklevel=2,
+                f"resuming from {ckpt.path} (step {ckpt.step})"
             )
         return loaded
     if damaged:

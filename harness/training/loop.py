@@ -1,20 +1,30 @@
 """The generic training loop shared by the tokenizer and AlignVAR trainers.
 
 A ``TrainTask`` supplies the module to optimise, a deterministic batch for every step and the loss; this loop does
-the rest: AdamW + warm-up/cosine schedule, autocast (bf16/fp16 on GPU), gradient clipping, optional EMA, DDP under
-torchrun, checkpoints with exact resume, CSV (and TensorBoard) logging, a progress bar, and a hard stop on a
-non-finite loss naming the step and the last good checkpoint.
+the rest: AdamW + warm-up/cosine schedule, autocast (bf16/fp16 on GPU), gradient accumulation, gradient clipping,
+optional EMA, DDP under torchrun, checkpoints with exact resume, logs (``harness.training.metrics_log``:
+metrics.csv, TensorBoard, W&B), progress, and a hard stop on a non-finite loss naming the step and the last good
+checkpoint.
 
 Exact resume: every source of randomness is a function of (seed, step, rank): the batch (the task derives it from
 the step) and the global torch RNG (re-seeded before every step, for dropout/drop-path). Restoring weights,
 optimizer moments, EMA and the step therefore continues the very same loss curve.
+
+Gradient accumulation (``grad_accum`` = A): an optimiser step sums the gradients of A micro-batches, each loss
+divided by A, so that with equal micro-batches the step equals one on their union (the losses are means over
+the batch). Micro-batch m of rank r is the batch of *virtual rank* r * A + m of world_size * A (data shard,
+degradation and RNG seeds alike): one GPU with A = 8 trains on exactly the batches of 8 GPUs with A = 1. DDP
+all-reduces once per step (``no_sync`` for the first A - 1 micro-batches). Logged values are the means over the
+micro-batches.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
+import dataclasses
 import hashlib
+import importlib.util
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,30 +32,44 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
-from tqdm.auto import tqdm
 
 from harness.core.device import resolve_device
+from harness.core.progress import progress
 from harness.training import distributed as dist_utils
 from harness.training.checkpointing import Checkpoint, resume_point, save_checkpoint
 from harness.training.ema import EMA
+from harness.training.metrics_log import MetricsLog, WandbConfig
 from harness.training.optim import OptimConfig, build_optimizer, lr_at, set_lr
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class LoopConfig:
     steps: int = 1000  # optimiser steps (the batch size lives in the data config: per rank)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on GPU (fp32 on CPU unless bf16)
+    # micro-batches per optimiser step: global batch = data.batch_size x GPUs x grad_accum (see the module doc)
+    grad_accum: int = 1
     ema_decay: float | None = None
     log_every: int = 10
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     device: str = "auto"
     tensorboard: bool = True  # used when the tensorboard package is installed
+    logger: Literal["none", "wandb"] = "none"  # an experiment tracker besides metrics.csv and TensorBoard
+    wandb: WandbConfig = field(default_factory=WandbConfig)  # with logger: wandb
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1 (micro-batches per optimiser step), got {self.grad_accum}")
+        if self.logger == "wandb" and importlib.util.find_spec("wandb") is None:
+            raise ValueError(
+                "logger: wandb needs the wandb package, which is not installed: pip install 'alignvar-bench[wandb]' "
+                "(or pip install wandb), or set logger: none"
+            )
 
 
 class TrainTask(Protocol):
@@ -79,51 +103,6 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-class MetricsLog:
-    """Append-only CSV of logged steps; on resume, rows after the resumed step are dropped first."""
-
-    def __init__(self, path: Path, resume_step: int, tensorboard: bool) -> None:
-        self.path = path
-        self.rows: list[dict[str, Any]] = []
-        if path.is_file() and resume_step > 0:
-            with open(path, newline="") as fh:
-                self.rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
-        self._flush_all()
-        self.tb = None
-        if tensorboard:
-            with contextlib.suppress(ImportError):
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(path.parent / "tensorboard"))
-
-    def _flush_all(self) -> None:
-        from harness.core.atomic import atomic_open
-
-        keys = self._keys()
-        with atomic_open(self.path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(self.rows)
-
-    def _keys(self) -> list[str]:
-        keys: list[str] = ["step"]
-        for row in self.rows:
-            keys.extend(k for k in row if k not in keys)
-        return keys
-
-    def log(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        self._flush_all()  # small files; rewriting keeps the CSV valid if the run is killed
-        if self.tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.tb.add_scalar(key, value, row["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
 def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -147,11 +126,12 @@ def train_loop(
     resume: bool = True,
     stop_after: int | None = None,
     meta: dict[str, Any] | None = None,
+    run_config: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``task.module`` for ``loop.steps`` steps; resumes from ``train_dir`` when a checkpoint exists.
 
     ``stop_after`` ends this invocation early after that many total steps (simulates an interruption in tests;
-    a checkpoint is written there).
+    a checkpoint is written there). ``run_config`` (the experiment's config) goes to the experiment tracker.
     """
     train_dir = Path(train_dir)
     device = resolve_device(loop.device, key="train.loop.device")
@@ -176,22 +156,30 @@ def train_loop(
             ema.load_state_dict(loaded.ema)
         start = int(state["step"])
         if info.is_main:
-            print(f"resuming from {ckpt.path} (step {start})")
+            log.info("resuming from %s (step %d)", ckpt.path, start)
 
     wrapped: torch.nn.Module = module
     if info.enabled:
         ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
         wrapped = torch.nn.parallel.DistributedDataParallel(module, **ddp_kwargs)
 
-    log = MetricsLog(train_dir / "metrics.csv", start, loop.tensorboard) if info.is_main else None
+    accum = loop.grad_accum
+    if info.is_main and (accum > 1 or info.enabled):
+        log.info(
+            "%d GPU process(es) x %d micro-batch(es) per optimiser step (global batch = data.batch_size x %d)",
+            info.world_size, accum, info.world_size * accum,
+        )  # fmt: skip
+    metrics = None
+    if info.is_main:
+        tracked = None  # the tracker's run config: the experiment, the git commit, the loop as it runs
+        if loop.logger != "none":
+            tracked = {"experiment": run_config or {}, "git": _git(), "seed": seed, **(meta or {})}
+            tracked.update(loop=dataclasses.asdict(loop), optim=dataclasses.asdict(optim), world_size=info.world_size)
+        metrics = MetricsLog.open(
+            train_dir, start, tensorboard=loop.tensorboard, logger=loop.logger, wandb=loop.wandb, config=tracked
+        )
     end = loop.steps if stop_after is None else min(loop.steps, stop_after)
-    bar = tqdm(
-        total=loop.steps,
-        initial=start,
-        desc="train",
-        disable=not (info.is_main and loop.progress),
-        dynamic_ncols=True,
-    )
+    bar = progress(total=loop.steps, initial=start, desc="train", unit="step", enabled=info.is_main and loop.progress)
     result = TrainResult(train_dir, start, ckpt)
     last_good = ckpt
     t_last, images_since = time.perf_counter(), 0
@@ -200,18 +188,30 @@ def train_loop(
         for step in range(start, end):
             lr = lr_at(step, loop.steps, optim)
             set_lr(optimizer, lr)
-            torch.manual_seed(step_seed(seed, step, info.rank))
-            batch = task.make_batch(step, info.rank, info.world_size, device)
-            with _autocast(device, loop.precision):
-                loss, logs = task.compute_loss(wrapped, batch)
-            loss_value = _scalar(loss)
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            logged = metrics is not None and (done % loop.log_every == 0 or done == end)
+            losses, logs = [], {}
+            for micro in range(accum):
+                vrank, vworld = info.rank * accum + micro, info.world_size * accum  # see the module docstring
+                torch.manual_seed(step_seed(seed, step, vrank))
+                batch = task.make_batch(step, vrank, vworld, device)
+                last = micro == accum - 1
+                with contextlib.nullcontext() if last or not info.enabled else wrapped.no_sync():
+                    with _autocast(device, loop.precision):
+                        loss, micro_logs = task.compute_loss(wrapped, batch)
+                    losses.append(_scalar(loss))
+                    scaler.scale(loss / accum).backward()  # every rank, finite or not: DDP's all-reduce needs all
+                if logged:
+                    for key, value in micro_logs.items():
+                        logs[key] = logs.get(key, 0.0) + _scalar(value) / accum
+                images_since += task.images_in(batch) * info.world_size
+            loss_value = losses[0] if accum == 1 else sum(losses) / accum
             if dist_utils.any_rank_true(not math.isfinite(loss_value), device, info):
                 where = last_good.path if last_good is not None else "none (no checkpoint written yet)"
                 raise TrainingDiverged(
                     f"non-finite loss ({loss_value}) at step {step}; stopping. Last good checkpoint: {where}"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
             grad_norm = None
             if optim.grad_clip > 0:
                 scaler.unscale_(optimizer)
@@ -221,10 +221,8 @@ def train_loop(
             if ema is not None:
                 ema.update(module)
             result.losses[step] = loss_value
-            images_since += task.images_in(batch) * info.world_size
-            done = step + 1
             bar.update(1)
-            if log is not None and (done % loop.log_every == 0 or done == end):
+            if logged:
                 now = time.perf_counter()
                 row = {
                     "step": done,
@@ -234,8 +232,8 @@ def train_loop(
                 }
                 if grad_norm is not None:
                     row["grad_norm"] = _scalar(grad_norm)
-                row.update({k: _scalar(v) for k, v in logs.items()})
-                log.log(row)
+                row.update(logs)
+                metrics.log(row)
                 bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{row['images_per_s']:.1f}")
                 t_last, images_since = now, 0
             if done % loop.checkpoint_every == 0 or done == end:
@@ -258,9 +256,15 @@ def train_loop(
             result.steps_done = done
     finally:
         bar.close()
-        if log is not None:
-            log.close()
+        if metrics is not None:
+            metrics.close()
     result.final_checkpoint = last_good
     if info.enabled:
         dist_utils.cleanup(info)
     return result
+
+
+def _git() -> dict[str, Any]:
+    from harness.core.envinfo import git_info
+
+    return git_info()

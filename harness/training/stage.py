@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from harness.core.identity import (
 )
 from harness.core.mapping import ConfigError, to_dict
 from harness.core.runlock import RunLock
+
+log = logging.getLogger(__name__)
 
 TRAINED = "@trained"
 RESULT_FILE = "result.json"  # written when a train run has finished: {"checkpoint": <file in train/>}
@@ -63,6 +66,8 @@ TRAIN_ENTRIES = (
     RESULT_FILE,
     "config.yaml",
     "env.json",
+    "wandb",  # logger: wandb (its files, unless WANDB_DIR is set)
+    "wandb.json",  # the id of the W&B run, to resume it
 )
 
 
@@ -92,12 +97,19 @@ def training_data_manifest(options: Any) -> dict[str, Any]:
 
 
 # Loop/data keys that do not change the weights a run produces (how it is shown, logged, kept, or where it runs)
-NOT_IDENTITY = ("device", "progress", "tensorboard", "log_every", "checkpoint_every", "keep_checkpoints", "num_workers")
+NOT_IDENTITY = ("device", "progress", "tensorboard", "logger", "wandb", "log_every", "checkpoint_every",
+                "keep_checkpoints", "num_workers")  # fmt: skip
+# Keys added later, left out at the value that gives the earlier behaviour: runs made before still resume
+LEFT_OUT_AT = {"grad_accum": 1}
 
 
 def _without(data: Any, keys: tuple[str, ...]) -> Any:
     if isinstance(data, dict):
-        return {k: _without(v, keys) for k, v in data.items() if k not in keys}
+        return {
+            k: _without(v, keys)
+            for k, v in data.items()
+            if k not in keys and not (k in LEFT_OUT_AT and v == LEFT_OUT_AT[k])
+        }
     if isinstance(data, list):
         return [_without(v, keys) for v in data]
     return data
@@ -159,7 +171,7 @@ def run_train(
             _check_resumable(train_dir, identity)
             result = _read_result(train_dir)
             if result is not None:
-                print(f"{train_dir}: this training run has finished (same config, data and code); nothing to do")
+                log.info("%s: this training run has finished (same config, data and code); nothing to do", train_dir)
                 return train_dir / result["checkpoint"]
             return _fit(cfg, trainer, train_dir, identity, dev, stop_after, main_rank)
         if not _has_run(train_dir):
@@ -227,7 +239,13 @@ def _fit(
     kwargs = {"stop_after": stop_after} if stop_after is not None else {}
     checkpoint = Path(
         trainer.fit(
-            train_dir, seed=cfg.seed, model_spec=cfg.model, resume=True, output_root=Path(cfg.output_root), **kwargs
+            train_dir,
+            seed=cfg.seed,
+            model_spec=cfg.model,
+            resume=True,
+            output_root=Path(cfg.output_root),
+            run_config=cfg.to_dict(),  # for the experiment tracker (logger: wandb)
+            **kwargs,
         )
     )
     if not main_rank:

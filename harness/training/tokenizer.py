@@ -113,6 +113,7 @@ class TokenizerTrainer:
         resume: bool = True,
         stop_after: int | None = None,
         output_root: Path | None = None,  # accepted like every trainer's; a tokenizer needs no shared cache
+        run_config: dict[str, Any] | None = None,
     ) -> Path:
         """Train; returns the exported tokenizer checkpoint (``<train_dir>/tokenizer.safetensors``)."""
         train_dir = Path(train_dir)
@@ -126,6 +127,7 @@ class TokenizerTrainer:
             resume=resume,
             stop_after=stop_after,
             meta={"trainer": "vqvae", "arch": self.cfg.arch},
+            run_config=run_config,
         )
         return export_tokenizer(result, train_dir, use_ema=self.cfg.use_ema)
 

@@ -36,7 +36,7 @@ Latency: these images were not produced here, so there is nothing to time; ``tim
 from __future__ import annotations
 
 import copy
-import warnings
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +57,8 @@ from methods.adapters.output_files import (
     read_timings,
 )
 from methods.base import SRMethod
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MissingOutputError", "OutputFolderConfig", "OutputFolderError", "OutputFolderMethod", "dataset_paths"]
 
@@ -250,7 +252,7 @@ class OutputFolderMethod(SRMethod):
     def check(self, keys: Sequence[str]) -> list[str]:
         """Problems that should stop a bench before it starts (missing outputs when strict).
 
-        Extra files, and missing outputs when not strict, are reported with ``warnings.warn`` instead.
+        Extra files, and missing outputs when not strict, are logged as warnings instead.
         """
         problems: list[str] = []
         missing = self.missing(keys)
@@ -259,12 +261,11 @@ class OutputFolderMethod(SRMethod):
             if self.config.strict:
                 problems.append(message)
             else:
-                warnings.warn(f"{message}; skipping them (strict: false)", stacklevel=2)
+                log.warning(f"{message}; skipping them (strict: false)")
         folders, extra = self._extra(keys)
         if extra:
-            warnings.warn(
-                f"{self._where(folders)}: {len(extra)} files match no LR image and are ignored: {format_names(extra)}",
-                stacklevel=2,
+            log.warning(
+                f"{self._where(folders)}: {len(extra)} files match no LR image and are ignored: {format_names(extra)}"
             )
         return problems
 

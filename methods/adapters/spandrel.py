@@ -21,7 +21,7 @@ only where spandrel says the architecture supports it (``supports_half``); other
 
 from __future__ import annotations
 
-import warnings
+import logging
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +34,8 @@ from harness.core.fetch import FetchError, check_ref, resolve_checkpoint
 from harness.core.registry import register
 from harness.core.tiling import tiled_upscale
 from methods.base import SRMethod
+
+log = logging.getLogger(__name__)
 
 SPANDREL_ARCHS_URL = "https://github.com/chaiNNer-org/spandrel#model-architecture-support"
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
@@ -208,10 +210,10 @@ class SpandrelMethod(SRMethod):
         tiling = self.descriptor.tiling
         name = self.descriptor.architecture.name
         if tiling == spandrel.ModelTiling.INTERNAL:
-            warnings.warn(f"{name} tiles internally; ignoring tile={tile}", stacklevel=3)
+            log.warning(f"{name} tiles internally; ignoring tile={tile}")
             return None
         if tiling == spandrel.ModelTiling.DISCOURAGED:
-            warnings.warn(f"spandrel discourages tiling for {name} (expect seams); tiling anyway", stacklevel=3)
+            log.warning(f"spandrel discourages tiling for {name} (expect seams); tiling anyway")
         req = self.descriptor.size_requirements
         effective = max(req.minimum, tile - tile % req.multiple_of)
         if effective <= self.config.tile_overlap:
