@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[dev,parquet]'
+	$(PY) -m pip install -q -e '.[dev,parquet,wandb]'
 	@touch $@
 
 install: $(VENV)/.installed

@@ -42,6 +42,9 @@ _LATEX_ESCAPES = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "<": r"\textless{}",  # OT1 fonts would print these three as other glyphs
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
     # symbols the captions and names use, which LaTeX's default (utf8, T1) input does not know or types badly
     "\u00b1": r"$\pm$",
     "\u00d7": r"$\times$",
@@ -54,7 +57,7 @@ _LATEX_ESCAPES = {
 
 
 def latex_escape(text: Any) -> str:
-    """Escape LaTeX's special characters & % $ # _ { } ~ ^ \\ in plain text, and write the symbols
+    """Escape LaTeX's special characters & % $ # _ { } ~ ^ \\ < > | in plain text, and write the symbols
     \u00b1 \u00d7 \u2192 \u2191 \u2193 \u2020 \u2013 as LaTeX."""
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
 

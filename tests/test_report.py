@@ -247,6 +247,102 @@ def test_report_cli(run_dir, tmp_path, capsys):
     assert "run directory not found" in capsys.readouterr().err
 
 
+# ----------------------------------------------------------------------------------------------- exports
+def _means(run_dir) -> dict[tuple[str, str], tuple[float, float, float]]:
+    from harness.bench.layout import load_run
+
+    summary = load_run(run_dir).summary
+    return {(r.method, r.metric): (r.mean, r.ci_low, r.ci_high) for r in summary.itertuples()}
+
+
+def test_exports_table1_in_the_paper_layout(run_dir, tmp_path):
+    """table.tex / table.md: a row per method that has results, the means (2 decimals from 10 up, else 4), the best
+    per column bold (psnr higher, mae lower), arrows, names escaped; the failed method has no row."""
+    from reports.bench import write_exports
+    from reports.exports import latex_escape, latex_problems, markdown_escape
+
+    paths = write_exports(run_dir, folder=tmp_path / "ex")
+    assert [p.name for p in paths] == ["table.tex", "table.md"]  # no efficiency.json in this run
+    tex, md = (p.read_text(encoding="utf-8") for p in paths)
+    assert latex_problems(tex) == []
+    means = _means(run_dir)
+    psnr = {m: means[(m, "psnr")][0] for m in ("nearest", EVIL)}
+    mae = {m: means[(m, "mae")][0] for m in ("nearest", EVIL)}
+    assert all(10 <= v < 100 for v in psnr.values()) and all(v < 1 for v in mae.values())
+
+    def shown(values, method, fmt, best):
+        text = format(values[method], fmt)
+        return (f"\\textbf{{{text}}}", f"**{text}**") if text == format(best(values.values()), fmt) else (text, text)
+
+    rows_tex, rows_md = [], []
+    for method in ("nearest", EVIL):
+        (p_tex, p_md), (m_tex, m_md) = shown(psnr, method, ".2f", max), shown(mae, method, ".4f", min)
+        rows_tex.append(f"{latex_escape(method)} & {p_tex} & {m_tex} \\\\")
+        rows_md.append(f"| {markdown_escape(method)} | {p_md} | {m_md} |")
+    caption = "rep: mean per image (photos: 3 images). Best in bold; \u2191 higher is better, \u2193 lower is better."
+    assert tex.splitlines() == [
+        "\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(caption)}}}", "\\label{tab:rep-table}",
+        "\\begin{tabular}{lrr}", "\\toprule", "Method & psnr$\\uparrow$ & mae$\\downarrow$ \\\\", "\\midrule",
+        *rows_tex, "\\bottomrule", "\\end{tabular}", "\\end{table}",
+    ]  # fmt: skip
+    assert "$\\uparrow$ higher is better" in tex  # the caption's arrows as LaTeX, not unicode
+    assert md.splitlines() == [f"*{markdown_escape(caption)}*", "", "| Method | psnr \u2191 | mae \u2193 |",
+                               "|:--|--:|--:|", *rows_md]  # fmt: skip
+
+
+def test_exports_with_confidence_intervals(run_dir, tmp_path):
+    from reports.bench import write_exports
+
+    tex, md = (p.read_text(encoding="utf-8") for p in write_exports(run_dir, ci=True, folder=tmp_path))
+    mean, low, high = _means(run_dir)[("nearest", "psnr")]
+    half = format((high - low) / 2, ".2f")
+    assert f"{{\\scriptsize$\\pm${half}}}" in tex.splitlines()[8] and "95% bootstrap CI" in md.splitlines()[0]
+    assert f"{mean:.2f}" in md and f"\u00b1 {half}" in md
+
+
+def test_exports_table2_from_efficiency():
+    from reports.bench import efficiency_frame
+    from reports.exports import to_markdown
+
+    data = {"lr_size": [128, 128], "device": "cpu", "methods": {
+        "AlignVAR": {"params": {"total": 1_056_500_000}, "inference_steps": 10, "time_source": "measured",
+                     "latency": {"median": 0.4321, "iqr": 0.0123}, "peak_memory_bytes": 3 * 2**30, "device": "cpu"},
+        "PASD": {"params": {"total": None}, "inference_steps": None, "time_source": "reported",
+                 "latency": {"median": 5.94, "iqr": 0.5}, "peak_memory_bytes": None, "device": "reported"},
+    }}  # fmt: skip
+    from reports.bench import EFFICIENCY_EXPORT
+
+    md = to_markdown(efficiency_frame(data), "", **EFFICIENCY_EXPORT)
+    assert md.splitlines() == [
+        "| Method | Params (M) \u2193 | Steps | Time (s) \u2193 | IQR (s) | Peak memory (MiB) \u2193 | Device |",
+        "|:--|--:|--:|--:|--:|--:|:--|",
+        "| AlignVAR | **1056.5** | 10 | **0.432** | 0.012 | **3072** | cpu |",
+        "| PASD\u2020 | \u2013 | \u2013 | 5.940 | 0.500 | \u2013 | reported |",  # reported, not measured: dagger
+    ]
+
+
+def test_report_and_exports_are_the_run_folders_own_files(run_dir, tmp_path, capsys):
+    """``run.py report`` writes both under the run's lock, records them (a new bench replaces them), prints
+    the paths on stdout, and refuses an exports folder holding files it did not write."""
+    import shutil
+
+    from harness.cli.main import main
+    from harness.core import runfolder
+
+    copy = tmp_path / "rep"
+    shutil.copytree(run_dir, copy)
+    assert main(["report", str(copy)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"report: {copy / 'report.html'}", f"exports: {copy / 'exports'}  (table.tex, table.md)"]
+    owned = runfolder.read_manifest(copy)
+    assert {k: owned[k] for k in ("report.html", "exports/table.tex", "exports/table.md")} == dict.fromkeys(
+        ("report.html", "exports/table.tex", "exports/table.md"), "report"
+    )
+    (copy / "exports" / "mine.tex").write_text("my own table")
+    assert main(["report", str(copy)]) == 3
+    assert "exports/mine.tex" in capsys.readouterr().err and (copy / "exports" / "mine.tex").is_file()
+
+
 # ----------------------------------------------------------------------------------------------- crops
 def test_crop_goes_where_methods_differ():
     rng = np.random.default_rng(0)

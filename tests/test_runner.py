@@ -138,7 +138,27 @@ class Picky(BoxUpscale):
         return super().upscale(lr, keys)
 
 
+class FakeClock:
+    """``time`` for harness.bench.evaluate: a clock that only the methods below move."""
+
+    now = 0.0
+
+    @classmethod
+    def perf_counter(cls) -> float:
+        return cls.now
+
+
+class SlowFirstCall(BoxUpscale):
+    """Its first call takes 100 s (lazy initialisation, as a real first call on a CPU), each later call 1 s per
+    image, on ``FakeClock``."""
+
+    def upscale(self, lr, keys):
+        FakeClock.now += 100.0 if not self.batches else float(lr.shape[0])
+        return super().upscale(lr, keys)
+
+
 register("datasets", "_t_runner_tiny", config=TinyConfig)(TinyDataset)
+register("methods", "_t_runner_slow_first")(SlowFirstCall)
 register("methods", "_t_runner_picky")(Picky)
 register("methods", "_t_runner_box")(BoxUpscale)
 register("methods", "_t_runner_boom")(Boom)
@@ -505,3 +525,26 @@ def test_failing_images_are_isolated_and_the_others_evaluated(tmp_path):
     with pytest.raises(BenchFailedError, match=r"2 failure\(s\) in .*\n  tiny/img2 \(picky, upscale\)"):
         run(strict, force=True)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("warmup_calls", [1, 0])
+def test_latency_excludes_the_slow_first_call_on_every_device(tmp_path, monkeypatch, warmup_calls):
+    """One untimed warm-up call (on CPU too) keeps a method's slow first call out of ``latency_s``; without it
+    (the control) the first batch carries it. summary.json says how latency was measured."""
+    import harness.bench.evaluate as evaluate_mod
+
+    monkeypatch.setattr(evaluate_mod, "time", FakeClock)
+    monkeypatch.setattr(evaluate_mod, "WARMUP_CALLS", warmup_calls)
+    datasets = [{"type": "_t_runner_tiny", "name": "tiny", "sizes": [4, 4, 4, 4]}]
+    cfg = make_cfg(tmp_path, datasets=datasets, methods=[{"type": "_t_runner_slow_first", "name": "slow"}],
+                   bench={"batch_size": 2, "device": "cpu"})  # fmt: skip
+    run_dir = run(cfg)
+    latency = pd.read_csv(run_dir / "metrics/tiny.csv")["latency_s"].tolist()
+    if warmup_calls:
+        assert latency == [1.0, 1.0, 1.0, 1.0]  # 2 s per batch of 2: per-image seconds, no outlier
+    else:
+        assert latency == [50.0, 50.0, 1.0, 1.0]  # the 100 s first call, split over its batch
+    meta = json.loads((run_dir / "summary.json").read_text())
+    assert meta["latency"]["warmup_calls"] == warmup_calls and meta["latency"]["batch_size"] == 2
+    assert meta["latency"]["unit"] == "seconds per image"
+    assert meta["latency"]["measured"].startswith("wall time of each batch's upscale call, the device synchronised")

@@ -35,7 +35,6 @@ LATENCY = {
     "unit": "seconds per image",
     "measured": "wall time of each batch's upscale call, the device synchronised before the clock stops, divided "
     "by the images in the batch",
-    "warmup_calls": WARMUP_CALLS,
     "warmup": "untimed upscale calls on the first batch of every method on every dataset (all devices), so "
     "one-off start-up costs (lazy initialisation, kernel selection, allocator growth) stay out of the column",
 }
@@ -43,7 +42,7 @@ LATENCY = {
 
 def latency_record(batch_size: int) -> dict[str, Any]:
     """``summary.json``'s "latency": how ``latency_s`` was measured (``LATENCY``) at this batch size."""
-    return {**LATENCY, "batch_size": int(batch_size)}
+    return {**LATENCY, "warmup_calls": WARMUP_CALLS, "batch_size": int(batch_size)}
 
 
 def _is_strict(method: Any) -> bool:

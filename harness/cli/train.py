@@ -13,6 +13,15 @@ Train as described by the experiment's 'train:' block (and 'model:' for AlignVAR
 resumes from its latest good checkpoint when started again with the same config, data and code (anything else
 is refused, naming the keys that differ; --force trains afresh). Multi-GPU: launch with torchrun, e.g.
   torchrun --nproc-per-node=8 run.py train experiments/train_lsdir_ffhq.yaml
+Fewer GPUs, same global batch: train.loop.grad_accum=A micro-batches per optimiser step (global batch =
+train.data.batch_size x GPUs x A; the micro-batches are those of a run on GPUs x A GPUs), e.g. on 2 GPUs
+  torchrun --nproc-per-node=2 run.py train experiments/train_lsdir_ffhq.yaml train.loop.grad_accum=4
+
+Logs: metrics.csv (one line appended per logged step; on resume cut back to the checkpoint's step), TensorBoard
+when installed (train.loop.tensorboard), and Weights & Biases with train.loop.logger=wandb (pip install
+'alignvar-bench[wandb]'; train.loop.wandb.{project,entity,group,tags,mode}; WANDB_MODE=offline works): the
+same scalars plus the experiment config and the git commit.
+
 Then evaluate with 'run.py bench' (a method with checkpoint: "@trained" uses the result) or 'run.py train ...
 --bench'."""
 

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -151,7 +152,7 @@ class WandbTracker:
             "name": config.get("experiment", {}).get("name"),
             "job_type": "train",
             "config": config,
-            "id": run_id or wandb.util.generate_id(),
+            "id": run_id or secrets.token_hex(6),  # W&B run ids: letters and digits
             "resume": "allow",
         }
         if cfg.mode is not None:
