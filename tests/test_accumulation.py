@@ -195,9 +195,11 @@ def analyze(*argv: str) -> int:
     import argparse
 
     from harness.cli import analyze as cli
+    from harness.core.logconfig import configure
 
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
+    configure(0)  # as harness.cli.main does: errors on stderr
     return cli.run(parser.parse_args(list(argv)))
 
 

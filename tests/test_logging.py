@@ -33,6 +33,9 @@ def test_every_command_documents_verbosity_and_exit_codes():
         text = cmd.format_help()
         assert "-v, --verbose" in text and "-q, --quiet" in text, name
         assert EXIT_CODES in text, name  # the exit codes stay documented on every command
+    for name, cmd in _commands(commands["analyze"]).items():  # and on analyze's own sub-commands
+        assert "-v, --verbose" in cmd.format_help(), f"analyze {name}"
+    assert parser.parse_args(["analyze", "attention", "exp.yaml", "-vv"]).verbose == 2
     args = parser.parse_args(["-v", "list"])
     assert (args.verbose, args.quiet) == (1, 0)
     args = parser.parse_args(["list", "-qq"])

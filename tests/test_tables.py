@@ -308,6 +308,29 @@ def test_standin_bench_report_shows_tables_1_and_2(standin_run):
     assert "PASD on bundled-realesrgan: 1 image(s) without output skipped" in banner
 
 
+def test_standin_bench_exports_tables_1_and_2_for_the_paper(standin_run):
+    """``--report`` writes exports/: Table 1 with a column per (dataset, metric), Table 2 with a row per method
+    (reported timings marked), as LaTeX that passes the checker and Markdown."""
+    from reports.exports import latex_problems
+
+    exports = standin_run.run_dir / "exports"
+    assert sorted(p.name for p in exports.iterdir()) == ["efficiency.md", "efficiency.tex", "table.md", "table.tex"]
+    for tex in ("table.tex", "efficiency.tex"):
+        assert latex_problems((exports / tex).read_text(encoding="utf-8")) == [], tex
+    table = (exports / "table.md").read_text(encoding="utf-8").splitlines()
+    header = [c.strip() for c in table[2].strip("|").split("|")]
+    assert header == ["Method"] + [
+        f"{d} {m} \u2191".replace("_", "\\_") for d in DATASETS for m in ("psnr_y", "ssim_y")
+    ]
+    assert [r.split("|")[1].strip() for r in table[4:]] == ["BSRGAN", "Real-ESRGAN", "SwinIR", "StableSR", "DiffBIR",
+                                                            "PASD", "OSEDiff", "VARSR", "AlignVAR"]  # fmt: skip
+    efficiency = (exports / "efficiency.md").read_text(encoding="utf-8").splitlines()
+    names = [r.split("|")[1].strip() for r in efficiency[4:]]
+    assert names[:3] == ["BSRGAN", "Real-ESRGAN", "SwinIR"] and names[3:7] == [
+        "StableSR\u2020", "DiffBIR\u2020", "PASD\u2020", "OSEDiff\u2020"
+    ]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_standin_efficiency_json_and_reported_latencies(standin_run):
     run_dir, timings_files = standin_run.run_dir, standin_run.standins.timings

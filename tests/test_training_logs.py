@@ -204,6 +204,24 @@ def test_wandb_offline_run_is_written_with_config_commit_and_scalars(tmp_path, m
         assert needle.encode() in data, needle
 
 
+def test_wandb_that_cannot_start_is_a_config_error_saying_how_to_go_on(tmp_path, monkeypatch):
+    from harness.core.mapping import ConfigError
+
+    fake = FakeWandb()
+
+    def refuse(**kwargs):
+        raise RuntimeError("api_key not configured (no-tty)")
+
+    fake.init = refuse
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    loop = LoopConfig(steps=2, logger="wandb", **LOOP)
+    with pytest.raises(
+        ConfigError, match=r"cannot start a W&B run \(RuntimeError: api_key not configured \(no-tty\)\); run"
+    ):
+        train_loop(SplitTask(), loop, OptimConfig(lr=1e-2), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()  # nothing trained
+
+
 def test_wandb_missing_is_a_config_error_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # what importlib.util.find_spec reports as not installed
     with pytest.raises(ValueError, match=r"logger: wandb needs the wandb package, which is not installed: pip inst"):

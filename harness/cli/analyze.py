@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.cli.options import add_offline, apply_offline
+from harness.cli.options import add_offline, add_verbosity, apply_offline
 from harness.config.experiment import ALIGNMENTS, AnalysisOptions
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="fraction of the tokens replaced (default: analysis.perturb_fraction, 0.1)",
     )
-    sub.add_parser("sca-masks", parents=[common], help="structure maps and gates per scale")
+    masks = sub.add_parser("sca-masks", parents=[common], help="structure maps and gates per scale")
     plot = sub.add_parser("plot", help="figures + tables from analysis folders of several runs")
     plot.add_argument("runs", type=Path, nargs="+", help="run dirs or their analysis/ folders")
     plot.add_argument("--names", nargs="+", default=None, help="labels of the runs (default: folder names)")
     plot.add_argument("--output", type=Path, required=True, help="folder for the figures and tables")
+    for analysis in (att, acc, masks, plot):  # `run.py analyze attention CFG -v` as well as `analyze -v ...`
+        add_verbosity(analysis.add_argument_group("output"), default=argparse.SUPPRESS)
 
 
 # --------------------------------------------------------------------------------------------------- options

@@ -20,6 +20,8 @@ import os
 import sys
 import traceback
 
+from harness.cli.options import add_verbosity
+
 log = logging.getLogger("harness.cli")
 
 COMMANDS = {
@@ -114,17 +116,6 @@ def version_text() -> str:
     found = package_versions(("torch", "pyiqa"))
     deps = ", ".join(f"{name} {found[name] or 'not installed'}" for name in ("torch", "pyiqa"))
     return f"alignvar-bench {__version__} ({deps}, Python {platform.python_version()})"
-
-
-VERBOSE_HELP = "more diagnostics on stderr: -v debug messages with times and logger names, -vv libraries' too"
-QUIET_HELP = "fewer diagnostics on stderr: -q warnings and errors only (no progress), -qq errors only"
-
-
-def add_verbosity(parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: object = 0) -> None:
-    """``-v``/``--verbose`` and ``-q``/``--quiet`` (counted); on a command with a suppressed default, so that
-    ``run.py -v bench`` and ``run.py bench -v`` both work."""
-    parser.add_argument("-v", "--verbose", action="count", default=default, help=VERBOSE_HELP)
-    parser.add_argument("-q", "--quiet", action="count", default=default, help=QUIET_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:

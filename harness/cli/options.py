@@ -1,4 +1,4 @@
-"""Options several commands share: ``--offline``."""
+"""Options several commands share: ``--offline``, ``-v`` / ``-q``."""
 
 from __future__ import annotations
 
@@ -22,3 +22,14 @@ def apply_offline(args: argparse.Namespace) -> None:
         from harness.core.fetch import set_offline
 
         set_offline()
+
+
+VERBOSE_HELP = "more diagnostics on stderr: -v debug messages with times and logger names, -vv libraries' too"
+QUIET_HELP = "fewer diagnostics on stderr: -q warnings and errors only (no progress), -qq errors only"
+
+
+def add_verbosity(parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: object = 0) -> None:
+    """``-v``/``--verbose`` and ``-q``/``--quiet`` (counted). A command's (and a sub-command's) have a suppressed
+    default, so that ``run.py -v bench`` and ``run.py bench -v`` both work (harness.cli.main reads them)."""
+    parser.add_argument("-v", "--verbose", action="count", default=default, help=VERBOSE_HELP)
+    parser.add_argument("-q", "--quiet", action="count", default=default, help=QUIET_HELP)

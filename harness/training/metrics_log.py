@@ -159,7 +159,16 @@ class WandbTracker:
             kwargs["mode"] = cfg.mode
         if not os.environ.get("WANDB_DIR"):
             kwargs["dir"] = str(train_dir)  # its files stay in the run folder (train/wandb/)
-        self.run = wandb.init(**kwargs)
+        try:
+            self.run = wandb.init(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - no login, no network, a bad entity: say how to go on
+            from harness.core.mapping import ConfigError
+
+            raise ConfigError(
+                f"train.loop.logger: wandb: cannot start a W&B run ({type(exc).__name__}: {exc}); run `wandb "
+                f"login` or set WANDB_API_KEY, or log without a network (WANDB_MODE=offline, train.loop.wandb.mode="
+                f"offline; `wandb sync` uploads later), or set train.loop.logger=none"
+            ) from None
         write_json(id_file, {"id": kwargs["id"], "project": cfg.project, "entity": cfg.entity})
 
     def log(self, row: dict[str, Any]) -> None:
@@ -194,7 +203,12 @@ class MetricsLog:
             with contextlib.suppress(ImportError):
                 trackers.append(TensorBoardTracker(train_dir, resume_step))
         if logger == "wandb":
-            trackers.append(WandbTracker(train_dir, wandb or WandbConfig(), config or {}, resume_step))
+            try:
+                trackers.append(WandbTracker(train_dir, wandb or WandbConfig(), config or {}, resume_step))
+            except BaseException:
+                for tracker in trackers:
+                    tracker.close()
+                raise
         return cls(train_dir, resume_step, trackers)
 
     def log(self, row: dict[str, Any]) -> None:
