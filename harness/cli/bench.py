@@ -81,7 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--efficiency-lr-size", type=int, metavar="N", help="LR side of the timed input (default 128)")
     group.add_argument("--efficiency-repeats", type=int, metavar="N", help="timed calls (default 5)")
     group.add_argument("--efficiency-warmup", type=int, metavar="N", help="untimed calls first (default 2)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress (bars on a terminal, log lines elsewhere)"
+    )
 
 
 def set_weights_dir(path: str | None) -> None:

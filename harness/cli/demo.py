@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-root", metavar="DIR", help="write the run under DIR instead of runs/")
     parser.add_argument("--device", help="auto | cpu | cuda (default: bench.device)")
     parser.add_argument("--weights-dir", metavar="DIR", help="where metric weights are looked up")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress (bars on a terminal, log lines elsewhere)"
+    )
     add_offline(parser)
 
 

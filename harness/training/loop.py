@@ -179,7 +179,8 @@ def train_loop(
             train_dir, start, tensorboard=loop.tensorboard, logger=loop.logger, wandb=loop.wandb, config=tracked
         )
     end = loop.steps if stop_after is None else min(loop.steps, stop_after)
-    bar = progress(total=loop.steps, initial=start, desc="train", unit="step", enabled=info.is_main and loop.progress)
+    desc = f"train {meta['trainer']}" if meta and meta.get("trainer") else "train"  # vqvae, alignvar
+    bar = progress(total=loop.steps, initial=start, desc=desc, unit="step", enabled=info.is_main and loop.progress)
     result = TrainResult(train_dir, start, ckpt)
     last_good = ckpt
     t_last, images_since = time.perf_counter(), 0
