@@ -212,3 +212,17 @@ def test_bench_results_on_stdout_diagnostics_on_stderr(tiny_bench, capsys, flags
         assert " INFO    harness.core.progress: bicubic | photos: 2/2 img (100%)" in err
     if "-q" in flags:
         assert err == ""
+
+
+def test_a_cell_log_gets_each_line_once_and_the_terminal_none(tmp_path, capsys):
+    """An inline sweep cell's output capture takes the command's stderr handler off while it runs."""
+    from harness.sweep.execute import capture_output
+
+    logconfig.configure(0)
+    log = logging.getLogger("harness.sweep.cell")
+    with capture_output(tmp_path / "log.txt", "== header\n"):
+        log.info("inside the cell")
+    log.info("after the cell")
+    text = (tmp_path / "log.txt").read_text()
+    assert text.startswith("== header\n") and text.count("inside the cell") == 1
+    assert capsys.readouterr().err == "after the cell\n"

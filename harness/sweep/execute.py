@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.core.logconfig import StderrHandler
 from harness.core.runlock import RunLock
 from harness.sweep.cache import LOG_FILE, now, read_state, write_state
 from harness.sweep.expand import Cell
@@ -127,6 +128,10 @@ def capture_output(log_path: Path, header: str) -> Iterator[None]:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         old_level = root.level
+        # the command's stderr handler (harness.core.logconfig) would write every line into the log a second time
+        console = [h for h in root.handlers if isinstance(h, StderrHandler)]
+        for other in console:
+            root.removeHandler(other)
         root.addHandler(handler)
         if root.level > logging.INFO:  # the default WARNING would hide the cell's progress messages
             root.setLevel(logging.INFO)
@@ -135,6 +140,8 @@ def capture_output(log_path: Path, header: str) -> Iterator[None]:
                 yield
         finally:
             root.removeHandler(handler)
+            for other in console:
+                root.addHandler(other)
             root.setLevel(old_level)
             log.flush()
             for fd, copy in saved:
