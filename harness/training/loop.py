@@ -15,7 +15,8 @@ divided by A, so that with equal micro-batches the step equals one on their unio
 the batch). Micro-batch m of rank r is the batch of *virtual rank* r * A + m of world_size * A (data shard,
 degradation and RNG seeds alike): one GPU with A = 8 trains on exactly the batches of 8 GPUs with A = 1. DDP
 all-reduces once per step (``no_sync`` for the first A - 1 micro-batches). Logged values are the means over the
-micro-batches.
+micro-batches. State a task updates in its forward pass (the tokenizer's code-usage EMA and dead-code restarts)
+is updated per micro-batch, as on A separate GPUs, not once per step.
 """
 
 from __future__ import annotations
