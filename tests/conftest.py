@@ -10,6 +10,13 @@ import pytest
 # Idle OpenMP threads sleep instead of spinning, so the subprocesses some tests start (DDP ranks, sweep workers)
 # do not slow each other down on a 2-core machine. Set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Under mutmut (which sets MUTANT_UNDER_TEST in its own process and in the workers it forks from it) torch runs
+# on one thread: a child forked after libgomp started its thread pool hangs at its first parallel region, so
+# every mutant would otherwise end as a timeout (docs/TESTING.md, "Mutation testing").
+MUTMUT = "MUTANT_UNDER_TEST" in os.environ
+if MUTMUT:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
 # Tests never use the network: offline mode for alignvar-bench and huggingface_hub (read at its import), also in
 # the subprocesses tests start. The online paths are tested against tests/loopback.py (the `online` fixture).
 os.environ["ALIGNVAR_OFFLINE"] = "1"
@@ -18,9 +25,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ALIGNVAR_SHARED", REPO.parent / "shared"))
+# (mutmut runs the tests from the copy in <checkout>/mutants/: the shared folder is still beside the checkout)
+SHARED = Path(os.environ.get("ALIGNVAR_SHARED", (REPO.parent if MUTMUT else REPO).parent / "shared"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(1 if MUTMUT else min(2, os.cpu_count() or 1))
 
 
 def _shared_path(*parts: str) -> Path:

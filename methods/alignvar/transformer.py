@@ -339,7 +339,6 @@ class VARTransformer(nn.Module):
         return (logits, hidden) if return_hidden else logits
 
     # ------------------------------------------------------------------------------------------- inference
-    @torch.no_grad()
     def generate(
         self,
         lr: Tensor,
@@ -381,76 +380,79 @@ class VARTransformer(nn.Module):
         (``generate_reference``): every scale recomputes the whole prefix with the block-causal mask; it
         yields the same tokens and is only for checking and benchmarking.
         """
-        schedule = self.schedule_for(lr, schedule)
-        B, K = lr.shape[0], schedule.num_scales
-        guided = cfg > 0
-        nb = 2 * B if guided else B
-        labels = torch.full((B,), label, dtype=torch.long, device=lr.device)
-        if guided:
-            labels = torch.cat([labels, torch.full_like(labels, neg_label)])
-        ctx, cond, n_prefix = self._context(lr, labels)
-        rows = self._levels(schedule)
-        lvl = self.lvl_embed.weight
-        x = ctx.add_(lvl[rows[0]])
-        rope = self.rope_for(schedule, lr.device)
-        ramp = guidance_ramp(cfg, K)
-        steps = [n_prefix + 1] + list(schedule.tokens_per_scale[1:])  # tokens fed at every step
-        cache = KVCache(len(self.blocks), sum(steps) - steps[-1]) if kv_cache else None
-        mask = None if kv_cache else self.block_causal_mask(schedule, n_prefix, lr.device)
-        seq: list[Tensor] = []  # reference path: every input so far
-        # AdaLN parameters depend on the class only: computed once (or read from the frozen per-class tables),
-        # not re-read from the weights every scale
-        mods, head_mod = self._modulations(labels, cond)
-        f_hat = lvl.new_zeros(B, self.cfg.cvae, *schedule.latent_hw)
-        tokens: list[Tensor] = []
-        cur = 0
-        hidden = x
-        for k, hw in enumerate(schedule.patch_nums):
-            n = x.shape[1]
-            n_out = 1 if k == 0 else n  # step 0: only the class token's output is ever read
+        with torch.no_grad():  # (not a decorator: mutmut leaves decorated functions alone)
+            schedule = self.schedule_for(lr, schedule)
+            B, K = lr.shape[0], schedule.num_scales
+            guided = cfg > 0
+            nb = 2 * B if guided else B
+            labels = torch.full((B,), label, dtype=torch.long, device=lr.device)
+            if guided:
+                labels = torch.cat([labels, torch.full_like(labels, neg_label)])
+            ctx, cond, n_prefix = self._context(lr, labels)
+            rows = self._levels(schedule)
+            lvl = self.lvl_embed.weight
+            x = ctx.add_(lvl[rows[0]])
+            rope = self.rope_for(schedule, lr.device)
+            ramp = guidance_ramp(cfg, K)
+            steps = [n_prefix + 1] + list(schedule.tokens_per_scale[1:])  # tokens fed at every step
+            cache = KVCache(len(self.blocks), sum(steps) - steps[-1]) if kv_cache else None
+            mask = None if kv_cache else self.block_causal_mask(schedule, n_prefix, lr.device)
+            seq: list[Tensor] = []  # reference path: every input so far
+            # AdaLN parameters depend on the class only: computed once (or read from the frozen per-class tables),
+            # not re-read from the weights every scale
+            mods, head_mod = self._modulations(labels, cond)
+            f_hat = lvl.new_zeros(B, self.cfg.cvae, *schedule.latent_hw)
+            tokens: list[Tensor] = []
+            cur = 0
+            hidden = x
+            for k, hw in enumerate(schedule.patch_nums):
+                n = x.shape[1]
+                n_out = 1 if k == 0 else n  # step 0: only the class token's output is ever read
+                if cache is not None:
+                    cache.store = k < K - 1  # nothing attends to the last scale's keys
+                    hidden = self._cached_step(
+                        x, cond, mods, rope[:, cur : cur + n], cache, tail=n_out if k == 0 else None
+                    )
+                else:
+                    seq.append(x)
+                    hidden = self._recompute_step(seq, cond, mods, rope, mask, n_out)
+                cur += n
+                logits = self.head_logits(hidden, cond, head_mod)
+                if guided:
+                    logits = cfg_combine(logits[:B], logits[B:], ramp[k], inplace=True)
+                idx = sample_logits(logits, top_k, top_p, temperature, generator)
+                if token_hook is not None:
+                    idx = token_hook(k, idx, logits)
+                tokens.append(idx)
+                del logits  # not held into the next (larger) step
+                f_hat, nxt = quantizer.next_ar_input(k, f_hat, quantizer.lookup(idx, hw), schedule)
+                if nxt is None:
+                    break
+                tok = nxt.flatten(2).transpose(1, 2)  # (B, n_{k+1}, Cvae)
+                if sca is not None:
+                    tok = tok * (1 + sca(k + 1, tok))
+                x = self.word_embed(tok) + lvl[rows[k + 1]]
+                if guided:
+                    x = x.repeat(2, 1, 1)
             if cache is not None:
-                cache.store = k < K - 1  # nothing attends to the last scale's keys
-                hidden = self._cached_step(x, cond, mods, rope[:, cur : cur + n], cache, tail=n_out if k == 0 else None)
-            else:
-                seq.append(x)
-                hidden = self._recompute_step(seq, cond, mods, rope, mask, n_out)
-            cur += n
-            logits = self.head_logits(hidden, cond, head_mod)
-            if guided:
-                logits = cfg_combine(logits[:B], logits[B:], ramp[k], inplace=True)
-            idx = sample_logits(logits, top_k, top_p, temperature, generator)
-            if token_hook is not None:
-                idx = token_hook(k, idx, logits)
-            tokens.append(idx)
-            del logits  # not held into the next (larger) step
-            f_hat, nxt = quantizer.next_ar_input(k, f_hat, quantizer.lookup(idx, hw), schedule)
-            if nxt is None:
-                break
-            tok = nxt.flatten(2).transpose(1, 2)  # (B, n_{k+1}, Cvae)
-            if sca is not None:
-                tok = tok * (1 + sca(k + 1, tok))
-            x = self.word_embed(tok) + lvl[rows[k + 1]]
-            if guided:
-                x = x.repeat(2, 1, 1)
-        if cache is not None:
-            cache.clear()  # the refiner and the decoder need the memory more
-        del cache, seq, x, mods
-        f_hat_tokens = f_hat
-        # last block output at the positions that predicted scale K (the class token when K == 1)
-        h_last = hidden[:, -schedule.tokens_per_scale[-1] :]
-        z = self.decoder_norm(h_last + self.word_embed(quantizer.embedding(tokens[-1])).repeat(nb // B, 1, 1))
-        if use_refiner:
-            if self.diffloss is None:
-                raise ValueError("use_refiner=True but this transformer has no diffusion refiner (diffloss)")
-            delta = self.diffloss.sample(
-                z.reshape(-1, z.shape[-1]),
-                cfg=ramp[-1] if guided else None,
-                temperature=refiner_temperature,
-                generator=generator,
-            )
-            delta = delta[: B * z.shape[1]].reshape(B, z.shape[1], self.cfg.cvae)
-            f_hat = f_hat + delta.transpose(1, 2).reshape(B, self.cfg.cvae, *schedule.latent_hw)
-        return Generation(f_hat=f_hat, f_hat_tokens=f_hat_tokens, tokens=tokens, refiner_z=z[:B])
+                cache.clear()  # the refiner and the decoder need the memory more
+            del cache, seq, x, mods
+            f_hat_tokens = f_hat
+            # last block output at the positions that predicted scale K (the class token when K == 1)
+            h_last = hidden[:, -schedule.tokens_per_scale[-1] :]
+            z = self.decoder_norm(h_last + self.word_embed(quantizer.embedding(tokens[-1])).repeat(nb // B, 1, 1))
+            if use_refiner:
+                if self.diffloss is None:
+                    raise ValueError("use_refiner=True but this transformer has no diffusion refiner (diffloss)")
+                delta = self.diffloss.sample(
+                    z.reshape(-1, z.shape[-1]),
+                    cfg=ramp[-1] if guided else None,
+                    temperature=refiner_temperature,
+                    generator=generator,
+                )
+                delta = delta[: B * z.shape[1]].reshape(B, z.shape[1], self.cfg.cvae)
+                f_hat = f_hat + delta.transpose(1, 2).reshape(B, self.cfg.cvae, *schedule.latent_hw)
+            return Generation(f_hat=f_hat, f_hat_tokens=f_hat_tokens, tokens=tokens, refiner_z=z[:B])
 
     def _cached_step(
         self,

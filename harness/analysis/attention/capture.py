@@ -130,7 +130,6 @@ class AttentionRecorder:
             chosen.append(pos)
         return torch.cat(chosen)
 
-    @torch.no_grad()
     def record(
         self,
         layer: int,
@@ -142,40 +141,41 @@ class AttentionRecorder:
         q_start: int | None = None,
     ) -> None:
         """softmax(q k^T * scale + mask) of the sampled rows (float32, CPU), added to the running mean."""
-        if q.dim() != 4 or k.dim() != 4 or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
-            raise ValueError(
-                f"record: expected q (B, H, Lq, d) and k (B, H, Lk, d), got {tuple(q.shape)} and {tuple(k.shape)}"
-            )
-        n_q, n_k, d = q.shape[-2], k.shape[-2], q.shape[-1]
-        q_start = n_k - n_q if q_start is None else int(q_start)
-        if q_start < 0 or q_start + n_q > n_k:
-            raise ValueError(f"record: query rows {q_start}..{q_start + n_q} do not fit in {n_k} keys")
-        index = self._select(q_start, n_q)
-        if index.numel() == 0:
-            return
-        local = index - q_start
-        scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-        rows = q.shape[0] if self.batch_rows is None else min(int(self.batch_rows), q.shape[0])
-        qs = q.detach()[:rows, :, local.to(q.device)].float().cpu()
-        logits = qs @ k.detach()[:rows].float().cpu().transpose(-1, -2) * scale  # (B, H, Q, Lk)
-        if mask is not None:
-            m = mask.detach().cpu()
-            if m.dtype == torch.bool:
-                m = torch.zeros(m.shape, dtype=torch.float32).masked_fill(~m, float("-inf"))
-            if m.shape[-1] != n_k or m.shape[-2] not in (1, n_q):
-                raise ValueError(f"record: mask shape {tuple(m.shape)} is not broadcastable to (..., {n_q}, {n_k})")
-            if m.shape[-2] == n_q:
-                m = m[..., local, :]
-            if m.dim() == 4 and m.shape[0] > 1:
-                m = m[:rows]
-            logits = logits + m.float()
-        probs = torch.softmax(logits, dim=-1)
-        key = (int(layer), q_start, n_q, n_k)
-        acc = self._accum.get(key)
-        if acc is None:
-            acc = self._accum[key] = _Accum(index, torch.zeros(probs.shape[1:], dtype=torch.float64))
-        acc.total += probs.double().sum(0)
-        acc.count += probs.shape[0]
+        with torch.no_grad():  # (not a decorator: mutmut leaves decorated functions alone)
+            if q.dim() != 4 or k.dim() != 4 or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
+                raise ValueError(
+                    f"record: expected q (B, H, Lq, d) and k (B, H, Lk, d), got {tuple(q.shape)} and {tuple(k.shape)}"
+                )
+            n_q, n_k, d = q.shape[-2], k.shape[-2], q.shape[-1]
+            q_start = n_k - n_q if q_start is None else int(q_start)
+            if q_start < 0 or q_start + n_q > n_k:
+                raise ValueError(f"record: query rows {q_start}..{q_start + n_q} do not fit in {n_k} keys")
+            index = self._select(q_start, n_q)
+            if index.numel() == 0:
+                return
+            local = index - q_start
+            scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+            rows = q.shape[0] if self.batch_rows is None else min(int(self.batch_rows), q.shape[0])
+            qs = q.detach()[:rows, :, local.to(q.device)].float().cpu()
+            logits = qs @ k.detach()[:rows].float().cpu().transpose(-1, -2) * scale  # (B, H, Q, Lk)
+            if mask is not None:
+                m = mask.detach().cpu()
+                if m.dtype == torch.bool:
+                    m = torch.zeros(m.shape, dtype=torch.float32).masked_fill(~m, float("-inf"))
+                if m.shape[-1] != n_k or m.shape[-2] not in (1, n_q):
+                    raise ValueError(f"record: mask shape {tuple(m.shape)} is not broadcastable to (..., {n_q}, {n_k})")
+                if m.shape[-2] == n_q:
+                    m = m[..., local, :]
+                if m.dim() == 4 and m.shape[0] > 1:
+                    m = m[:rows]
+                logits = logits + m.float()
+            probs = torch.softmax(logits, dim=-1)
+            key = (int(layer), q_start, n_q, n_k)
+            acc = self._accum.get(key)
+            if acc is None:
+                acc = self._accum[key] = _Accum(index, torch.zeros(probs.shape[1:], dtype=torch.float64))
+            acc.total += probs.double().sum(0)
+            acc.count += probs.shape[0]
 
     # -- results
     @property
