@@ -1,0 +1,321 @@
+"""The Real-ESRGAN pipeline's random choices and image operations in exact numbers: a scripted ``Sampler``
+(every uniform draw given) makes each draw a closed form (which kernel, which size, which range, which stage's
+options), the noise fields are the documented draws of the generator, and the operations' boundary rules
+(padding mode, identity resize, quality range, 8-bit rounding) and error messages are pinned.
+
+Tolerances: kernels built from the same closed form are compared bit for bit; the OpenCV sigma rule and the
+noise fields with float32 rounding (1e-6)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.data.degradations import ops
+from harness.data.degradations.base import make_generator
+from harness.data.degradations.kernels import (
+    KernelSpec,
+    Sampler,
+    _draw_beta,
+    draw_blur_kernel,
+    draw_final_sinc,
+    draw_kernel_size,
+    draw_mixed_kernel,
+    gaussian_kernel,
+    generalized_gaussian_kernel,
+    pad_kernel,
+    plateau_kernel,
+    pulse_kernel,
+    sinc_cutoff_range,
+    sinc_kernel,
+)
+from harness.data.degradations.realesrgan import RealESRGANDegradation, _draw_stage, _share, draw_sample
+from harness.data.degradations.realesrgan_config import RealESRGANConfig
+
+
+class Scripted(Sampler):
+    """A Sampler whose uniform draws are given in advance (fails loudly when the script runs out)."""
+
+    def __init__(self, *values: float) -> None:
+        super().__init__(torch.Generator())
+        self.values = list(values)
+
+    def rand(self) -> float:
+        if not self.values:
+            raise AssertionError("the scripted sampler ran out of draws")
+        return self.values.pop(0)
+
+
+# ---------------------------------------------------------------------------------------------- sampler
+def test_sampler_draws_are_closed_forms_of_the_uniform():
+    g = torch.Generator().manual_seed(3)
+    want = torch.rand((), generator=torch.Generator().manual_seed(3), dtype=torch.float64).item()
+    assert Sampler(g).rand() == want
+    assert Scripted(0.25).uniform(2.0, 6.0) == 3.0
+    assert Scripted(0.3).bernoulli(0.4) is True and Scripted(0.4).bernoulli(0.4) is False  # u < p
+    items = ("a", "b", "c", "d")
+    assert [Scripted(u).choice(items) for u in (0.0, 0.25, 0.49, 0.5, 0.999)] == ["a", "b", "b", "c", "d"]
+    assert Scripted(1.0).choice(items) == "d"  # u = 1 is clipped to the last item
+    probs = (2.0, 3.0, 5.0)  # unnormalised: boundaries at 0.2 and 0.5 of the total
+    assert [Scripted(u).choice("xyz", probs) for u in (0.0, 0.19, 0.2, 0.49, 0.5, 0.99)] == list("xxyyzz")
+    assert Scripted(1.0).choice("xyz", probs) == "z"  # nothing left below u: the last item
+    assert [Scripted(u).randint(3, 5) for u in (0.0, 0.34, 0.67, 0.99)] == [3, 4, 5, 5]  # both ends inclusive
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+def test_kernel_size_and_beta_and_cutoff_draws():
+    assert [draw_kernel_size(Scripted(u), (7, 13)) for u in (0.0, 0.26, 0.99)] == [7, 9, 13]  # odd sizes
+    assert _draw_beta(Scripted(0.4, 0.5), (0.5, 4.0)) == 0.75  # u < 1/2: U(lo, 1)
+    assert _draw_beta(Scripted(0.5, 0.5), (0.5, 4.0)) == 2.5  # else U(1, hi)
+    assert sinc_cutoff_range(11) == (math.pi / 3, math.pi) and sinc_cutoff_range(12) == (math.pi / 3, math.pi)
+    assert sinc_cutoff_range(13) == (math.pi / 5, math.pi)
+
+
+SPEC = KernelSpec(blur_sigma=(1.0, 3.0), betag_range=(0.5, 4.0), betap_range=(1.0, 2.0), kernel_range=(7, 9))
+
+
+@pytest.mark.parametrize(
+    ("kind_u", "draws", "want"),
+    [
+        (0.0, (0.5,), lambda: gaussian_kernel(7, 2.0, 2.0, 0.0)),  # iso: sigma_y = sigma_x, no rotation
+        (0.5, (0.5, 0.25, 0.75), lambda: gaussian_kernel(7, 2.0, 1.5, math.pi / 2)),  # aniso
+        (0.71, (0.5, 0.0, 0.5), lambda: generalized_gaussian_kernel(7, 2.0, 2.0, 0.0, 0.75)),  # generalized_iso
+        (0.84, (0.5, 0.25, 0.5, 0.9, 0.5), lambda: generalized_gaussian_kernel(7, 2.0, 1.5, 0.0, 2.5)),
+        (0.9, (0.5, 0.9, 0.5), lambda: plateau_kernel(7, 2.0, 2.0, 0.0, 1.5)),  # plateau_iso (betap U(1, 2))
+        (0.99, (0.5, 0.25, 0.75, 0.9, 0.25), lambda: plateau_kernel(7, 2.0, 1.5, math.pi / 2, 1.25)),
+    ],
+)
+def test_mixed_kernel_of_each_type(kind_u, draws, want):
+    # kernel_prob (0.45, 0.25, 0.12, 0.03, 0.12, 0.03): cumulative 0.45, 0.70, 0.82, 0.85, 0.97, 1.00
+    s = Scripted(kind_u, *draws)
+    out = draw_mixed_kernel(s, SPEC, 7)
+    assert torch.equal(out, want()) and s.values == []
+
+
+def test_blur_kernel_sinc_or_mixed_padded_to_the_spec():
+    s = Scripted(0.0, 0.05, 0.5)  # size 7, sinc (u < 0.1), cutoff U(pi/3, pi) at 1/2 = 2 pi / 3
+    out = draw_blur_kernel(s, SPEC)
+    assert out.dtype == torch.float32 and out.shape == (21, 21)
+    assert torch.equal(out, pad_kernel(sinc_kernel(2 * math.pi / 3, 7), 21).float())
+    out = draw_blur_kernel(Scripted(0.99, 0.1, 0.0, 0.5), SPEC)  # size 9, no sinc (u = 0.1), iso sigma 2
+    assert torch.equal(out, pad_kernel(gaussian_kernel(9, 2.0), 21).float())
+
+
+def test_final_sinc_or_pulse():
+    out = draw_final_sinc(Scripted(0.5, 0.99, 0.0), 0.6, kernel_range=(7, 11), pad_to=13)  # sinc, size 11
+    assert torch.equal(out, pad_kernel(sinc_kernel(math.pi / 3, 11), 13).float())
+    pulse = draw_final_sinc(Scripted(0.6), 0.6, pad_to=5)
+    assert torch.equal(pulse, pulse_kernel(5).float()) and float(pulse[2, 2]) == 1.0 and float(pulse.sum()) == 1.0
+    assert torch.equal(draw_final_sinc(Scripted(0.9), 0.8), pulse_kernel(21).float())  # default pad 21
+
+
+def test_kernel_errors_and_closed_forms():
+    with pytest.raises(ValueError, match=r"^sinc kernel size must be odd, got 8$"):
+        sinc_kernel(1.0, 8)
+    with pytest.raises(ValueError, match=r"^cannot pad a 7x7 kernel to 5x5 \(need an odd size <= 5\)$"):
+        pad_kernel(torch.ones(7, 7), 5)
+    with pytest.raises(ValueError, match=r"^cannot pad a 3x3 kernel to 6x6 \(need an odd size <= 6\)$"):
+        pad_kernel(torch.ones(3, 3), 6)
+    padded = pad_kernel(torch.ones(3, 3), 7)
+    assert padded.shape == (7, 7) and float(padded[2:5, 2:5].sum()) == 9 and float(padded.sum()) == 9
+    # the sinc's centre value wc^2 / (4 pi) before normalisation: ratio centre / neighbour
+    wc = 2.0
+    k = sinc_kernel(wc, 3)
+    neighbour = wc * torch.special.bessel_j1(torch.tensor(wc, dtype=torch.float64)) / (2 * math.pi)
+    torch.testing.assert_close(k[1, 1] / k[1, 2], (wc**2 / (4 * math.pi)) / neighbour)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+CFG = RealESRGANConfig(
+    kernel_range=(7, 7),
+    sinc_prob=0.0,
+    sinc_prob2=0.0,
+    blur_sigma=(1.0, 3.0),
+    blur_sigma2=(0.5, 1.0),
+    kernel_list=("iso",),
+    kernel_prob=(1.0,),
+    kernel_list2=("iso",),
+    kernel_prob2=(1.0,),
+    resize_prob=(0.2, 0.7, 0.1),
+    resize_prob2=(0.5, 0.25, 0.25),
+    resize_range=(0.25, 1.5),
+    resize_range2=(0.5, 1.25),
+    gaussian_noise_prob=0.5,
+    gaussian_noise_prob2=0.25,
+    noise_range=(1.0, 31.0),
+    noise_range2=(5.0, 15.0),
+    poisson_scale_range=(0.5, 2.5),
+    poisson_scale_range2=(1.0, 2.0),
+    gray_noise_prob=0.4,
+    gray_noise_prob2=0.6,
+    jpeg_range=(30.0, 90.0),
+    jpeg_range2=(60.5, 70.5),  # ceil / floor: qualities 61..70
+    second_blur_prob=0.8,
+    blur_kernel_size2=9,
+)
+
+
+def test_stage_one_draws_in_order_from_its_own_options():
+    # size(1 choice) sinc? iso: kind, sigma | direction, scale, mode, gaussian?, sigma, poisson, gray?, quality
+    s = Scripted(0.0, 0.5, 0.0, 0.5, 0.1, 0.5, 0.5, 0.3, 0.5, 0.25, 0.3, 0.5)
+    d = _draw_stage(s, CFG, 1)
+    assert s.values == []
+    assert d.blur is True and torch.equal(d.kernel, pad_kernel(gaussian_kernel(7, 2.0), 21).float())
+    assert d.resize_scale == 1.25  # "up" (u 0.1 < 0.2): U(1, 1.5) at 1/2
+    assert d.resize_mode == "bilinear" and d.gaussian is True  # modes (area, bilinear, bicubic) at 1/2
+    assert d.sigma == 16.0 / 255.0 and d.poisson_scale == 1.0 and d.gray_noise is True
+    assert d.jpeg_quality == 60  # randint(30, 90) at 1/2: the 31st of 61 values
+    down = _draw_stage(Scripted(0.0, 0.5, 0.0, 0.5, 0.5, 0.5, 0.0, 0.9, 0.0, 0.0, 0.9, 0.0), CFG, 1)
+    assert down.resize_scale == 0.625 and down.resize_mode == "area"  # "down": U(0.25, 1) at 1/2
+    assert down.gaussian is False and down.gray_noise is False and down.jpeg_quality == 30
+    keep = _draw_stage(Scripted(0.0, 0.5, 0.0, 0.5, 0.95, 0.99, 0.0, 0.0, 0.0, 0.0, 0.99), CFG, 1)
+    assert keep.resize_scale == 1.0 and keep.resize_mode == "bicubic" and keep.jpeg_quality == 90  # no draw
+
+
+def test_stage_two_draws_from_the_stage_two_options():
+    # blur? | size, sinc?, kind, sigma | direction, scale, mode, gaussian?, sigma, poisson, gray?, quality
+    s = Scripted(0.8, 0.0, 0.5, 0.0, 0.5, 0.1, 0.5, 0.5, 0.2, 0.5, 0.5, 0.5, 0.0)
+    d = _draw_stage(s, CFG, 2)
+    assert s.values == []
+    assert d.blur is False  # u = second_blur_prob: no second blur
+    assert torch.equal(d.kernel, pad_kernel(gaussian_kernel(7, 0.75), 9).float())  # blur_sigma2, size 9
+    assert d.resize_scale == 1.125  # "up" (u 0.1 < 0.5): U(1, 1.25) at 1/2
+    assert d.gaussian is True and d.sigma == 10.0 / 255.0 and d.poisson_scale == 1.5
+    assert d.gray_noise is True and d.jpeg_quality == 61
+    down = _draw_stage(Scripted(0.1, 0.0, 0.5, 0.0, 0.5, 0.6, 0.5, 0.5, 0.3, 0.5, 0.5, 0.7, 0.99), CFG, 2)
+    assert down.blur is True and down.resize_scale == 0.75 and down.gaussian is False
+    assert down.gray_noise is False and down.jpeg_quality == 70
+
+
+def test_sample_draw_order_and_final_stage():
+    stage1 = (0.0, 0.5, 0.0, 0.5, 0.1, 0.5, 0.5, 0.3, 0.5, 0.25, 0.3, 0.5)
+    stage2 = (0.8, 0.0, 0.5, 0.0, 0.5, 0.1, 0.5, 0.5, 0.2, 0.5, 0.5, 0.5, 0.0)
+    final = (0.5, 0.0, 0.5, 0.99, 0.4, 0.0)  # sinc (0.5 < 0.8), size 7, cutoff 2pi/3 | mode, order, back mode
+    s = Scripted(*stage1, *stage2, *final)
+    d = draw_sample(s, CFG)
+    assert s.values == []
+    assert torch.equal(d.final_kernel, pad_kernel(sinc_kernel(2 * math.pi / 3, 7), 7).float())
+    assert (d.final_mode, d.sinc_then_jpeg, d.back_mode) == ("bicubic", True, "area")
+    assert d.first.jpeg_quality == 60 and d.second.jpeg_quality == 61
+
+
+def test_batch_sharing_copies_only_the_batch_level_choices():
+    deg = RealESRGANDegradation(RealESRGANConfig())
+    a, b = deg.draw(2, make_generator(0))
+    shared = _share([a, b])
+    s0 = shared[0]
+    assert (s0.final_mode, s0.sinc_then_jpeg, s0.back_mode) == (a.final_mode, a.sinc_then_jpeg, a.back_mode)
+    assert s0.first.jpeg_quality == a.first.jpeg_quality and s0.second.sigma == a.second.sigma  # image 0 as is
+    s1 = shared[1]
+    for stage in ("first", "second"):
+        for field in ("blur", "resize_scale", "resize_mode", "gaussian"):
+            assert getattr(getattr(s1, stage), field) == getattr(getattr(a, stage), field)
+        for field in ("sigma", "poisson_scale", "gray_noise", "jpeg_quality"):
+            assert getattr(getattr(s1, stage), field) == getattr(getattr(b, stage), field)
+        assert torch.equal(getattr(s1, stage).kernel, getattr(b, stage).kernel)
+    assert (s1.final_mode, s1.sinc_then_jpeg, s1.back_mode) == (a.final_mode, a.sinc_then_jpeg, a.back_mode)
+    assert torch.equal(s1.final_kernel, b.final_kernel)
+    per_image = deg.draw(2, make_generator(0))
+    assert per_image[1].first.resize_scale == b.first.resize_scale  # batch_shared off: image 1 keeps its own
+
+
+# ------------------------------------------------------------------------------------------------- ops
+def test_padding_mode_filter_errors_and_shared_kernel():
+    img = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
+    assert ops._pad(img, 0) is img
+    assert torch.equal(ops._pad(img, 3), F.pad(img, (3, 3, 3, 3), mode="reflect"))  # 3 < min(4, 5)
+    assert torch.equal(ops._pad(img, 4), F.pad(img, (4, 4, 4, 4), mode="replicate"))  # too small to reflect
+    box = torch.ones(3, 3) / 9
+    shared = ops.filter2d(img, box)
+    assert torch.equal(shared, ops.filter2d(img, box.expand(2, 3, 3)))
+    torch.testing.assert_close(shared[0, 0, 1, 1], img[0, 0, :3, :3].mean())
+    for bad in (torch.ones(3, 3, 3), torch.ones(2, 4, 4), torch.ones(2, 3, 5)):
+        msg = rf"^filter2d: kernel {re_shape(bad)} does not fit images \(2, 3, 4, 5\)$"
+        with pytest.raises(ValueError, match=msg):
+            ops.filter2d(img, bad)
+
+
+def re_shape(t: torch.Tensor) -> str:
+    return str(tuple(t.shape)).replace("(", r"\(").replace(")", r"\)")
+
+
+def test_resize_rules():
+    img = torch.rand(1, 3, 8, 6, generator=torch.Generator().manual_seed(0))
+    assert ops.resize(img, "bicubic", size=(8, 6)) is img  # identity at the same size
+    assert ops.resize(img, "area", scale=0.5).shape == (1, 3, 4, 3)
+    assert ops.resize(img, "bilinear", scale=0.01).shape == (1, 3, 1, 1)  # at least one pixel
+    assert ops.resize(img, "bilinear", size=(0, 0)).shape == (1, 3, 1, 1)
+    assert torch.equal(ops.resize(img, "area", size=(4, 3)), F.interpolate(img, size=(4, 3), mode="area"))
+    up = F.interpolate(img, size=(16, 12), mode="bicubic", align_corners=False)
+    assert torch.equal(ops.resize(img, "bicubic", scale=2.0), up)
+    with pytest.raises(ValueError, match=r"^unknown resize mode 'nearest'; valid choices: area, bilinear, bicubic$"):
+        ops.resize(img, "nearest", size=(2, 2))
+    with pytest.raises(ValueError, match=r"^resize: give size or scale$"):
+        ops.resize(img, "area")
+
+
+def test_gray_and_8bit_rounding():
+    img = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]).view(3, 3, 1, 1)  # R, G, B images
+    torch.testing.assert_close(ops.rgb_to_gray(img).flatten(), torch.tensor([0.299, 0.587, 0.114]))
+    levels = torch.tensor([-0.1, 0.5 / 255, 0.49 / 255, 1.5 / 255, 1.2]).view(1, 1, 1, 5)
+    assert ops.to_uint8(levels).flatten().tolist() == [0, 1, 0, 2, 255]  # round half up, clipped
+
+
+def test_gaussian_noise_is_the_documented_draw():
+    img = torch.zeros(3, 3, 4, 4)
+    sigma = [0.1, 0.2, 0.3]
+    gray = [False, True, False]
+    noise = ops.gaussian_noise(img, sigma, gray, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    colour = torch.randn((3, 3, 4, 4), generator=g)  # colour noise first (not every image is gray) ...
+    mono = torch.randn((3, 1, 4, 4), generator=g)  # ... then one luminance field
+    want = torch.where(torch.tensor(gray).view(-1, 1, 1, 1), mono.expand(3, 3, 4, 4), colour)
+    torch.testing.assert_close(noise, want * torch.tensor(sigma).view(-1, 1, 1, 1), atol=1e-6, rtol=0)
+    only_gray = ops.gaussian_noise(img[:1], [1.0], [True], torch.Generator().manual_seed(7))
+    first = torch.randn((1, 1, 4, 4), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(only_gray, first.expand(1, 3, 4, 4))  # no colour draw when every image is gray
+
+
+def test_poisson_noise_levels_and_draw():
+    img = torch.tensor([0.0, 0.2, 0.4, 0.4]).view(1, 1, 2, 2).expand(1, 3, 2, 2).contiguous()
+    noise = ops.poisson_noise(img, [2.0], [False], torch.Generator().manual_seed(1))
+    quant = img.mul(255).round().div(255)
+    levels = 4.0  # 3 distinct 8-bit values -> 2 ** ceil(log2 3) = 4 photon levels
+    counts = torch.poisson(quant * levels, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(noise, 2.0 * (counts / levels - quant), atol=1e-6, rtol=0)
+    gray = ops.poisson_noise(img, [1.0], [True], torch.Generator().manual_seed(1))
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])  # luma noise on all
+
+
+def test_jpeg_quality_checks_and_round_trip():
+    img = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"^jpeg_encode: 1 qualities for a batch of 2$"):
+        ops.jpeg_encode(img, [90])
+    with pytest.raises(ValueError, match=r"^jpeg_encode: quality must be in 1\.\.100, got \[0, 101\]$"):
+        ops.jpeg_encode(img[:1].expand(3, 3, 16, 16), [0, 50, 101])
+    files = ops.jpeg_encode(img, [1, 100])
+    assert len(files[0]) < len(files[1])  # both ends are valid; quality 1 is smaller
+    out = ops.jpeg_compress(img.double(), [95, 95])
+    assert out.dtype == torch.float64 and out.shape == img.shape
+    assert torch.equal(out.float(), ops.jpeg_decode(ops.jpeg_encode(img, [95, 95])))
+
+
+def test_opencv_sigma_rule_and_usm_defaults():
+    taps = ops.opencv_gaussian_1d(5)  # sigma = 0.3 * ((5 - 1) / 2 - 1) + 0.8 = 1.1
+    x = torch.arange(5, dtype=torch.float64) - 2
+    want = torch.exp(-(x**2) / (2 * 1.1**2))
+    torch.testing.assert_close(taps, (want / want.sum()).float(), atol=1e-7, rtol=0)
+    assert torch.equal(ops.opencv_gaussian_1d(5, 1.1), taps)
+    assert taps.dtype == torch.float32
+    img = torch.zeros(1, 3, 24, 24)
+    img[..., 8:16, 8:16] = 0.6
+    k = ops.opencv_gaussian_1d(2 * 50 + 1)
+    kernel = torch.outer(k, k)
+    blur = ops.filter_fft(img, kernel)
+    mask = ((img - blur).abs() * 255 > 10.0).float()
+    soft = ops.filter_fft(mask, kernel)
+    sharp = (img + 0.5 * (img - blur)).clamp(0, 1)
+    assert torch.equal(ops.usm_sharpen(img), soft * sharp + (1 - soft) * img)  # weight 0.5, radius 50, thr 10
