@@ -94,6 +94,11 @@ def test_forward_errors_and_a_one_scale_schedule():
     lr = torch.zeros(1, 3, 64, 64)
     with pytest.raises(ValueError, match=r"^x_in has 28 tokens but schedule 1_2_3_4 gives 29 inputs$"):
         gate(lr, torch.zeros(1, 28, 16), sched)
+    two = ScaleSchedule.from_sides([1, 2])  # one gated scale: its map alone
+    x_in = torch.randn(1, 4, 16, generator=torch.Generator().manual_seed(0))
+    lr = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(gate(lr, x_in, two), gate.gate(x_in, gate.guidance(lr, two)[1]))
     one = ScaleSchedule.from_sides([1])
     out = gate(torch.zeros(3, 3, 16, 16), torch.zeros(3, 0, 16), one)
     assert out.shape == (3, 0, 1)
@@ -106,6 +111,7 @@ def test_gate_statistics_of_a_2d_gate_with_a_threshold_and_without_gated_scales(
     assert float(st["gate_open_s1"]) == 0.75 and float(st["gate_open"]) == 0.75
     assert float(gate_statistics(gate[..., None], sched)["gate_open"]) == 0.5  # default threshold 1/2
     torch.testing.assert_close(st["gate_mean"], torch.tensor(0.475))
+    torch.testing.assert_close(st["gate_std"], gate.std(unbiased=False))  # population std, also overall
     assert set(st) == {"gate_mean_s1", "gate_std_s1", "gate_open_s1", "gate_mean", "gate_std", "gate_open"}
     empty = gate_statistics(torch.zeros(2, 0, 1), ScaleSchedule.from_sides([1]))
     assert empty == {}  # no gated scale, no token: no statistic

@@ -2,6 +2,7 @@
 
     python tools/mutation_score.py            # table: killed / timeout / survived / no tests / not checked
     python tools/mutation_score.py --survivors methods/alignvar/sca.py   # the surviving mutant names
+    python tools/mutation_score.py --only 'methods.alignvar.transformer.xǁVARTransformerǁgenerate*'  # a subset
 
 Score = killed / (killed + survived), with timeouts listed apart (a timeout can be a real kill, an infinite
 loop, or a slow machine; docs/TESTING.md says which). Mutants without a covering test count as survivors.
@@ -10,6 +11,7 @@ loop, or a slow machine; docs/TESTING.md says which). Mutants without a covering
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from collections import Counter
@@ -27,10 +29,20 @@ def status(code: int | None) -> str:
     return STATUS.get(code, "suspicious")
 
 
+def _codes(meta: Path, only: list[str] | None) -> dict[str, int | None]:
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    if only:
+        codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatchcase(k, g) for g in only)}
+    return codes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mutants", type=Path, default=Path("mutants"), help="mutmut's work folder")
     parser.add_argument("--survivors", default=None, help="list the surviving mutants of this module path")
+    parser.add_argument(
+        "--only", action="append", default=None, help="count only the mutants whose name matches this glob"
+    )
     args = parser.parse_args(argv)
     metas = sorted(args.mutants.rglob("*.py.meta"))
     if not metas:
@@ -39,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.survivors:
         for meta in metas:
             if meta.relative_to(args.mutants).as_posix().removesuffix(".meta") == args.survivors:
-                codes = json.loads(meta.read_text())["exit_code_by_key"]
+                codes = _codes(meta, args.only)
                 for name, code in sorted(codes.items()):
                     if status(code) in ("survived", "no tests"):
                         print(name)
@@ -50,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{'unchecked':>9} {'score':>6}")  # fmt: skip
     for meta in metas:
         module = meta.relative_to(args.mutants).as_posix().removesuffix(".meta")
-        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        codes = _codes(meta, args.only)
+        if args.only and not codes:
+            continue
         counts = Counter(status(c) for c in codes.values())
         done = counts["killed"] + counts["survived"] + counts["no tests"]
         score = f"{100 * counts['killed'] / done:.1f}" if done else "-"
