@@ -51,6 +51,16 @@ def test_structure_maps_error_and_random_generator():
     b = structure_maps(lr, sched, "random", torch.Generator().manual_seed(4))
     assert [m.shape for m in a] == [(2, 1, 1), (2, 4, 1)]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+    # a non-square LR: the noise has the LR's shape (H x W), area-resized to each grid; no generator: global RNG
+    wide = torch.zeros(1, 3, 32, 48)
+    rect = ScaleSchedule.from_sides([1, 2])
+    torch.manual_seed(9)
+    maps = structure_maps(wide, rect, "random")
+    torch.manual_seed(9)
+    noise = torch.rand(1, 1, 32, 48)
+    raw = torch.nn.functional.interpolate(noise, size=(2, 2), mode="area").flatten(1)
+    lo, hi = raw.amin(1, keepdim=True), raw.amax(1, keepdim=True)
+    torch.testing.assert_close(maps[1][..., 0], (raw - lo) / (hi - lo))
 
 
 def test_gate_module_shape_and_initialisation():
