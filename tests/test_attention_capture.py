@@ -81,3 +81,85 @@ def test_distance_table_labels_radius_order_and_errors():
     keys_only.record(5, torch.randn(1, 1, n, 4), torch.randn(1, 1, n, 4), q_start=0)
     with pytest.raises(ValueError, match=r"^layer 5: 18 keys do not fit the 9-token layout$"):
         keys_only.distance_table(small)
+
+
+def test_query_sampling_without_and_with_a_layout():
+    assert AttentionRecorder(query_sample=1).query_sample == 1  # 1 is the smallest sample
+    q, k = torch.randn(1, 1, 6, 4), torch.randn(1, 1, 9, 4)  # queries are rows 3..8
+    rec = AttentionRecorder(query_sample=2, seed=3)  # no layout: the query block is one level (0)
+    rec.record(0, q, k)
+    gen = torch.Generator().manual_seed(3 * 1_000_003 + 0 + 7)
+    want = (torch.randperm(6, generator=gen)[:2] + 3).sort().values
+    assert torch.equal(rec.records[0].query_index, want)
+    lay = token_layout([1, 2, 3], prefix_hw=1)  # 1 + 1 + 4 + 9 = 15 tokens; levels 2 (2x2) and 3 (3x3) here
+    n = len(lay)
+    rec = AttentionRecorder(query_sample=3, layout=lay, seed=2)
+    rec.record(0, torch.randn(1, 1, 13, 4), torch.randn(1, 1, n, 4))  # rows 2..14: levels 1 and 2
+    chosen = []
+    for level, start, count in ((1, 2, 4), (2, 6, 9)):
+        gen = torch.Generator().manual_seed(2 * 1_000_003 + level + 7)
+        chosen.append((torch.randperm(count, generator=gen)[:3] + start).sort().values)
+    assert torch.equal(rec.records[0].query_index, torch.cat(chosen))
+
+
+def test_record_checks_shapes_and_query_rows():
+    q, k = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4)
+    rec = AttentionRecorder(query_sample=None)
+    bad = [
+        (q[0], k, "(2, 3, 4)", "(1, 2, 5, 4)"),
+        (q, k[0], "(1, 2, 3, 4)", "(2, 5, 4)"),
+        (q, torch.randn(1, 3, 5, 4), "(1, 2, 3, 4)", "(1, 3, 5, 4)"),
+        (q, torch.randn(1, 2, 5, 6), "(1, 2, 3, 4)", "(1, 2, 5, 6)"),
+    ]
+    for qq, kk, qs, ks in bad:
+        msg = rf"^record: expected q \(B, H, Lq, d\) and k \(B, H, Lk, d\), got {_esc(qs)} and {_esc(ks)}$"
+        with pytest.raises(ValueError, match=msg):
+            rec.record(0, qq, kk)
+    with pytest.raises(ValueError, match=r"^record: query rows -1\.\.2 do not fit in 5 keys$"):
+        rec.record(0, q, k, q_start=-1)
+    with pytest.raises(ValueError, match=r"^record: query rows 3\.\.6 do not fit in 5 keys$"):
+        rec.record(0, q, k, q_start=3)
+    rec.record(0, q, k, q_start=1)  # an explicit start: rows 1..3
+    assert rec.records[0].query_index.tolist() == [1, 2, 3]
+    want = torch.softmax(q @ k.transpose(-1, -2) / 2.0, dim=-1)[0]  # default scale 1 / sqrt(d = 4)
+    torch.testing.assert_close(rec.records[0].probs, want)
+
+
+def _esc(shape: str) -> str:
+    return shape.replace("(", r"\(").replace(")", r"\)")
+
+
+def test_batch_rows_masks_and_float64_accumulation():
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 4, 3, 8, generator=g), torch.randn(2, 4, 5, 8, generator=g)  # B 2, H 4
+    rec = AttentionRecorder(query_sample=None)
+    rec.record(0, q, k, scale=1.0)
+    assert rec.records[0].count == 2  # every batch row (not the 4 heads)
+    few = AttentionRecorder(query_sample=None, batch_rows=3)
+    few.record(0, q, k, scale=1.0)
+    assert few.records[0].count == 2  # min(3, B = 2)
+    # a (1, Lk) row mask broadcasts over the queries
+    row = torch.zeros(1, 5)
+    row[0, 4] = float("-inf")
+    masked = AttentionRecorder(query_sample=None)
+    masked.record(0, q, k, row, 1.0)
+    assert bool((masked.records[0].probs[..., 4] == 0).all())
+    # a per-image 4-D mask is cut to the recorded rows
+    per_image = torch.zeros(2, 1, 3, 5)
+    per_image[1, ..., 0] = float("-inf")  # only image 1 masks key 0
+    first = AttentionRecorder(query_sample=None, batch_rows=1)
+    first.record(0, q, k, per_image, 1.0)
+    want = torch.softmax(q[:1] @ k[:1].transpose(-1, -2), dim=-1)[0]
+    assert first.records[0].count == 1
+    torch.testing.assert_close(first.records[0].probs, want)
+    # the running sum is float64: the mean of many float32 records is the correctly rounded one
+    acc = AttentionRecorder(query_sample=None)
+    probs = []
+    for _ in range(40):
+        qq, kk = torch.randn(1, 2, 3, 8, generator=g), torch.randn(1, 2, 5, 8, generator=g)
+        acc.record(0, qq, kk, scale=1.0)
+        probs.append(torch.softmax(qq @ kk.transpose(-1, -2), dim=-1)[0])
+    total = torch.zeros(2, 3, 5, dtype=torch.float64)
+    for p in probs:
+        total += p.double()
+    assert torch.equal(acc.records[0].probs, (total / 40).float())
