@@ -165,6 +165,59 @@ def test_tiled_upscale(tiny: AlignVAR, astronaut: torch.Tensor) -> None:
     torch.testing.assert_close(tiled, adain_color_fix(manual, upsample_bicubic(lr01, (128, 192))).clamp(0, 1))
 
 
+def test_generation_options_defaults_reference_path_and_hook(tiny: AlignVAR, astronaut: torch.Tensor) -> None:
+    """``VARTransformer.generate``: the documented defaults, CFG off ignores the negative label, the class label
+    and the negative label reach the logits, the uncached reference path gives the same result, the token hook
+    replaces the tokens, the refiner adds to the tokens' latent (and is refused without a refiner)."""
+    tr, q = tiny.transformer, tiny.vqvae.quantize
+    lr = _image(astronaut, 64, 64, batch=1)
+    gate = tiny.sca.gate_fn(tiny.sca.guidance(lr, ScaleSchedule.for_size(64, 64)))
+
+    def run(**kw):
+        seen: list[torch.Tensor] = []
+        hook = kw.pop("token_hook", None)
+
+        def record(k, idx, logits):
+            seen.append(logits.clone())
+            return idx if hook is None else hook(k, idx, logits)
+
+        out = tr.generate(lr, q, sca=gate, generator=torch.Generator().manual_seed(5), token_hook=record, **kw)
+        return out, seen
+
+    explicit = dict(cfg=6.0, top_k=1, top_p=0.75, temperature=1.0, label=0, neg_label=1, refiner_temperature=1.0)
+    default, d_logits = run()
+    same, s_logits = run(use_refiner=True, kv_cache=True, **explicit)
+    assert all(torch.equal(a, b) for a, b in zip(d_logits, s_logits))
+    assert torch.equal(default.f_hat, same.f_hat)  # refiner on by default
+    assert not torch.equal(default.f_hat, default.f_hat_tokens)
+    assert torch.equal(default.f_hat_tokens, q.cumulative_targets(default.tokens, ScaleSchedule.for_size(64, 64))[-1])
+    assert default.refiner_z.shape == (1, 16, tr.word_embed.out_features)  # the conditional branch only
+    # the uncached reference path: the same logits (up to batching) and tokens
+    ref, r_logits = run(use_refiner=False, kv_cache=False)
+    assert all(torch.equal(a, b) for a, b in zip(ref.tokens, default.tokens))
+    for a, b in zip(r_logits, d_logits):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert torch.equal(ref.f_hat, default.f_hat_tokens)
+    via_reference = tr.generate_reference(lr, q, sca=gate, use_refiner=False, generator=torch.Generator())
+    assert all(torch.equal(a, b) for a, b in zip(via_reference.tokens, default.tokens))
+    # CFG off: the negative label plays no part; with CFG the labels do
+    _, la = run(cfg=0.0, neg_label=1, use_refiner=False)
+    _, lb = run(cfg=0.0, neg_label=0, use_refiner=False)
+    assert all(torch.equal(a, b) for a, b in zip(la, lb))
+    _, other_neg = run(neg_label=0, use_refiner=False)
+    _, other_label = run(label=1, use_refiner=False)
+    assert not torch.allclose(other_neg[-1], d_logits[-1]) and not torch.allclose(other_label[-1], d_logits[-1])
+    assert not torch.allclose(la[-1], d_logits[-1])  # cfg 0 differs from the guided default
+    # the hook's tokens are the ones used (and fed back)
+    zeros, _ = run(use_refiner=False, token_hook=lambda k, idx, logits: torch.zeros_like(idx))
+    assert all(int(t.abs().sum()) == 0 for t in zeros.tokens)
+    assert torch.equal(zeros.f_hat, q.cumulative_targets(zeros.tokens, ScaleSchedule.for_size(64, 64))[-1])
+    bare = make_tiny("none", transformer=dataclasses.replace(ARCHS["tiny"].transformer, with_refiner=False))
+    msg = r"^use_refiner=True but this transformer has no diffusion refiner \(diffloss\)$"
+    with pytest.raises(ValueError, match=msg):
+        bare.transformer.generate(lr, bare.vqvae.quantize)
+
+
 # ----------------------------------------------------------------------------------------------- losses
 def test_hcc_zero_iff_prediction_matches_target(tiny: AlignVAR, astronaut: torch.Tensor) -> None:
     schedule = ScaleSchedule.for_size(64, 64)
