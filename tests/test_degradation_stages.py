@@ -319,3 +319,98 @@ def test_opencv_sigma_rule_and_usm_defaults():
     soft = ops.filter_fft(mask, kernel)
     sharp = (img + 0.5 * (img - blur)).clamp(0, 1)
     assert torch.equal(ops.usm_sharpen(img), soft * sharp + (1 - soft) * img)  # weight 0.5, radius 50, thr 10
+
+
+# ---------------------------------------------------------------------------------------------- bicubic
+def test_resampling_kernels_closed_forms():
+    from harness.data.degradations.bicubic import cubic, lanczos3
+
+    x = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, -0.5, -1.5], dtype=torch.float64)
+    want = torch.tensor([1.0, 0.5625, 0.0, -0.0625, 0.0, 0.0, 0.5625, -0.0625], dtype=torch.float64)
+    assert torch.equal(cubic(x), want)  # Keys a = -0.5: 1.5|x|^3 - 2.5|x|^2 + 1, then -0.5|x|^3 + 2.5|x|^2 - 4|x| + 2
+    y = torch.tensor([0.0, 1.5, 3.0, -1.5, 2.9], dtype=torch.float64)
+    out = lanczos3(y)
+    assert out[0] == 1.0 and out[2] == 0.0  # support (-3, 3)
+    torch.testing.assert_close(out[1], torch.tensor(-1 / (0.75 * math.pi**2), dtype=torch.float64))
+    assert out[3] == out[1] and out[4] != 0
+
+
+def test_resize_matrix_mirror_padding_and_errors():
+    from harness.data.degradations.bicubic import cubic, imresize, resize_matrix
+
+    assert torch.equal(resize_matrix(5, 5), torch.eye(5, dtype=torch.float64))  # same size: the identity
+    mat = resize_matrix(4, 2)  # x 0.5, antialiased: the cubic stretched to width 8
+    # output pixel 1 sits at u = 1.5; taps at 1-based positions -3..6, weights 0.5 cubic((u - i) / 2), and the
+    # positions outside 1..4 mirrored back in ([1..n, n..1]): -3, -2, -1, 0 -> 4, 3, 2, 1; 5, 6 -> 4, 3
+    idx = torch.arange(-3, 7, dtype=torch.float64)
+    w = 0.5 * cubic((1.5 - idx) * 0.5)
+    w = w / w.sum()
+    target = [3, 2, 1, 0, 0, 1, 2, 3, 3, 2]
+    row = torch.zeros(4, dtype=torch.float64).index_add_(0, torch.tensor(target), w)
+    torch.testing.assert_close(mat[0], row, rtol=0, atol=1e-15)
+    torch.testing.assert_close(mat[1], row.flip(0), rtol=0, atol=1e-15)  # the mirror image at the other end
+    # no antialiasing: the plain cubic at u - i = 2.5 .. -2.5 for i = -1..4, i.e. 0, -1/16, 9/16, 9/16, -1/16, 0;
+    # position 0 mirrors to 1 and -1 to 2: pixel 1 gets -1/16 + 9/16
+    aliased = resize_matrix(4, 2, antialias=False)
+    assert torch.equal(aliased[0], torch.tensor([0.5, 0.5625, -0.0625, 0.0], dtype=torch.float64))
+    lz = resize_matrix(6, 3, kernel="lanczos3")
+    torch.testing.assert_close(lz.sum(1), torch.ones(3, dtype=torch.float64))
+    assert not torch.allclose(lz, resize_matrix(6, 3))
+    with pytest.raises(ValueError, match=r"^unknown resampling kernel 'box'; valid choices: cubic, lanczos3$"):
+        resize_matrix(4, 2, kernel="box")
+    with pytest.raises(ValueError, match=r"^resize lengths must be positive, got 0 -> 2$"):
+        resize_matrix(0, 2)
+    with pytest.raises(ValueError, match=r"^resize lengths must be positive, got 3 -> 0$"):
+        resize_matrix(3, 0)
+    img = torch.rand(1, 2, 4, 6, generator=torch.Generator().manual_seed(0))
+    out = imresize(img, (2, 3))
+    want = resize_matrix(4, 2) @ img.double() @ resize_matrix(6, 3).T
+    assert out.dtype == torch.float32 and torch.equal(out, want.float())
+
+
+def test_bicubic_downsampling_options():
+    from harness.data.degradations.bicubic import BicubicConfig, BicubicDegradation, downsample_bicubic, imresize
+
+    img = torch.rand(1, 3, 8, 12, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(downsample_bicubic(img, 2), imresize(img, (4, 6)))
+    assert torch.equal(downsample_bicubic(img, 2, antialias=False), imresize(img, (4, 6), antialias=False))
+    torch_ds = F.interpolate(img, size=(4, 6), mode="bicubic", align_corners=False, antialias=True)
+    assert torch.equal(downsample_bicubic(img, 2, "torch"), torch_ds)
+    with pytest.raises(ValueError, match=r"^unknown bicubic kernel 'pil'; valid choices: matlab, torch$"):
+        downsample_bicubic(img, 2, "pil")
+    with pytest.raises(ValueError, match=r"^scale must be >= 1, got 0$"):
+        BicubicConfig(scale=0)
+    deg = BicubicDegradation(BicubicConfig(scale=2, quantize=False, kernel="torch", antialias=False))
+    assert deg.scale == 2 and deg.quantize is False
+    raw = F.interpolate(img, size=(4, 6), mode="bicubic", align_corners=False, antialias=False)
+    assert torch.equal(deg(img), raw.clamp(0, 1))  # not quantised, clamped to [0, 1]
+    default = BicubicDegradation()
+    assert (default.scale, default.quantize, default.cfg.kernel, default.cfg.antialias) == (4, True, "matlab", True)
+
+
+def test_degradation_base_checks_and_generator():
+    from harness.core.imageio import quantize_8bit
+    from harness.data.degradations.base import Degradation
+
+    class Noise(Degradation):
+        scale = 2
+
+        def degrade(self, hr, generator):
+            return hr[..., ::2, ::2] + torch.rand(hr[..., ::2, ::2].shape, generator=generator) - 0.5
+
+    hr = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = Noise()(hr)  # no generator: seed 0; float64 in -> float32 degradation, clamped, 8-bit levels
+    noise = torch.rand((1, 3, 2, 2), generator=make_generator(0)) - 0.5
+    assert torch.equal(out, quantize_8bit((hr.float()[..., ::2, ::2] + noise).clamp(0, 1)))
+    assert torch.equal(make_generator(3).get_state(), torch.Generator().manual_seed(3).get_state())
+    with pytest.raises(ValueError, match=r"^Noise: expected HR of shape \(B, 3, H, W\), got \(3, 4, 4\)$"):
+        Noise()(hr[0])
+    with pytest.raises(ValueError, match=r"^Noise: expected HR of shape \(B, 3, H, W\), got \(1, 1, 4, 4\)$"):
+        Noise()(hr[:, :1])
+    msg = r"^Noise: HR size 4x5 is not divisible by scale 2; crop it to a multiple of 2 first$"
+    with pytest.raises(ValueError, match=msg):
+        Noise()(torch.rand(1, 3, 4, 5))
+    with pytest.raises(ValueError, match=r"^Noise: HR size 5x4 is not divisible by scale 2"):
+        Noise()(torch.rand(1, 3, 5, 4))
+    with pytest.raises(NotImplementedError):
+        Degradation().degrade(hr, make_generator(0))
