@@ -108,6 +108,7 @@ def test_record_checks_shapes_and_query_rows():
     bad = [
         (q[0], k, "(2, 3, 4)", "(1, 2, 5, 4)"),
         (q, k[0], "(1, 2, 3, 4)", "(2, 5, 4)"),
+        (q[:, :, 0], k, "(1, 2, 4)", "(1, 2, 5, 4)"),  # 3-D q whose first two and last sizes match k's
         (q, torch.randn(1, 3, 5, 4), "(1, 2, 3, 4)", "(1, 3, 5, 4)"),
         (q, torch.randn(1, 2, 5, 6), "(1, 2, 3, 4)", "(1, 2, 5, 6)"),
     ]
@@ -131,13 +132,12 @@ def _esc(shape: str) -> str:
 
 def test_batch_rows_masks_and_float64_accumulation():
     g = torch.Generator().manual_seed(0)
+    q4, k4 = torch.randn(4, 2, 3, 8, generator=g), torch.randn(4, 2, 5, 8, generator=g)  # B 4, H 2
+    for batch_rows, count in ((None, 4), (3, 3), (6, 4)):  # every batch row (not the heads), min(rows, B)
+        rec = AttentionRecorder(query_sample=None, batch_rows=batch_rows)
+        rec.record(0, q4, k4, scale=1.0)
+        assert rec.records[0].count == count
     q, k = torch.randn(2, 4, 3, 8, generator=g), torch.randn(2, 4, 5, 8, generator=g)  # B 2, H 4
-    rec = AttentionRecorder(query_sample=None)
-    rec.record(0, q, k, scale=1.0)
-    assert rec.records[0].count == 2  # every batch row (not the 4 heads)
-    few = AttentionRecorder(query_sample=None, batch_rows=3)
-    few.record(0, q, k, scale=1.0)
-    assert few.records[0].count == 2  # min(3, B = 2)
     # a (1, Lk) row mask broadcasts over the queries
     row = torch.zeros(1, 5)
     row[0, 4] = float("-inf")
