@@ -208,6 +208,15 @@ def test_generation_options_defaults_reference_path_and_hook(tiny: AlignVAR, ast
     _, other_label = run(label=1, use_refiner=False)
     assert not torch.allclose(other_neg[-1], d_logits[-1]) and not torch.allclose(other_label[-1], d_logits[-1])
     assert not torch.allclose(la[-1], d_logits[-1])  # cfg 0 differs from the guided default
+    _, half = run(cfg=0.5, use_refiner=False)
+    assert not torch.allclose(half[-1], la[-1])  # any cfg > 0 guides, 0.5 included
+    # unguided refiner: f_hat = tokens' latent + the refiner's unguided sample on the condition z (greedy tokens
+    # draw nothing, so the refiner's noise comes from the fresh generator)
+    unguided, _ = run(cfg=0.0, refiner_temperature=0.7)
+    with torch.no_grad():
+        delta = tr.diffloss.sample(unguided.refiner_z[0], None, 0.7, torch.Generator().manual_seed(5))
+    want = unguided.f_hat_tokens + delta.T.reshape(1, -1, 4, 4)
+    assert torch.equal(unguided.f_hat, want)
     # the hook's tokens are the ones used (and fed back)
     zeros, _ = run(use_refiner=False, token_hook=lambda k, idx, logits: torch.zeros_like(idx))
     assert all(int(t.abs().sum()) == 0 for t in zeros.tokens)
