@@ -9,6 +9,7 @@ noise fields with float32 rounding (1e-6)."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -414,3 +415,112 @@ def test_degradation_base_checks_and_generator():
         Noise()(torch.rand(1, 3, 5, 4))
     with pytest.raises(NotImplementedError):
         Degradation().degrade(hr, make_generator(0))
+
+
+# ------------------------------------------------------------------------------- boundary rules, continued
+def test_lr_is_clamped_to_one_before_quantisation():
+    from harness.data.degradations.base import Degradation
+
+    class Bright(Degradation):
+        scale, quantize = 1, False
+
+        def degrade(self, hr, generator):
+            return hr * 3 - 1  # values outside [0, 1] on both sides
+
+    hr = torch.tensor([0.0, 0.25, 0.5, 1.0]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    assert torch.equal(Bright()(hr), (hr * 3 - 1).clamp(0, 1))
+
+
+def test_single_pixel_resize_matrices():
+    from harness.data.degradations.bicubic import resize_matrix
+
+    assert torch.equal(resize_matrix(1, 3), torch.ones(3, 1, dtype=torch.float64))  # one pixel, mirrored
+    torch.testing.assert_close(resize_matrix(4, 1).sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert resize_matrix(4, 1).shape == (1, 4)
+
+
+def test_kernel_shape_defaults():
+    q = torch.tensor([[2.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 2.0]], dtype=torch.float64)  # x^2 + y^2
+    assert torch.equal(generalized_gaussian_kernel(3, 1.0), gaussian_kernel(3, 1.0))  # beta 1: the Gaussian
+    plateau = 1.0 / (1.0 + q)  # beta 1
+    torch.testing.assert_close(plateau_kernel(3, 1.0), plateau / plateau.sum(), rtol=0, atol=1e-15)
+
+
+def test_noise_fields_in_float64_and_per_image_levels():
+    img64 = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
+    noise = ops.gaussian_noise(img64, [0.1], [False], torch.Generator().manual_seed(2))
+    draw = torch.randn((1, 3, 2, 2), generator=torch.Generator().manual_seed(2)).double()
+    assert noise.dtype == torch.float64 and torch.equal(noise, draw * 0.1)  # sigma kept in float64
+    # two images: 3 distinct levels (4 photon levels) and 5 (8), values outside [0, 1] clipped first
+    a = torch.tensor([-0.2, 0.2, 0.4, 0.4])
+    b = torch.tensor([0.0, 0.2, 0.6, 1.3])
+    imgs = torch.stack([a, b]).view(2, 1, 2, 2).expand(2, 3, 2, 2).contiguous()
+    field = ops._poisson_field(imgs, torch.Generator().manual_seed(4))
+    quant = imgs.clamp(0, 1).mul(255).round().div(255)
+    levels = torch.tensor([4.0, 4.0]).view(2, 1, 1, 1)  # a: {0, .2, .4}; b: {0, .2, .6, 1}
+    counts = torch.poisson(quant * levels, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(field, counts / levels - quant, atol=1e-6, rtol=0)
+    five = torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8, 0.8]).view(1, 1, 2, 3).expand(1, 3, 2, 3).contiguous()
+    mixed = torch.cat([five, torch.zeros(1, 3, 2, 3)])  # 5 distinct levels -> 8; 1 distinct -> 1
+    f2 = ops._poisson_field(mixed, torch.Generator().manual_seed(4))
+    q2 = mixed.mul(255).round().div(255)
+    lv = torch.tensor([8.0, 1.0]).view(2, 1, 1, 1)
+    c2 = torch.poisson(q2 * lv, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(f2, c2 / lv - q2, atol=1e-6, rtol=0)
+    gray_mix = ops.poisson_noise(mixed, [1.0, 2.0], [False, True], torch.Generator().manual_seed(4))
+    assert gray_mix.shape == (2, 3, 2, 3) and torch.equal(gray_mix[1, 0], gray_mix[1, 2])
+
+
+def test_filter_casts_the_kernel_and_jpeg_keeps_white():
+    img = torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    k64 = gaussian_kernel(3, 1.0)
+    out = ops.filter2d(img, k64)
+    assert out.dtype == torch.float32 and torch.equal(out, ops.filter2d(img, k64.float()))
+    white = torch.ones(1, 3, 16, 16)
+    assert torch.equal(ops.jpeg_compress(white, [90]), white)  # 255 / 255 exactly
+
+
+def test_degrade_batch_shape_message():
+    deg = RealESRGANDegradation(RealESRGANConfig())
+    with pytest.raises(
+        ValueError, match=r"^RealESRGANDegradation: expected HR of shape \(B, 3, H, W\), got \(3, 8, 8\)$"
+    ):
+        deg.degrade_batch(torch.zeros(3, 8, 8), make_generator(0))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"resize_prob": (0.2, 0.7, 0.2)}, r"^resize_prob: \(up, down, keep\) probabilities must sum to 1$"),
+        ({"jpeg_range": (0.5, 95.0)}, r"^jpeg_range: JPEG qualities must lie in \[1, 100\], got \[0\.5, 95\.0\]$"),
+        (
+            {"jpeg_range2": (30.0, 101.0)},
+            r"^jpeg_range2: JPEG qualities must lie in \[1, 100\], got \[30\.0, 101\.0\]$",
+        ),
+        ({"gaussian_noise_prob2": 1.5}, r"^gaussian_noise_prob2: probabilities must lie in \[0, 1\], got 1\.5$"),
+        ({"blur_sigma2": (0.0, 1.0)}, r"^blur_sigma2: sigmas must be > 0, got \[0\.0, 1\.0\]$"),
+    ],
+)
+def test_config_checks_name_the_key(options, message):
+    with pytest.raises(ValueError, match=message):
+        RealESRGANConfig(**options)
+
+
+def test_config_accepts_zero_low_ends_and_reads_kernel_info(tmp_path):
+    RealESRGANConfig(noise_range=(0.0, 10.0), poisson_scale_range=(0.0, 1.0))  # 0 is a valid low end
+    cfg = RealESRGANConfig(kernel_list2=("iso", "plateau_iso"), kernel_prob2=(0.5, 0.5), betap_range2=(1.5, 2.0))
+    spec = cfg.kernel_spec(2)
+    assert spec.kernel_list == ("iso", "plateau_iso") and spec.kernel_prob == (0.5, 0.5)
+    assert spec.betap_range == (1.5, 2.0) and spec.pad_to == 21
+    (tmp_path / "p.yml").write_text("kernel_info:\n  sinc_prob: 0.3\n  betap_range: [1.2, 2.0]\n")
+    loaded = RealESRGANConfig.from_params_yaml(tmp_path / "p.yml")
+    assert loaded.sinc_prob == 0.3 and loaded.betap_range == (1.2, 2.0)
+    from harness.core.mapping import ConfigError
+
+    missing = tmp_path / "none.yml"
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(missing))}: params file not found$"):
+        RealESRGANConfig.from_params_yaml(missing)
+    (tmp_path / "list.yml").write_text("- 1\n- 2\n")
+    msg = rf"^{re.escape(str(tmp_path / 'list.yml'))}: expected a mapping at the top level$"
+    with pytest.raises(ConfigError, match=msg):
+        RealESRGANConfig.from_params_yaml(tmp_path / "list.yml")

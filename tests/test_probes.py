@@ -56,6 +56,7 @@ def test_model_inputs_crop_to_a_multiple_of_four_and_upsample_like_upscale(model
     assert torch.equal(hr_m11, hr[None, :, :64, :64] * 2 - 1)
     assert schedule == ScaleSchedule.for_size(64, 64)
     assert probes.model_inputs(model, lr)[1] is None
+    assert probes.model_inputs(model, lr[:, :, :13])[0].shape == (1, 3, 64, 48)  # 18 x 13 -> 16 x 12, x4
     with pytest.raises(ValueError, match=r"^LR image \(3, 17\) is smaller than 4x4$"):
         probes.model_inputs(model, lr[:, :3])
     with pytest.raises(ValueError, match=r"^HR \(63, 70\) is smaller than 4 x LR \(16, 16\)$"):
@@ -77,6 +78,16 @@ def test_free_running_is_the_seeded_generation_without_refiner(model, astronaut)
     )
     assert all(torch.equal(a, b) for a, b in zip(gen.tokens, want.tokens))
     assert torch.equal(gen.f_hat, gen.f_hat_tokens)  # refiner off: the latent is the tokens' alone
+    sampled = make_tiny("laplacian", cfg=1.5, top_k=0, top_p=0.0)  # tokens drawn from the seeded generator
+    runs = [probes.free_running(sampled, lr_m11).tokens for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    _, want = sampled.generate(
+        lr_m11, generator=torch.Generator().manual_seed(int(sampled.config.seed)), use_refiner=False, return_tokens=True
+    )
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], want.tokens))
+    torch.manual_seed(1)
+    _, unseeded = sampled.generate(lr_m11, use_refiner=False, return_tokens=True)
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0], unseeded.tokens))  # the seed matters here
     hooked = probes.free_running(model, lr_m11, token_hook=lambda k, idx, logits: torch.zeros_like(idx))
     assert all(int(t.abs().sum()) == 0 for t in hooked.tokens)  # the hook is passed on
 
@@ -201,6 +212,10 @@ def test_sca_gates_are_the_gates_of_the_generated_tokens(model, astronaut):
     assert rows[2]["gate_open"] == pytest.approx(float((gate[0, 13:] > 0.5).float().mean()))
     fig = probes.sca_masks_for_image(model, _lr_hr(astronaut)[0])
     assert len(fig.axes) == 2 * 3 + 1  # maps and gates of scales 2..4 + a colour bar
+    background = fig.axes[3].images[0].get_array()  # the first gate panel, over the LR image in [0, 1]
+    want_bg = ((lr_m11[0] + 1) / 2).clamp(0, 1).mean(0).numpy()
+    assert abs(background - want_bg).max() < 1e-6
+    assert float(abs(fig.axes[3].images[1].get_array() - gate[0, :4, 0].view(2, 2).numpy()).max()) < 1e-6
     plain = make_tiny("none")
     with pytest.raises(ValueError, match=r"^this model has SCA off \(sca: none\): there are no gates to show$"):
         probes.sca_masks_for_image(plain, _lr_hr(astronaut)[0])
@@ -234,6 +249,11 @@ def test_probe_image_parts(model, astronaut):
     assert probe.gates == probes.gate_rows(gate, schedule)
     labels = ("prefix 4x4", "1x1 (class)", "2x2", "3x3", "4x4")
     assert list(probe.heatmaps) == [f"layer 0: {x}" for x in labels]  # the last recorded layer: 0
+    top = probes.probe_image(model, lr, None, "m", layers=[0], query_sample=2, alignment="topleft", sca_figure=True)
+    table, _ = probes.attention_for_image(model, lr, layers=[0], query_sample=2, alignment="topleft")
+    pd.testing.assert_frame_equal(top.attention, table)
+    assert not top.attention["mean_distance"].equals(probe.attention["mean_distance"])  # the alignment matters
+    assert top.sca_figure is not None and len(top.sca_figure.axes) == 2 * 3 + 1
     full = probes.probe_image(model, lr, hr, "m", query_sample=2, perturb_scales=(2,), perturb_fraction=0.5)
     assert [c.mode for c in full.curves] == ["teacher_forced", "free_running", "perturbation"]
     assert full.curves[2].injected_scale == 2
