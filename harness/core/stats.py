@@ -407,8 +407,14 @@ def add_verdicts(table: pd.DataFrame, *, alpha: float = DEFAULT_ALPHA) -> pd.Dat
     out = table.copy()
     out["p_holm"] = holm(out["p"].to_numpy(float)) if len(out) else []
     out["verdict"] = [
-        verdict(r.p_holm, (r.ci_low, r.ci_high), int(r.n), lower_better=bool(r.lower_better),
-                min_effect=float(r.min_effect), alpha=alpha)  # fmt: skip
+        verdict(
+            r.p_holm,
+            (r.ci_low, r.ci_high),
+            int(r.n),
+            lower_better=bool(r.lower_better),
+            min_effect=float(r.min_effect),
+            alpha=alpha,
+        )  # fmt: skip
         for r in out.itertuples(index=False)
     ]
     return out
