@@ -129,7 +129,8 @@ def set_level_row(dataset: str, method: str, metric: str, value: float, n: int, 
     """A summary row for a set-level metric (FID): one value, no spread, no CI."""
     nan = float("nan")
     row = {"dataset": dataset, "method": method, "metric": metric, "mean": float(value), "std": nan,
-           "ci_low": nan, "ci_high": nan, "ci_method": "none", "n": int(n), "lower_better": bool(lower_better)}  # fmt: skip
+           "ci_low": nan, "ci_high": nan, "ci_method": "none", "n": int(n),
+           "lower_better": bool(lower_better)}  # fmt: skip
     return pd.DataFrame([row], columns=list(SUMMARY_COLUMNS))
 
 
