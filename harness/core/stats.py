@@ -231,7 +231,7 @@ def sign_flip_test(d, *, n_resamples: int = DEFAULT_N_RESAMPLES, seed: int = 0) 
         return 1.0, True
     from scipy import stats as _st
 
-    exact = n <= EXACT_MAX_N or 2.0**n <= n_resamples
+    exact = n <= EXACT_MAX_N or (1 << n) <= n_resamples
     res = _st.permutation_test(
         (d,),
         _mean_stat,
