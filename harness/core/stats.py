@@ -227,7 +227,7 @@ def sign_flip_test(d, *, n_resamples: int = DEFAULT_N_RESAMPLES, seed: int = 0) 
     n = int(d.size)
     if n == 0:
         return math.nan, True
-    if np.all(d == 0):
+    if n == 1 or np.all(d == 0):  # one pair: both sign patterns are as extreme as the data
         return 1.0, True
     from scipy import stats as _st
 
