@@ -2,7 +2,7 @@
 
 The end-to-end sweep trains two tiny AlignVARs for a couple of steps (SCA off vs Laplacian SCA) on the bundled
 photos: plumbing only, no number from them means anything. The table logic (baselines shown once, on-vs-off
-differences with a paired bootstrap) is checked on hand-made cells with closed-form answers, and the
+differences with the paired tests of harness.core.stats, Holm and verdicts) is checked on hand-made cells with closed-form answers, and the
 ``alignvar`` method's SCA default (the mode the checkpoint was trained with) on saved tiny models.
 """
 
