@@ -2,8 +2,9 @@
 
 The end-to-end sweep trains two tiny AlignVARs for a couple of steps (SCA off vs Laplacian SCA) on the bundled
 photos: plumbing only, no number from them means anything. The table logic (baselines shown once, on-vs-off
-differences with the paired tests of harness.core.stats, Holm and verdicts) is checked on hand-made cells with closed-form answers, and the
-``alignvar`` method's SCA default (the mode the checkpoint was trained with) on saved tiny models.
+differences with the paired tests of harness.core.stats, Holm and verdicts) is checked on hand-made cells with
+closed-form answers, and the ``alignvar`` method's SCA default (the mode the checkpoint was trained with) on
+saved tiny models.
 """
 
 from __future__ import annotations
