@@ -88,6 +88,9 @@ def test_option_errors_name_the_key_and_value():
         bootstrap_ci([1.0, 2.0], confidence=1.5)
     with pytest.raises(ValueError, match=r"^n_resamples: must be an integer >= 1, got 0$"):
         bootstrap_ci([1.0, 2.0], n_resamples=0)
+    with pytest.raises(ValueError, match=r"^n_resamples: must be an integer >= 1, got 10.5$"):
+        bootstrap_ci([1.0, 2.0], n_resamples=10.5)
+    assert bootstrap_ci([1.0, 2.0, 4.0], n_resamples=np.int64(200)).method == "BCa"  # numpy integers are integers
     with pytest.raises(ValueError, match=r"^method: must be auto, BCa or percentile, got 'bca'$"):
         bootstrap_ci([1.0, 2.0], method="bca")
     with pytest.raises(ValueError, match=r"^test: must be one of permutation, wilcoxon, got 'ttest'$"):
