@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 
 from methods.alignvar.quantizer import area_down
@@ -54,7 +55,7 @@ def quantize_straight_through(
     for k, (ph, pw) in enumerate(schedule.patch_nums):
         rest = (f - f_hat).detach()
         z = rest if k == schedule.num_scales - 1 else area_down(rest, (ph, pw))
-        z_rows = z.permute(0, 2, 3, 1).reshape(-1, C)
+        z_rows = rearrange(z, "b c h w -> (b h w) c")
         idx, _ = quantizer.nearest(z_rows)
         used.append(idx)
         residuals.append(z_rows)
