@@ -83,6 +83,52 @@ def test_bootstrap_is_deterministic_and_drops_nan():
     assert math.isnan(off["ci_low"]) and off["ci_method"] == "none" and off["mean"] == 3.75
 
 
+def test_describe_passes_its_options_on_and_handles_small_n():
+    x = np.linspace(0.0, 3.0, 12) ** 2
+    d = describe(x)
+    ci = bootstrap_ci(x, n_resamples=1000, seed=0)  # describe's defaults: 1000 resamples, seed 0, 95 %
+    assert (d["ci_low"], d["ci_high"], d["ci_method"]) == (ci.low, ci.high, "BCa")
+    other = describe(x, n_resamples=300, seed=4, confidence=0.8)
+    ci = bootstrap_ci(x, n_resamples=300, seed=4, confidence=0.8)
+    assert (other["ci_low"], other["ci_high"]) == (ci.low, ci.high)
+    one = describe([5.0])
+    assert (one["mean"], one["ci_low"], one["ci_high"], one["n"]) == (5.0, 5.0, 5.0, 1) and math.isnan(one["std"])
+    two = describe([1.0, 3.0])
+    assert two["std"] == pytest.approx(math.sqrt(2.0)) and two["ci_method"] == "percentile"
+    none = describe([])
+    assert none["n"] == 0 and math.isnan(none["mean"]) and math.isnan(none["std"]) and none["ci_method"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"alpha": True}, "alpha: must be a number in (0, 1), got True"),
+        ({"alpha": "0.05"}, "alpha: must be a number in (0, 1), got '0.05'"),
+        ({"alpha": 1.0}, "alpha: must be a number in (0, 1), got 1.0"),
+        ({"test": "t"}, "test: must be one of permutation, wilcoxon, got 't'"),
+        ({"n_resamples": True}, "n_resamples: must be an integer >= 1, got True"),
+        ({"n_resamples": -5}, "n_resamples: must be an integer >= 1, got -5"),
+        ({"confidence": False}, "confidence: must be a number in (0, 1), got False"),
+        ({"confidence": "high"}, "confidence: must be a number in (0, 1), got 'high'"),
+        ({"confidence": 0.0}, "confidence: must be a number in (0, 1), got 0.0"),
+        ({"min_effect": {"psnr": True}}, "min_effect.psnr: must be a finite number >= 0, got True"),
+        ({"min_effect": {"psnr": "0.1"}}, "min_effect.psnr: must be a finite number >= 0, got '0.1'"),
+        ({"min_effect": {"psnr": math.inf}}, "min_effect.psnr: must be a finite number >= 0, got inf"),
+        ({"min_effect": {"psnr": math.nan}}, "min_effect.psnr: must be a finite number >= 0, got nan"),
+    ],
+)
+def test_check_options_messages(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        S.check_options(**kwargs)
+    assert str(err.value) == message
+
+
+def test_check_options_accepts_the_edges():
+    S.check_options(alpha=1e-9, test="wilcoxon", n_resamples=1, confidence=0.999, min_effect={"psnr": 0, "x": 2})
+    S.check_options()  # the defaults are valid
+    assert S.DEFAULT_ALPHA == 0.05 and S.DEFAULT_CONFIDENCE == 0.95 and S.DEFAULT_N_RESAMPLES == 9999
+
+
 def test_option_errors_name_the_key_and_value():
     with pytest.raises(ValueError, match=r"^confidence: must be a number in \(0, 1\), got 1.5$"):
         bootstrap_ci([1.0, 2.0], confidence=1.5)
