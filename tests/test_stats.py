@@ -4,6 +4,7 @@ Holm, minimum effects, the verdict truth table and the table-level comparison.""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -53,11 +54,44 @@ def test_bca_falls_back_to_percentile_when_it_gives_no_interval(monkeypatch):
     real = S._scipy_bootstrap
 
     def fake(x, method, *args):
-        return (math.nan, math.nan) if method == "BCa" else real(x, method, *args)
+        return (math.nan, 9.0) if method == "BCa" else real(x, method, *args)  # one bound missing is enough
 
     monkeypatch.setattr(S, "_scipy_bootstrap", fake)
-    ci = bootstrap_ci([1.0, 2.0, 4.0, 8.0], n_resamples=500)
+    ci = bootstrap_ci([1.0, 2.0, 4.0, 8.0], n_resamples=500, seed=8)
+    assert ci == bootstrap_ci([1.0, 2.0, 4.0, 8.0], n_resamples=500, seed=8, method="percentile")
     assert ci.method == "percentile" and math.isfinite(ci.low) and ci.low < ci.high
+
+
+def test_an_infinite_score_gets_the_percentile_interval_without_a_warning():
+    """PSNR is inf for an image reproduced exactly: BCa's jackknife is undefined (scipy warns and gives NaN), so
+    the percentile interval is used, silently, with the same seed."""
+    x = [20.0, 21.0, 22.0, 23.0, math.inf]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", st.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's inf - inf inside the jackknife
+        ci = bootstrap_ci(x, n_resamples=400, seed=3)
+        forced = bootstrap_ci(x, n_resamples=400, seed=3, method="percentile")
+    assert ci == forced and ci.method == "percentile" and ci.high == math.inf and math.isfinite(ci.low)
+
+
+def test_forced_bca():
+    x = [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert bootstrap_ci(x, n_resamples=500, method="BCa") == bootstrap_ci(x, n_resamples=500)
+    assert bootstrap_ci([1.0, 3.0], n_resamples=500, method="BCa").method == "BCa"  # forced: no fallback
+
+
+def test_empty_inputs_compute_nothing_and_warn_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert describe([float("nan")])["n"] == 0
+        assert describe([4.0])["n"] == 1  # no "degrees of freedom <= 0" for the std of one value
+        assert paired_test([float("nan")], [1.0]).n == 0
+        keys = ["i0", "i1"]
+        out = compare_arms(_arm({"m": [1.0, float("nan")]}, keys), _arm({"m": [float("nan"), 2.0]}, keys), ["m"],
+                           lower_better={"m": False}, options=StatisticsOptions(n_resamples=100))  # fmt: skip
+    assert out["n"].tolist() == [0] and math.isnan(out["mean_a"].iloc[0]) and math.isnan(out["mean_b"].iloc[0])
+    assert out["verdict"].tolist() == ["no detectable difference (n=0)"]
+    assert math.isnan(describe([1.0, 2.0], n_resamples=0)["ci_high"])
 
 
 def test_bootstrap_large_n_matches_normal_theory():
@@ -111,6 +145,7 @@ def test_describe_passes_its_options_on_and_handles_small_n():
         ({"confidence": False}, "confidence: must be a number in (0, 1), got False"),
         ({"confidence": "high"}, "confidence: must be a number in (0, 1), got 'high'"),
         ({"confidence": 0.0}, "confidence: must be a number in (0, 1), got 0.0"),
+        ({"confidence": 1.0}, "confidence: must be a number in (0, 1), got 1.0"),
         ({"min_effect": {"psnr": True}}, "min_effect.psnr: must be a finite number >= 0, got True"),
         ({"min_effect": {"psnr": "0.1"}}, "min_effect.psnr: must be a finite number >= 0, got '0.1'"),
         ({"min_effect": {"psnr": math.inf}}, "min_effect.psnr: must be a finite number >= 0, got inf"),
@@ -158,6 +193,7 @@ def test_exact_sign_flip_p_values_by_hand():
     assert sign_flip_test([1.0, 2.0, 3.0, -0.5]) == (pytest.approx(4 / 16), True)
     assert sign_flip_test([0.3]) == (1.0, True)  # one pair: both patterns are as extreme
     assert sign_flip_test([0.0, 0.0, 0.0]) == (1.0, True)
+    assert sign_flip_test(np.zeros(40), n_resamples=100) == (1.0, True)  # no difference at all: exactly p = 1
     p, exact = sign_flip_test([])
     assert math.isnan(p) and exact
 
@@ -304,7 +340,7 @@ def _arm(values: dict[str, list[float]], keys: list[str]) -> pd.DataFrame:
 
 
 def test_compare_arms_pairs_by_image_and_holms_over_its_metrics():
-    keys = [f"im{i:02d}" for i in range(12)]
+    keys = [f"im{i:02d}" for i in (7, 3, 11, 0, 5, 9, 1, 10, 2, 8, 4, 6)]  # not sorted: pairs keep a's order
     rng = np.random.default_rng(3)
     psnr = rng.normal(25, 2, 12)
     lpips = rng.uniform(0.2, 0.4, 12)
@@ -318,7 +354,7 @@ def test_compare_arms_pairs_by_image_and_holms_over_its_metrics():
     row = out.set_index("metric").loc["psnr_y"]
     d = a["psnr_y"].to_numpy() - psnr
     expected = paired_test(a["psnr_y"], psnr, n_resamples=500, seed=2)
-    assert row["n"] == 12 and row["effect"] == pytest.approx(d.mean()) and bool(row["exact"])
+    assert row["n"] == 12 and row["effect"] == pytest.approx(d.mean()) and out["exact"].tolist() == [True, True]
     assert (row["ci_low"], row["ci_high"], row["ci_method"]) == (expected.ci.low, expected.ci.high, "BCa")
     assert row["mean_a"] == pytest.approx(a["psnr_y"].mean()) and row["mean_b"] == pytest.approx(psnr.mean())
     assert row["p"] == pytest.approx(2 / 2**12) and row["test"] == "permutation"
@@ -338,6 +374,10 @@ def test_compare_arms_pairs_by_image_and_holms_over_its_metrics():
     assert w["test"].iloc[0] == "wilcoxon" and w["p"].iloc[0] == pytest.approx(2 / 2**12)
     default = compare_arms(a, b, ["psnr_y"], lower_better={"psnr_y": False})
     assert default["ci_low"].iloc[0] == paired_test(a["psnr_y"], psnr).ci.low
+    wide = compare_arms(a, b, ["psnr_y"], lower_better={"psnr_y": False}, options=StatisticsOptions(confidence=0.99))
+    assert wide["ci_low"].iloc[0] == paired_test(a["psnr_y"], psnr, confidence=0.99).ci.low
+    nothing = compare_arms(a, b, [], lower_better={})
+    assert nothing.empty and list(nothing.columns) == list(S.COMPARISON_COLUMNS)
 
 
 def test_compare_arms_alpha_and_errors():
