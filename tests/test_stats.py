@@ -216,6 +216,9 @@ def test_exact_up_to_16_pairs_or_when_every_pattern_fits_in_the_resamples():
     ).pvalue
     assert not exact and p == ref and round(p * 1000 / 2, 9) == round(p * 1000 / 2)
     assert sign_flip_test(d, n_resamples=999, seed=7) == (p, False)
+    mid = np.linspace(-1.0, 1.2, 60)  # p about 0.5: Monte Carlo noise shows in the third digit
+    assert sign_flip_test(mid, n_resamples=999) == sign_flip_test(mid, n_resamples=999, seed=0)  # default seed 0
+    assert sign_flip_test(mid, n_resamples=999) != sign_flip_test(mid, n_resamples=999, seed=1)
     assert sign_flip_test(1000.0 + np.zeros(2000), n_resamples=200)[1] is False  # no overflow on 2**2000
 
 
