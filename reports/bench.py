@@ -30,6 +30,7 @@ from harness.bench.layout import LATENCY_COL, RunResults, load_run
 from harness.core.atomic import write_text
 from reports import exports
 from reports import images as render
+from reports.honesty import ModelFacts, model_warnings, models_section, run_facts
 from reports.page import Section, format_value, template_env
 
 THUMB_SIDE = 256  # full-view thumbnails in the grid (px, longer side)
@@ -105,7 +106,13 @@ def alerts(run: RunResults) -> list[str]:
     ]
     if run.meta.get("status") not in (None, "ok") and not run.failures:
         lines.append(f"run status: {run.meta.get('status')}")
-    return lines
+    return lines + [w for f in model_facts(run) for w in model_warnings(f)]
+
+
+def model_facts(run: RunResults) -> list[ModelFacts]:
+    """Every model of the run (methods with a tokenizer) with its ceiling, bicubic and the rest (one seed: a
+    bench run is one seed)."""
+    return run_facts(run.run_dir, run.config, run.summary, n_seeds=1)
 
 
 def overview_section(run: RunResults) -> Section:
@@ -240,13 +247,16 @@ def grid_section(run: RunResults) -> Section:
 
 
 def default_sections(run: RunResults) -> list[Section]:
-    """Overview, Results (Table 1), Efficiency (Table 2, when ``efficiency.json`` exists), per image, grid."""
+    """Overview, Results (Table 1), Models (tokenizer ceiling, bicubic and warnings, when the run has a model),
+    Efficiency (Table 2, when ``efficiency.json`` exists), per image, grid."""
     pass  # imports this module
 
     efficiency = efficiency_section(run)
+    facts = model_facts(run)
     return [
         overview_section(run),
         results_section(run),
+        *([models_section(facts)] if facts else []),
         *([efficiency] if efficiency is not None else []),
         per_image_section(run),
         grid_section(run),
