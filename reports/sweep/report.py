@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.core.atomic import write_text
+from reports.honesty import model_warnings
 from reports.sweep.cells import load_sweep_cells
 from reports.sweep.sections import (
     Exporter,
@@ -12,8 +13,10 @@ from reports.sweep.sections import (
     attention_sections,
     exports_section,
     gate_sections,
+    model_sections,
     result_sections,
     sca_mask_sections,
+    sweep_model_facts,
     training_sections,
     unfinished_sections,
 )
@@ -30,7 +33,9 @@ def render_sweep_report(sweep_dir: str | Path, output: str | Path | None = None,
         raise FileNotFoundError(f"{sweep_dir / 'cells'}: no sweep cells found")
     output = Path(output) if output is not None else sweep_dir / "report.html"
     out = Exporter(output.parent / "exports")
+    facts = sweep_model_facts(cells)
     sections = result_sections(sweep_dir, cells, out)
+    sections += model_sections(facts)
     sections += training_sections(cells, out)
     sections += attention_sections(cells, out)
     sections += accumulation_sections(cells, out)
@@ -42,6 +47,7 @@ def render_sweep_report(sweep_dir: str | Path, output: str | Path | None = None,
     env = template_env()
     rendered = [{"title": s.title, "anchor": s.anchor, "body": s.render(env)} for s in sections]
     alerts = [f"{c.name}: {c.status}{': ' + c.error if c.error else ''}" for c in cells if c.status == "failed"]
+    alerts += [w for f in facts for w in model_warnings(f)]
     html = env.get_template("report.html.j2").render(
         title=title or f"{sweep_dir.name}: sweep report", alerts=alerts, sections=rendered, generated=""
     )
