@@ -18,6 +18,7 @@ returns a Figure built under ``paper_style()`` (7-8 pt fonts for a 3.25 in colum
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -226,8 +227,10 @@ def distribution_figure(
             sub = df[df[metric_col] == metric].assign(**{label: lambda d: d[label].astype(str)})
             if hue:
                 sub = sub.assign(**{hue: sub[hue].astype(str)})
-            sns.boxplot(data=sub, x=label, y=value, order=order, ax=ax, color="#DDDDDD", showfliers=False,
-                        linewidth=0.6, width=0.6)  # fmt: skip
+            with warnings.catch_warnings():  # seaborn 0.13 passes boxplot's vert=, deprecated by matplotlib 3.11
+                warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
+                sns.boxplot(data=sub, x=label, y=value, order=order, ax=ax, color="#DDDDDD", showfliers=False,
+                            linewidth=0.6, width=0.6)  # fmt: skip
             sns.stripplot(
                 data=sub, x=label, y=value, order=order, ax=ax, size=2.5, jitter=0.15,
                 **({"hue": hue, "hue_order": hues, "palette": palette(len(hues))} if hue else {"color": COLORBLIND[0]}),
