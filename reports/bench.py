@@ -26,11 +26,12 @@ from typing import Any
 
 import pandas as pd
 
+from harness.bench.ceiling import read_ceilings
 from harness.bench.layout import LATENCY_COL, RunResults, load_run
 from harness.core.atomic import write_text
 from reports import exports
 from reports import images as render
-from reports.honesty import ModelFacts, model_warnings, models_section, run_facts
+from reports.honesty import MODELS_TEMPLATE, MODELS_TITLE, ModelFacts, model_warnings, models_context, run_facts
 from reports.page import Section, format_value, template_env
 
 THUMB_SIDE = 256  # full-view thumbnails in the grid (px, longer side)
@@ -112,7 +113,7 @@ def alerts(run: RunResults) -> list[str]:
 def model_facts(run: RunResults) -> list[ModelFacts]:
     """Every model of the run (methods with a tokenizer) with its ceiling, bicubic and the rest (one seed: a
     bench run is one seed)."""
-    return run_facts(run.run_dir, run.config, run.summary, n_seeds=1)
+    return run_facts(run.run_dir, run.config, run.summary, read_ceilings(run.run_dir), n_seeds=1)
 
 
 def overview_section(run: RunResults) -> Section:
@@ -256,7 +257,11 @@ def default_sections(run: RunResults) -> list[Section]:
     return [
         overview_section(run),
         results_section(run),
-        *([models_section(facts)] if facts else []),
+        *(
+            [Section(MODELS_TITLE, template=MODELS_TEMPLATE, context=models_context(facts), anchor="models")]
+            if facts
+            else []
+        ),
         *([efficiency] if efficiency is not None else []),
         per_image_section(run),
         grid_section(run),

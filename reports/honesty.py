@@ -112,6 +112,22 @@ CAPTION = (
 
 
 # ------------------------------------------------------------------------------------------ reading a run
+def ceiling_summary(table: pd.DataFrame | None) -> dict[tuple[str, str], dict[str, float]]:
+    """(dataset, method) -> {tokenizer_psnr_y, bicubic_psnr_y: means over the images computed, n} of a
+    ``ceilings.csv`` table (``harness.bench.ceiling``)."""
+    if table is None or table.empty:
+        return {}
+    out = {}
+    for (ds, method), part in table.groupby(["dataset", "method"], sort=False, dropna=False):
+        ok = part.dropna(subset=["tokenizer_psnr_y"])
+        out[("" if pd.isna(ds) else str(ds), str(method))] = {
+            "tokenizer_psnr_y": float(ok["tokenizer_psnr_y"].mean()) if len(ok) else math.nan,
+            "bicubic_psnr_y": float(ok["bicubic_psnr_y"].mean()) if len(ok) else math.nan,
+            "n": int(len(ok)),
+        }
+    return out
+
+
 def psnr_y_metric(config: dict) -> str | None:
     """The name of the run's ``psnr_y`` metric (its config ``metrics:`` list), or None."""
     for item in config.get("metrics") or []:
@@ -182,15 +198,15 @@ def run_facts(
     run_dir: str | Path,
     config: dict,
     summary: pd.DataFrame,
+    ceiling_table: pd.DataFrame | None,
     *,
     n_seeds: int | None = 1,
     gates: pd.DataFrame | None = None,
 ) -> list[ModelFacts]:
-    """The facts of every model (method with a ``ceilings.csv`` entry) of one bench run on every dataset."""
-    from harness.bench.ceiling import ceiling_summary, read_ceilings
-
+    """The facts of every model (method with an entry in ``ceilings``, the run's ``ceilings.csv``:
+    ``harness.bench.ceiling.read_ceilings``) of one bench run on every dataset."""
     run_dir = Path(run_dir)
-    ceilings = ceiling_summary(read_ceilings(run_dir))
+    ceilings = ceiling_summary(ceiling_table)
     metric = psnr_y_metric(config)
     if gates is None and (run_dir / "analysis" / "sca_gates.csv").is_file():
         gates = pd.read_csv(run_dir / "analysis" / "sca_gates.csv")
@@ -236,12 +252,14 @@ def _cell(column: str, value: Any) -> str:
     return f"{float(value):.2f}"
 
 
-def models_section(facts: list[ModelFacts], title: str = "Models: tokenizer ceiling, bicubic, warnings") -> Any:
-    """The page section: ``facts_frame`` as a table (PSNR-Y in dB with 2 decimals) and the warnings."""
-    from reports.page import Section
-
+def models_context(facts: list[ModelFacts]) -> dict[str, Any]:
+    """The context of ``templates/models.html.j2``: ``facts_frame`` as rows (PSNR-Y in dB with 2 decimals) and
+    the warnings."""
     table = facts_frame(facts)
     rows = [[_cell(c, v) for c, v in rec.items()] for rec in table.to_dict("records")]
     warnings = [w for f in facts for w in model_warnings(f)]
-    context = {"caption": CAPTION, "columns": list(table.columns), "rows": rows, "warnings": warnings}
-    return Section(title, template="models.html.j2", context=context)
+    return {"caption": CAPTION, "columns": list(table.columns), "rows": rows, "warnings": warnings}
+
+
+MODELS_TITLE = "Models: tokenizer ceiling, bicubic, warnings"
+MODELS_TEMPLATE = "models.html.j2"

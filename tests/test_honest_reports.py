@@ -156,3 +156,20 @@ def test_bench_report_states_ceiling_and_bicubic_and_warns(tiny_run):
     assert "tiny on photos: HCC gradient share 0.70 % < 1 %" in text
     assert ("below bicubic" in text) == (psnr < bicubic)
     assert ("below its tokenizer ceiling" in text) == (psnr < ceiling - 2)
+
+
+def test_tokenizer_is_reread_after_release_from_either_file_layout(tmp_path):
+    """Inference-only methods free the VQ-VAE encoder; the ceiling reads it again, from our safetensors or from
+    an official VQVAE.pth, and gives exactly the model's own reconstruction (sizes padded to 16 and cropped)."""
+    model = make_tiny("none")
+    torch.save(model.transformer.state_dict(), tmp_path / "VARSR.pth")
+    torch.save(model.vqvae.state_dict(), tmp_path / "VQVAE.pth")
+    ours = model.save(tmp_path / "ours.safetensors")
+    hr = torch.rand(1, 3, 48, 40)
+    padded = torch.nn.functional.pad(hr * 2 - 1, (0, 8, 0, 0), mode="reflect")
+    want = (model.vqvae.reconstruct(padded)[..., :48, :40] + 1) / 2
+    for options in ({"checkpoint": str(ours)}, {"checkpoint": str(tmp_path / "VARSR.pth"),
+                                                 "vqvae": str(tmp_path / "VQVAE.pth")}):  # fmt: skip
+        method = registry.create("methods", "alignvar", options)
+        assert method.model.encoder_released  # inference_only (the default) freed it
+        torch.testing.assert_close(method.tokenizer_reconstruct(hr), want, rtol=0, atol=1e-6)

@@ -266,6 +266,11 @@ def test_sweep_report_tables_and_figures(tiny_sweep):
     assert "psnr_y ↑" in table and "ssim_y ↑" in table and 'class="best"' in table
     assert "bicubic" not in table and "bicubic" in _section(html, "Baselines")
     assert "SCA: sca.mask_input=laplacian vs none" in _section(html, "Component on vs off")
+    models = _section(html, "Models: tokenizer ceiling, bicubic, warnings")  # every cell's model, with warnings
+    for mask in ("none", "laplacian"):
+        assert f"sca.mask_input={mask} / alignvar_tiny" in models
+        assert f"sca.mask_input={mask} / alignvar_tiny on bundled64: one seed: training and sampling" in html
+        assert f"sca.mask_input={mask} / alignvar_tiny on bundled64: evaluated on 2 images (&lt; 10)" in html
     for title in ("Attention distance", "Error accumulation"):
         srcs = re.findall(r'<img[^>]*src="([^"]+)"', _section(html, title))
         assert len(srcs) == 1 and _decodes(srcs[0])[0] >= 900

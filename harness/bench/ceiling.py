@@ -12,7 +12,6 @@ defaults. A failure here is logged and recorded in the file's ``error`` column; 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -104,18 +103,3 @@ def read_ceilings(run_dir: str | Path) -> pd.DataFrame | None:
     if missing:
         raise ValueError(f"{path}: missing columns {missing}")
     return table
-
-
-def ceiling_summary(table: pd.DataFrame | None) -> dict[tuple[str, str], dict[str, float]]:
-    """(dataset, method) -> {tokenizer_psnr_y, bicubic_psnr_y: means over the images computed, n}."""
-    if table is None or table.empty:
-        return {}
-    out = {}
-    for (ds, method), part in table.groupby(["dataset", "method"], sort=False):
-        ok = part.dropna(subset=["tokenizer_psnr_y"])
-        out[(str(ds), str(method))] = {
-            "tokenizer_psnr_y": float(ok["tokenizer_psnr_y"].mean()) if len(ok) else math.nan,
-            "bicubic_psnr_y": float(ok["bicubic_psnr_y"].mean()) if len(ok) else math.nan,
-            "n": int(len(ok)),
-        }
-    return out

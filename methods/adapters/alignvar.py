@@ -28,7 +28,7 @@ from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig, check_sam
 from methods.alignvar.model import AlignVAR
 from methods.alignvar.scales import ScaleSchedule
 from methods.alignvar.vqvae import VQVAE
-from methods.alignvar.weights import load_vqvae, read_pretrained, stored_config
+from methods.alignvar.weights import load_vqvae, read_state_dict, stored_config, strip_prefix
 from methods.base import SRMethod
 
 RELEASE = "https://github.com/qyp2000/VARSR"
@@ -181,8 +181,13 @@ class AlignVARMethod(SRMethod):
         if not self.model.encoder_released:
             return self.model.vqvae
         if self._tokenizer is None:
-            files = read_pretrained(self.weight_files["checkpoint"], self.weight_files.get("vqvae"))
-            self._tokenizer = load_vqvae(files.vqvae, files.vqvae_source).to(self.device)
+            if "vqvae" in self.weight_files:  # a separate VQ-VAE file (official VARSR): read only that
+                source = self.weight_files["vqvae"]
+                sd = read_state_dict(source)
+            else:  # ours: the VQ-VAE inside the checkpoint, under "vqvae."
+                source = self.weight_files["checkpoint"]
+                sd = strip_prefix(read_state_dict(source), "vqvae.")
+            self._tokenizer = load_vqvae(sd, source).to(self.device)
         return self._tokenizer
 
     @torch.inference_mode()

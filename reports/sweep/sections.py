@@ -237,6 +237,7 @@ def sweep_model_facts(cells: list[SweepCell]) -> list[Any]:
     images any seed was evaluated on; the number of seeds."""
     import yaml
 
+    from harness.bench.ceiling import read_ceilings
     from reports.honesty import ModelFacts, run_facts
     from reports.sweep.seeds import config_groups, config_keys
 
@@ -253,7 +254,8 @@ def sweep_model_facts(cells: list[SweepCell]) -> list[Any]:
         for cell in group:
             path = cell.run_dir / "config.yaml"
             config = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-            per_cell.append(run_facts(cell.run_dir, config or {}, cell.summary, n_seeds=1, gates=cell.gates))
+            ceilings = read_ceilings(cell.run_dir)
+            per_cell.append(run_facts(cell.run_dir, config or {}, cell.summary, ceilings, n_seeds=1, gates=cell.gates))
         label = cell_label(group[0], keys, short) if keys else ""
         merged: dict[tuple[str, str], list] = {}
         for facts in per_cell:
@@ -279,9 +281,11 @@ def sweep_model_facts(cells: list[SweepCell]) -> list[Any]:
 
 def model_sections(facts: list[Any]) -> list[Section]:
     """'Models: tokenizer ceiling, bicubic, warnings' when the sweep's cells benchmarked a model."""
-    from reports.honesty import models_section
+    from reports.honesty import MODELS_TEMPLATE, MODELS_TITLE, models_context
 
-    return [models_section(facts)] if facts else []
+    if not facts:
+        return []
+    return [Section(MODELS_TITLE, template=MODELS_TEMPLATE, context=models_context(facts), anchor="models")]
 
 
 # --------------------------------------------------------------------------------------------------- analysis
