@@ -96,8 +96,8 @@ def test_psnr_drop_of_half_a_db_fails(tmp_path, ref_run, capsys):
     assert bad.worsening == pytest.approx(0.5, abs=1e-9)
     assert bad.ci_low == pytest.approx(-0.5, abs=1e-9) and bad.ci_high == pytest.approx(-0.5, abs=1e-9)
     # every image drops by exactly 0.5 (n = 24, too many sign patterns to enumerate): the Monte Carlo sign-flip
-    # test counts no resample as extreme on either side, p = 2 (0 + 1) / (500 + 1) (the old null-centred
-    # bootstrap gave 1 / 501, half of what a two-sided resampling p-value can honestly claim)
+    # test counts no resample as extreme on either side, p = 2 (0 + 1) / (500 + 1) (two one-sided Monte Carlo
+    # p-values; the old null-centred bootstrap counted both sides at once and gave 1 / 501)
     assert bad.p_value == pytest.approx(2 / 501) and not bad.exact and bad.test == "permutation"
     assert bad.p_holm == pytest.approx(4 * 2 / 501)  # Holm over 2 methods x 2 metrics; the others have p = 1
     assert by_key[("bicubic", "psnr_y")].status == "no change"

@@ -151,3 +151,23 @@ def test_sweep_report_page_with_seeds(cells, tmp_path):
     assert "across 3 seeds" in html and "no detectable difference (n=3 seeds)" in html
     assert "psnr_y per seed" in html and "Per-image distributions: toy" in html
     assert "t-interval across seeds" in html
+
+
+def test_report_uses_the_sweeps_statistics_options(cells, tmp_path):
+    """``sweep.statistics`` (recorded in sweep.json by the runner) sets the report's test; a bad value names
+    its key."""
+    import json
+
+    from reports.sweep.report import render_sweep_report
+
+    rows = [{"dir": f"cells/{c.name}", "name": c.name, "index": c.index, "overrides": c.overrides,
+             "status": "done"} for c in cells]  # fmt: skip
+    for cell in cells:
+        cell.summary.to_csv(cell.dir / "summary.csv", index=False)
+    sweep_json = tmp_path / "sweep.json"
+    sweep_json.write_text(json.dumps({"cells": rows, "statistics": {"test": "wilcoxon", "alpha": 0.1}}))
+    html = render_sweep_report(tmp_path).read_text(encoding="utf-8")
+    assert "p: two-sided Wilcoxon signed-rank test" in html and "only when p (Holm) &lt; 0.1 and" in html
+    sweep_json.write_text(json.dumps({"cells": rows, "statistics": {"test": "ttest"}}))
+    with pytest.raises(ValueError, match=r"statistics.test: must be one of permutation, wilcoxon, got 'ttest'"):
+        render_sweep_report(tmp_path)

@@ -26,6 +26,7 @@ from harness.config.components import ComponentSpec, parse_component
 from harness.config.files import find_experiment, load_yaml_tree, parse_override, set_by_path
 from harness.core.mapping import ConfigError, from_dict, to_dict
 from harness.core.runfolder import check_run_name, run_folder
+from harness.core.stats import StatisticsOptions
 
 
 # ----------------------------------------------------------------------------------------------- experiment
@@ -100,6 +101,9 @@ class SweepConfig:
     backend: Literal["local", "submitit"] = "local"
     workers: int = 1  # local CPU workers (ignored when GPUs are visible: one cell per GPU)
     backend_options: dict[str, Any] = field(default_factory=dict)
+    # the paired comparisons of the sweep report (alpha, test, n_resamples, confidence, min_effect, seed;
+    # harness.core.stats, docs/STATISTICS.md); not part of any cell's config, so changing them reruns nothing
+    statistics: StatisticsOptions = field(default_factory=StatisticsOptions)
 
 
 # ----------------------------------------------------------------------------------------------- analysis

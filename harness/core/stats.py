@@ -15,7 +15,8 @@
 
 Everything is deterministic for a given ``seed``. NaN scores are dropped (for paired inputs: the pairs where
 either side is NaN) because a NaN means "not computed for this image", not a score. docs/STATISTICS.md says
-what each test is and why the defaults are what they are.
+what each test is and why the defaults are what they are. scipy and pandas are imported on first use, so that
+the experiment config (which holds ``StatisticsOptions``) stays cheap to load.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from scipy import stats as _st
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_N_RESAMPLES = 9999  # bootstrap resamples and Monte Carlo permutations
+MIN_RESAMPLES = 100  # the least a user may configure (StatisticsOptions); the functions take any n >= 1
 DEFAULT_ALPHA = 0.05
 DEFAULT_CONFIDENCE = 0.95
 TESTS = ("permutation", "wilcoxon")
@@ -72,6 +76,11 @@ class StatisticsOptions:
 
     def __post_init__(self) -> None:
         check_options(self.alpha, self.test, self.n_resamples, self.confidence, self.min_effect)
+        if self.n_resamples < MIN_RESAMPLES:
+            raise ValueError(
+                f"n_resamples: must be >= {MIN_RESAMPLES} (fewer give unstable CI bounds and p-values), "
+                f"got {self.n_resamples}"
+            )
 
 
 def check_options(
@@ -146,6 +155,8 @@ def bootstrap_ci(
 
 
 def _scipy_bootstrap(x: np.ndarray, method: str, confidence: float, n_resamples: int, seed: int) -> tuple:
+    from scipy import stats as _st
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", _st.DegenerateDataWarning)
         res = _st.bootstrap(
@@ -216,9 +227,11 @@ def sign_flip_test(d, *, n_resamples: int = DEFAULT_N_RESAMPLES, seed: int = 0) 
     n = int(d.size)
     if n == 0:
         return math.nan, True
-    if np.all(d == 0):
+    if n == 1 or np.all(d == 0):  # one pair: both sign patterns are as extreme as the data
         return 1.0, True
-    exact = n <= EXACT_MAX_N or 2.0**n <= n_resamples
+    from scipy import stats as _st
+
+    exact = n <= EXACT_MAX_N or (1 << n) <= n_resamples
     res = _st.permutation_test(
         (d,),
         _mean_stat,
@@ -240,6 +253,8 @@ def wilcoxon_test(d) -> tuple[float, bool]:
         return math.nan, True
     if np.all(d == 0):
         return 1.0, True
+    from scipy import stats as _st
+
     exact = n <= 50 and np.all(d != 0) and np.unique(np.abs(d)).size == n
     res = _st.wilcoxon(d, zero_method="wilcox", alternative="two-sided", method="exact" if exact else "approx")
     return float(res.pvalue), bool(exact)
@@ -359,6 +374,8 @@ def compare_arms(
     Build a larger family by concatenating several calls made with ``adjust=False`` and calling
     ``add_verdicts`` once on the whole table.
     """
+    import pandas as pd
+
     opts = options or StatisticsOptions()
     for name, frame in (("a", per_image_a), ("b", per_image_b)):
         if on not in frame.columns:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.core.atomic import write_text
+from harness.core.stats import StatisticsOptions
 from reports.honesty import model_warnings
 from reports.sweep.cells import load_sweep_cells
 from reports.sweep.sections import (
@@ -29,12 +30,13 @@ def render_sweep_report(sweep_dir: str | Path, output: str | Path | None = None,
 
     sweep_dir = Path(sweep_dir)
     cells = load_sweep_cells(sweep_dir)
+    options = statistics_options(sweep_dir)
     if not cells:
         raise FileNotFoundError(f"{sweep_dir / 'cells'}: no sweep cells found")
     output = Path(output) if output is not None else sweep_dir / "report.html"
     out = Exporter(output.parent / "exports")
     facts = sweep_model_facts(cells)
-    sections = result_sections(sweep_dir, cells, out)
+    sections = result_sections(sweep_dir, cells, out, options)
     sections += model_sections(facts)
     sections += training_sections(cells, out)
     sections += attention_sections(cells, out)
@@ -53,3 +55,22 @@ def render_sweep_report(sweep_dir: str | Path, output: str | Path | None = None,
     )
     write_text(output, html)
     return output
+
+
+def statistics_options(sweep_dir: Path) -> StatisticsOptions:
+    """The sweep's ``sweep.statistics`` as recorded in ``sweep.json`` (the defaults without one)."""
+    import json
+
+    from harness.core.mapping import ConfigError, from_dict
+
+    path = sweep_dir / "sweep.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")).get("statistics") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        data = None  # load_sweep_cells reports an unreadable sweep.json
+    if not isinstance(data, dict):
+        return StatisticsOptions()
+    try:
+        return from_dict(StatisticsOptions, data, path="statistics", source=str(path))
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None

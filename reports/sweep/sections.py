@@ -74,7 +74,7 @@ class Exporter:
 
 
 # ---------------------------------------------------------------------------------------------------- results
-def result_sections(sweep_dir: Path, cells: list[SweepCell], out: Exporter) -> list[Section]:
+def result_sections(sweep_dir: Path, cells: list[SweepCell], out: Exporter, options: Any = None) -> list[Section]:
     """'Ablation', then 'Baselines', 'Component on vs off' and a curve per numeric swept key (at most three);
     nothing when no cell has results."""
     table, bold_best, ci = ablation_frame(cells)
@@ -110,13 +110,13 @@ def result_sections(sweep_dir: Path, cells: list[SweepCell], out: Exporter) -> l
     ]
     return (
         sections
-        + baseline_and_comparison_sections(cells, out)
+        + baseline_and_comparison_sections(cells, out, options)
         + curve_sections(cells, out)
         + distribution_sections(cells, out)
     )
 
 
-def baseline_and_comparison_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
+def baseline_and_comparison_sections(cells: list[SweepCell], out: Exporter, options: Any = None) -> list[Section]:
     """'Baselines' (methods identical in every cell, shown once) and 'Component on vs off' sections."""
     sections = []
     base, direction, ci = baseline_frame(cells)
@@ -129,20 +129,28 @@ def baseline_and_comparison_sections(cells: list[SweepCell], out: Exporter) -> l
                 "Baselines", part="table", table=_table_context(base, {}, ci, precision, direction), caption=caption
             )
         )
-    cmp = comparison_frame(cells)
+    from harness.core.stats import StatisticsOptions
+
+    opts = options or StatisticsOptions()
+    cmp = comparison_frame(cells, opts)
     if not cmp.empty:
         ci = {DIFF: (f"{DIFF} lo", f"{DIFF} hi")} if f"{DIFF} lo" in cmp.columns else {}
         precision = {"off": 3, "on": 3, DIFF: 4, "p": 4, "p (Holm)": 4, "n": 0}
+        test = (
+            "two-sided paired sign-flip permutation test (exact for n <= 16)"
+            if opts.test == "permutation"
+            else "two-sided Wilcoxon signed-rank test"
+        )
+        level = f"{100 * opts.confidence:g}%"
         caption = (
             "SCA / HCC on vs off: each configuration with the component on against the one with it off "
             "(hcc.lambda 0, sca.mask_input none) and the same other settings, seed by seed. on - off: mean "
-            "difference with its 95% bootstrap CI (±); p: two-sided paired sign-flip permutation test (exact for "
-            "n <= 16) over the images both cells evaluated (level 'images' / 'seed S', n = images) or over the "
-            "per-seed means (level 'across K seeds', n = seeds: the test of the configuration, training "
-            "variance included; its p cannot go below 2 / 2^K, so a verdict across seeds needs K >= 6 at alpha "
-            "0.05); p (Holm): Holm-adjusted over every row of this table. verdict: better / worse only when "
-            "p (Holm) < 0.05 and the CI reaches the metric's minimum effect (docs/STATISTICS.md), else no "
-            "detectable difference."
+            f"difference with its {level} bootstrap CI (±); p: {test} over the images both cells evaluated "
+            "(level 'images' / 'seed S', n = images) or over the per-seed means (level 'across K seeds', n = "
+            "seeds: the test of the configuration, training variance included; its p cannot go below 2 / 2^K, so "
+            f"a verdict across seeds needs K >= 6 at alpha 0.05); p (Holm): Holm-adjusted over every row of this "
+            f"table. verdict: better / worse only when p (Holm) < {opts.alpha:g} and the CI reaches the metric's "
+            "minimum effect (docs/STATISTICS.md), else no detectable difference."
         )
         out.table("comparison", cmp, caption, {}, ci, precision, arrows=False)
         sections.append(
