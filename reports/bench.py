@@ -18,6 +18,7 @@ best in bold, arrows for the better direction, optionally +- half the 95% bootst
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ import pandas as pd
 from harness.bench.ceiling import read_ceilings
 from harness.bench.layout import LATENCY_COL, RunResults, load_run
 from harness.core.atomic import write_text
-from reports import exports
+from reports import exports, figures
 from reports import images as render
 from reports.honesty import MODELS_TEMPLATE, MODELS_TITLE, ModelFacts, model_warnings, models_context, run_facts
 from reports.page import Section, format_value, template_env
@@ -203,8 +204,32 @@ def per_image_section(run: RunResults) -> Section:
             {"image": r["image"], "method": r["method"], "cells": [r[m] for m in metrics]}
             for _, r in table.sort_values(["image"], kind="stable").iterrows()
         ]
-        tables.append({"dataset": dataset, "columns": [metric_label(run, m) for m in metrics], "rows": rows})
+        fig = per_image_figure(run, dataset)
+        figure = "data:image/png;base64," + base64.b64encode(figures.png_bytes(fig)).decode() if fig else None
+        tables.append(
+            {"dataset": dataset, "columns": [metric_label(run, m) for m in metrics], "rows": rows, "figure": figure}
+        )
     return Section("Per-image results", template="per_image.html.j2", context={"tables": tables})
+
+
+def per_image_long(run: RunResults, dataset: str) -> pd.DataFrame:
+    """The per-image quality metrics of ``dataset`` (not timings), long: method, metric, image, value."""
+    table = run.images(dataset)
+    metrics = [m for m in run.metrics if m in table.columns and m != LATENCY_COL]
+    if table.empty or not metrics:
+        return pd.DataFrame(columns=["method", "metric", "image", "value"])
+    long = table.melt(id_vars=["method", "image"], value_vars=metrics, var_name="metric", value_name="value")
+    return long.dropna(subset=["value"])[["method", "metric", "image", "value"]]
+
+
+def per_image_figure(run: RunResults, dataset: str) -> Any:
+    """Per-image distributions of every quality metric per method (seaborn box + strip), or None with fewer
+    than two images."""
+    long = per_image_long(run, dataset)
+    if long.empty or long["image"].nunique() < 2:
+        return None
+    lower = {m: run.lower_better(m) for m in long["metric"].unique()}
+    return figures.distribution_figure(long, label="method", hue=None, lower_better=lower)
 
 
 def comparison_grid(run: RunResults, dataset: str, crop_size: int, max_images: int) -> dict[str, Any]:
