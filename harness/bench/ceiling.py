@@ -1,9 +1,10 @@
 """The tokenizer ceiling of a model and bicubic next to it: what every report showing a model states.
 
-A model that generates VQ-VAE tokens can be no closer to the HR image than the HR image itself put through
-that VQ-VAE (encode, quantise over every scale, decode). ``CeilingHook`` (added to every bench run) computes,
-for each method that has a tokenizer (``tokenizer_reconstruct``, the VARSR / AlignVAR adapters) and each
-dataset with HR references, per image: PSNR-Y of that reconstruction and PSNR-Y of bicubic x4 of the LR
+A model that generates VQ-VAE tokens gets no closer to the HR image than the HR image itself put through that
+VQ-VAE (encode, quantise over every scale, decode), except for what a refiner adds on top of the tokens (VARSR's
+diffusion refiner predicts the continuous residual of the last scale). ``CeilingHook`` (added to every bench
+run) computes, for each method that has a tokenizer (``tokenizer_reconstruct``, the VARSR / AlignVAR adapters)
+and each dataset with HR references, per image: PSNR-Y of that reconstruction and PSNR-Y of bicubic x4 of the LR
 image, and writes them to ``ceilings.csv`` (``CEILING_COLUMNS``). PSNR-Y is the run's own ``psnr_y`` metric
 when it has one (same options), else ``psnr_y`` with its defaults; bicubic is the ``bicubic`` method with its
 defaults. A failure here is logged and recorded in the file's ``error`` column; it never fails the run.
