@@ -22,6 +22,7 @@ the experiment config (which holds ``StatisticsOptions``) stays cheap to load.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ def check_options(
         raise ValueError(f"alpha: must be a number in (0, 1), got {alpha!r}")
     if test not in TESTS:
         raise ValueError(f"test: must be one of {', '.join(TESTS)}, got {test!r}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, numbers.Integral) or n_resamples < 1:
         raise ValueError(f"n_resamples: must be an integer >= 1, got {n_resamples!r}")
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence: must be a number in (0, 1), got {confidence!r}")
@@ -112,9 +113,6 @@ class ConfidenceInterval:
     low: float
     high: float
     method: str
-
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
 
 
 def _as_1d(values) -> np.ndarray:
@@ -306,13 +304,11 @@ def holm(pvalues) -> np.ndarray:
 def min_effect(metric: str, overrides: Mapping[str, float] | None = None) -> float:
     """The smallest difference of interest for ``metric``: ``overrides`` then ``DEFAULT_MIN_EFFECT``, each by
     the exact name first, then by the family (``psnr_y`` -> ``psnr``); 0.0 for a metric known to neither."""
-    for table in (overrides or {}, DEFAULT_MIN_EFFECT):
-        if metric in table:
-            return float(table[metric])
     family = metric.split("_", 1)[0]
     for table in (overrides or {}, DEFAULT_MIN_EFFECT):
-        if family in table:
-            return float(table[family])
+        for key in (metric, family):
+            if key in table:
+                return float(table[key])
     return 0.0
 
 
