@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.cli.main import main
@@ -123,6 +124,22 @@ def test_2x3_grid_completes_with_six_cells_summary_and_logs(tmp_path):
     summary = json.loads((tmp_path / "runs" / "toy" / "sweep.json").read_text())
     assert [c["name"] for c in summary["cells"]] == [f"bench.batch_size=2,seed={s}" for s in (0, 1, 2)]
     assert [d.split("-")[0] for d in summary["other_dirs"]] == [f"cells/bench.batch_size=1,seed={s}" for s in (0, 1, 2)]
+
+
+def test_seeds_axis_runs_every_cell_per_seed_and_records_it(tmp_path):
+    """``sweep.seeds`` gives the same cells (names, overrides, scores) as sweeping ``seed`` in the grid, and
+    sweep.json records the seeds, the ``seed`` key and the report's statistics options."""
+    fn = Recorder()
+    sweep = {"grid": {"bench.batch_size": [1, 2]}, "seeds": [0, 1, 2], "statistics": {"alpha": 0.01}}
+    result = run_sweep(make_spec(tmp_path, sweep), cell_fn=fn, isolation="inline", progress=False)
+    assert result.ok and sorted(fn.calls) == sorted(f"bench.batch_size={b},seed={s}" for b in (1, 2) for s in (0, 1, 2))
+    summary = json.loads((tmp_path / "runs" / "toy" / "sweep.json").read_text())
+    assert summary["keys"] == ["bench.batch_size", "seed"] and summary["seeds"] == [0, 1, 2]
+    assert summary["statistics"]["alpha"] == 0.01 and summary["statistics"]["test"] == "permutation"
+    assert [c["result"]["score"] for c in summary["cells"]] == [1, 11, 21, 2, 12, 22]
+    with open(tmp_path / "runs" / "toy" / "cells.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header[4:6] == ["bench.batch_size", "seed"]
 
 
 def test_visible_gpus_and_local_slots(monkeypatch):
@@ -322,3 +339,45 @@ def test_default_cell_function_benches_each_cell_in_its_own_folder(tmp_path):
     # re-running with force re-benches over the existing outputs (run_bench(force=True))
     again = run_sweep(SweepSpec.from_raw(data), isolation="inline", force=True, progress=False)
     assert again.ok and all(read_state(again.sweep_dir / r["dir"])["attempts"] == 2 for r in again.rows)
+
+
+def test_done_cell_whose_input_files_changed_is_refused_and_force_recomputes(tmp_path):
+    """A finished cell is not trusted once an input file it recorded has changed content (same name, same size)."""
+    from PIL import Image
+
+    from harness.core.identity import IdentityMismatchError
+
+    rng = np.random.default_rng(0)
+    for sub, side in (("HR", 64), ("LR", 16)):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        for stem in ("a", "b"):
+            Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / sub / f"{stem}.png", compress_level=0
+            )
+    data = {
+        "name": "stale",
+        "output_root": str(tmp_path / "runs"),
+        "datasets": [
+            {"type": "paired", "name": "pairs", "root": str(tmp_path / "data"), "lr_dir": "LR", "hr_dir": "HR"}
+        ],
+        "methods": ["bicubic"],
+        "metrics": ["psnr_y"],
+        "bench": {"device": "cpu", "save_images": False, "bootstrap_samples": 0},
+        "sweep": {"stages": ["bench"], "grid": {"bench.max_images": [1, 2]}},
+    }
+    first = run_sweep(SweepSpec.from_raw(data, source="s.yaml"), isolation="inline", progress=False)
+    assert first.ok
+    assert run_sweep(SweepSpec.from_raw(data, source="s.yaml"), isolation="inline", progress=False).ok  # unchanged
+    hr = tmp_path / "data" / "HR" / "b.png"  # only the 2-image cell read b.png
+    pixels = np.asarray(Image.open(hr)).copy()
+    pixels[0, 0] ^= 255
+    Image.fromarray(pixels).save(hr, compress_level=0)  # stored blocks: the same size, other bytes
+    with pytest.raises(IdentityMismatchError) as err:
+        run_sweep(SweepSpec.from_raw(data, source="s.yaml"), isolation="inline", progress=False)
+    text = str(err.value)
+    assert "1 finished cell(s) were computed from input files that have changed since" in text
+    assert f"{hr}: content changed (sha256 " in text
+    assert "re-run the sweep with --force" in text
+    forced = run_sweep(SweepSpec.from_raw(data, source="s.yaml"), isolation="inline", force=True, progress=False)
+    assert forced.ok
+    assert run_sweep(SweepSpec.from_raw(data, source="s.yaml"), isolation="inline", progress=False).ok  # fresh again

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config.components import ComponentSpec, parse_component
-from harness.config.files import find_experiment, load_yaml_tree, parse_override, set_by_path
+from harness.config.files import load_experiment_tree
 from harness.core.mapping import ConfigError, from_dict, to_dict
 from harness.core.runfolder import check_run_name, run_folder
+from harness.core.stats import StatisticsOptions
 
 
 # ----------------------------------------------------------------------------------------------- experiment
@@ -90,14 +91,19 @@ class ReportConfig:
 
 @dataclass
 class SweepConfig:
-    """Cells = cartesian ``grid`` x paired ``zip`` over config keys (see harness.sweep)."""
+    """Cells = cartesian ``grid`` x paired ``zip`` over config keys, each repeated over ``seeds`` (see
+    harness.sweep.expand: a seed sets the training/bench ``seed`` and every sampling ``seed`` option)."""
 
     grid: dict[str, list[Any]] = field(default_factory=dict)
     zip: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: list[Any] | None = None  # replicate seeds, e.g. [0, 1, 2]; checked by harness.sweep.expand
     stages: list[Literal["train", "bench", "analyze"]] = field(default_factory=lambda: ["train", "bench"])
     backend: Literal["local", "submitit"] = "local"
     workers: int = 1  # local CPU workers (ignored when GPUs are visible: one cell per GPU)
     backend_options: dict[str, Any] = field(default_factory=dict)
+    # the paired comparisons of the sweep report (alpha, test, n_resamples, confidence, min_effect, seed;
+    # harness.core.stats, docs/STATISTICS.md); not part of any cell's config, so changing them reruns nothing
+    statistics: StatisticsOptions = field(default_factory=StatisticsOptions)
 
 
 # ----------------------------------------------------------------------------------------------- analysis
@@ -226,10 +232,5 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
 
     ``path`` is a YAML file or the name of a bundled experiment (``"demo"``, see ``find_experiment``).
     """
-    path = find_experiment(path)
-    data = load_yaml_tree(path)
-    for text in overrides:
-        parts, value = parse_override(text)
-        set_by_path(data, parts, value)
-    data.setdefault("name", Path(path).stem)
+    path, data = load_experiment_tree(path, overrides)
     return experiment_from_dict(data, source=str(path))

@@ -24,10 +24,11 @@ import torch
 from harness.core.fetch import FetchError, check_ref, resolve_checkpoint, resolve_optional
 from harness.core.registry import register
 from harness.core.tiling import tiled_upscale
-from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig, check_sampling
+from methods.alignvar.configs import ARCHS, AlignVARConfig, SamplingOptions, SCAConfig
 from methods.alignvar.model import AlignVAR
 from methods.alignvar.scales import ScaleSchedule
-from methods.alignvar.weights import stored_config
+from methods.alignvar.vqvae import VQVAE
+from methods.alignvar.weights import load_vqvae, read_state_dict, stored_config, strip_prefix
 from methods.base import SRMethod
 
 RELEASE = "https://github.com/qyp2000/VARSR"
@@ -40,20 +41,13 @@ class MissingCheckpointError(FileNotFoundError):
 
 
 @dataclass
-class VARSRMethodConfig:
-    """Options of ``varsr`` (official weights; SCA off)."""
+class VARSRMethodConfig(SamplingOptions):
+    """Options of ``varsr`` (official weights; SCA off), the sampling ones included."""
 
     checkpoint: str | None = None  # VARSR.pth (official) or our .safetensors: a path, hf://... or https://...
     vqvae: str | None = None  # VQVAE.pth; may be omitted when the checkpoint holds the VQ-VAE (ours)
     arch: str = "auto"  # auto = read sizes from the checkpoint; a name (d24, tiny, ...) is checked against it
     device: str | None = None  # None: wherever the runner moves the method
-    cfg: float = 6.0
-    top_k: int = 1
-    top_p: float = 0.75
-    temperature: float = 1.0
-    seed: int = 0
-    use_refiner: bool = True
-    color_fix: Literal["adain", "wavelet", "none"] = "adain"
     tile: int | None = None  # output tile size (multiple of 16)
     tile_overlap: int = 64
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the transformer on GPU
@@ -66,7 +60,7 @@ class VARSRMethodConfig:
         check_ref(self.vqvae)
         if self.arch != "auto" and self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; valid choices: auto, {', '.join(ARCHS)}")
-        check_sampling(self.cfg, self.top_k, self.top_p, self.temperature)
+        super().__post_init__()
         check_tiling(self.tile, self.tile_overlap)
 
 
@@ -121,14 +115,8 @@ class AlignVARMethod(SRMethod):
             checkpoint=str(ckpt),
             vqvae=str(vqvae) if vqvae else None,
             sca=sca_cfg,
-            cfg=config.cfg,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            temperature=config.temperature,
-            seed=config.seed,
-            use_refiner=config.use_refiner,
-            color_fix=config.color_fix,
             precision=config.precision,
+            **{f.name: getattr(config, f.name) for f in dataclasses.fields(SamplingOptions)},
         )
         self.model = AlignVAR.from_pretrained(ckpt, vqvae, model_cfg)
         # the resolved files (for run records: an hf:// reference's snapshot path names the commit)
@@ -143,6 +131,7 @@ class AlignVARMethod(SRMethod):
         if config.inference_only:
             self.model.release_training_weights()
         self.name = name
+        self._tokenizer: VQVAE | None = None  # see ``tokenizer``
         # ``tile`` x ``tile`` output tiles of the upsampled LR, generated row-major from one stream and
         # cross-faded over ``tile_overlap`` pixels (raised cosine, no margin); one tile = the whole image
         self.tiler = None
@@ -173,12 +162,42 @@ class AlignVARMethod(SRMethod):
         """The whole model's parameters (disjoint counts summed), also after ``release_training_weights``."""
         return sum(self.model.parameter_counts().values())
 
+    def tokenizer(self) -> VQVAE:
+        """The model's VQ-VAE with its encoder: the model's own, or (after ``release_training_weights``) read
+        again from the checkpoint files once, on the method's device."""
+        if not self.model.encoder_released:
+            return self.model.vqvae
+        if self._tokenizer is None:
+            if "vqvae" in self.weight_files:  # a separate VQ-VAE file (official VARSR): read only that
+                source = self.weight_files["vqvae"]
+                sd = read_state_dict(source)
+            else:  # ours: the VQ-VAE inside the checkpoint, under "vqvae."
+                source = self.weight_files["checkpoint"]
+                sd = strip_prefix(read_state_dict(source), "vqvae.")
+            self._tokenizer = load_vqvae(sd, source).to(self.device)
+        return self._tokenizer
+
+    @torch.inference_mode()
+    def tokenizer_reconstruct(self, hr: torch.Tensor) -> torch.Tensor:
+        """HR images (B,3,H,W) in [0,1] through the VQ-VAE (encode, quantise every scale, decode), in [0,1];
+        sizes that are no multiple of the downsampling are reflect-padded and cropped back."""
+        vqvae = self.tokenizer()
+        h, w = hr.shape[-2:]
+        step = vqvae.downsample
+        pad_h, pad_w = -h % step, -w % step
+        x = hr.to(self.device).float() * 2.0 - 1.0
+        if pad_h or pad_w:
+            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        out = vqvae.reconstruct(x)[..., :h, :w]
+        return (out + 1.0) / 2.0
+
     @torch.inference_mode()
     def upscale(self, lr: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
         return self.model.upscale(lr.to(self.device), tiler=self.tiler)
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+        self._tokenizer = None
 
 
 def check_tiling(tile: int | None, overlap: int) -> None:
