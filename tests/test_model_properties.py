@@ -221,6 +221,21 @@ def test_generation_options_defaults_reference_path_and_hook(tiny: AlignVAR, ast
     zeros, _ = run(use_refiner=False, token_hook=lambda k, idx, logits: torch.zeros_like(idx))
     assert all(int(t.abs().sum()) == 0 for t in zeros.tokens)
     assert torch.equal(zeros.f_hat, q.cumulative_targets(zeros.tokens, ScaleSchedule.for_size(64, 64))[-1])
+    # the guided refiner: both branches' conditions, guidance t_{K-1} = cfg, the temperature and the generator
+    calls = []
+    sample = tr.diffloss.sample
+
+    def spy(z, cfg, temperature=1.0, generator=None, **kw):
+        calls.append((tuple(z.shape), cfg, temperature, generator))
+        return sample(z, cfg, temperature=temperature, generator=generator, **kw)
+
+    tr.diffloss.sample = spy
+    try:
+        g = torch.Generator().manual_seed(5)
+        tr.generate(lr, q, sca=gate, generator=g, cfg=3.0, refiner_temperature=0.7)
+    finally:
+        del tr.diffloss.sample
+    assert calls == [((2 * 16, tr.word_embed.out_features), 3.0, 0.7, g)]
     bare = make_tiny("none", transformer=dataclasses.replace(ARCHS["tiny"].transformer, with_refiner=False))
     msg = r"^use_refiner=True but this transformer has no diffusion refiner \(diffloss\)$"
     with pytest.raises(ValueError, match=msg):
