@@ -524,3 +524,53 @@ def test_config_accepts_zero_low_ends_and_reads_kernel_info(tmp_path):
     msg = rf"^{re.escape(str(tmp_path / 'list.yml'))}: expected a mapping at the top level$"
     with pytest.raises(ConfigError, match=msg):
         RealESRGANConfig.from_params_yaml(tmp_path / "list.yml")
+
+
+def _matlab_matrix(n_in: int, n_out: int, antialias: bool = True) -> torch.Tensor:
+    """MATLAB imresize's cubic weights written out with Python floats: output x at u = x / s + (1 - 1 / s) / 2,
+    taps within half the (stretched) width, mirrored into 1..n, normalised per row."""
+    from harness.data.degradations.bicubic import cubic
+
+    s = n_out / n_in
+    shrink = antialias and s < 1
+    width = 4.0 / s if shrink else 4.0
+    mat = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for x in range(1, n_out + 1):
+        u = x / s + 0.5 * (1 - 1 / s)
+        first = math.floor(u - width / 2)
+        taps = [(i, u - i) for i in range(first, first + math.ceil(width) + 2)]
+        w = [
+            float(
+                s * cubic(torch.tensor(d * s, dtype=torch.float64))
+                if shrink
+                else cubic(torch.tensor(d, dtype=torch.float64))
+            )
+            for _, d in taps
+        ]
+        total = sum(w)
+        for (i, _), wi in zip(taps, w):
+            j = (i - 1) % (2 * n_in)
+            j = 2 * n_in - 1 - j if j >= n_in else j
+            mat[x - 1, j] += wi / total
+    return mat
+
+
+@pytest.mark.parametrize(("n_in", "n_out", "antialias"), [(7, 3, True), (7, 3, False), (4, 6, True), (5, 13, True)])
+def test_resize_matrix_is_matlabs_formula(n_in, n_out, antialias):
+    from harness.data.degradations.bicubic import imresize, resize_matrix
+
+    mat = resize_matrix(n_in, n_out, antialias=antialias)
+    torch.testing.assert_close(mat, _matlab_matrix(n_in, n_out, antialias), rtol=0, atol=1e-12)
+    img = torch.rand(1, 1, n_in, n_in, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(imresize(img, (n_out, n_out), antialias=antialias), mat @ img @ mat.T)
+
+
+def test_bicubic_degradation_defaults_to_antialiased_matlab():
+    from harness.core.imageio import quantize_8bit
+    from harness.data.degradations.bicubic import BicubicConfig, BicubicDegradation, downsample_bicubic
+
+    img = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    want = quantize_8bit(downsample_bicubic(img, 4, "matlab", True).clamp(0, 1))
+    assert torch.equal(BicubicDegradation()(img), want)
+    assert not torch.equal(want, quantize_8bit(downsample_bicubic(img, 4, "matlab", False).clamp(0, 1)))
+    assert BicubicConfig(scale=1).scale == 1  # 1 is the smallest scale
