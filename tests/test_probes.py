@@ -48,7 +48,7 @@ def test_var_model_accepts_var_methods_only(model):
         probes.var_model(types.SimpleNamespace(model=types.SimpleNamespace(transformer=1, vqvae=2)), "bic")
 
 
-def test_model_inputs_crop_to_a_multiple_of_four_and_upsample_like_upscale(model, astronaut):
+def test_model_inputs_crop_to_multiples_of_four_and_upsample_like_upscale(model, astronaut):
     lr, hr = _lr_hr(astronaut)
     lr_m11, hr_m11, schedule = probes.model_inputs(model, lr, hr)
     want = upsample_bicubic(lr[None, :, :16, :16], (64, 64)) * 2 - 1
@@ -65,7 +65,7 @@ def test_model_inputs_crop_to_a_multiple_of_four_and_upsample_like_upscale(model
         probes.model_inputs(model, lr, hr[:, :, :63])
 
 
-def test_free_running_is_the_seeded_generation_without_refiner(model, astronaut):
+def test_free_running_is_the_seeded_generation_refiner_off(model, astronaut):
     lr_m11, _, _ = probes.model_inputs(model, *_lr_hr(astronaut))
     gen = probes.free_running(model, lr_m11)
     seen = []
@@ -191,7 +191,7 @@ def test_accumulation_table_averages_over_images():
 
 
 # ------------------------------------------------------------------------------------------------ SCA gates
-def test_sca_gates_are_the_gates_of_the_generated_tokens(model, astronaut):
+def test_sca_gates_and_figure_of_the_generated_tokens(model, astronaut):
     lr_m11, _, schedule = probes.model_inputs(model, *_lr_hr(astronaut))
     tokens = probes.free_running(model, lr_m11).tokens
     maps, gate = probes.sca_gates(model, lr_m11, schedule, tokens)
@@ -239,7 +239,7 @@ def test_gate_table_averages_rows_and_sums_tokens():
         probes.gate_table([], "m")
 
 
-def test_probe_image_parts(model, astronaut):
+def test_probe_image_parts_and_options(model, astronaut):
     lr, hr = _lr_hr(astronaut)
     probe = probes.probe_image(model, lr, None, "m", layers=[0], query_sample=2, radius=0.3)
     assert probe.curves == [] and probe.sca_figure is None  # no HR: no curves; no figure unless asked
@@ -258,3 +258,38 @@ def test_probe_image_parts(model, astronaut):
     assert [c.mode for c in full.curves] == ["teacher_forced", "free_running", "perturbation"]
     assert full.curves[2].injected_scale == 2
     assert probes.probe_image(make_tiny("none"), lr, None, "m", query_sample=2).gates is None
+
+
+def test_probe_defaults(model, astronaut):
+    lr, hr = _lr_hr(astronaut)
+    table, heat = probes.attention_for_image(model, lr)
+    want, want_heat = probes.attention_for_image(model, lr, query_sample=16, radius=0.1, alignment="center")
+    pd.testing.assert_frame_equal(table, want)
+    assert set(table["radius"]) == {0.1} and heat.keys() == want_heat.keys()
+    a = probes.accumulation_for_image(model, lr, hr, "m", perturb_scales=(1,))
+    b = probes.accumulation_for_image(model, lr, hr, "m", perturb_scales=(1,), perturb_fraction=0.1)
+    assert all(torch.equal(x.errors, y.errors) for x, y in zip(a, b))
+    c = probes.accumulation_for_image(model, lr, hr, "m", perturb_scales=(1,), perturb_fraction=1.0)
+    assert not torch.equal(a[2].errors, c[2].errors)
+    assert probes.accumulation_for_image(model, lr, hr, "m")[-1].mode == "free_running"  # no perturbation asked
+    scale0 = probes.accumulation_for_image(model, lr, hr, "m", perturb_scales=(0,), perturb_fraction=1.0)
+    assert scale0[2].injected_scale == 0 and float(scale0[2].errors[0]) > 0  # scale 0 can be perturbed
+
+
+def test_accumulated_latents_without_cfg_and_with_the_gate(astronaut):
+    lr, hr = _lr_hr(astronaut)
+    plain = make_tiny("laplacian", cfg=0.0)
+    lr_m11, hr_m11, schedule = probes.model_inputs(plain, lr, hr)
+    lat = probes.accumulated_latents(plain, lr_m11, hr_m11, schedule)
+    gt = plain.vqvae.img_to_idx(hr_m11, schedule)
+    x_in = plain.vqvae.quantize.idx_to_var_input(gt.idx, schedule)
+    q = plain.vqvae.quantize
+    with torch.no_grad():
+        gate = plain.sca(lr_m11, x_in, schedule)
+        logits = plain.transformer(lr_m11, torch.tensor([0]), x_in, schedule, gate)  # label 0, no CFG batch
+    prev = torch.zeros_like(gt.f_hat[0])
+    for k, ((b, e), hw) in enumerate(zip(schedule.begin_ends, schedule.patch_nums)):
+        want = prev + q.embed_scale(k, q.lookup(logits[:, b:e].argmax(-1), hw), schedule)
+        assert torch.equal(lat["teacher_forced"][k], want)
+        prev = gt.f_hat[k]
+    assert all(torch.equal(a, b) for a, b in zip(lat["gt"], gt.f_hat))
