@@ -268,10 +268,14 @@ class AlignVARConfig:
     precision: Precision = "fp32"  # inference autocast: fp32 (exact), bf16 / fp16 (GPU; fp16 is GPU-only)
     compile: bool = False  # torch.compile blocks, refiner MLP and decoder at the first generate (GPU-oriented)
     grad_checkpointing: bool = False  # recompute transformer blocks in backward (training memory for compute)
+    # teacher-forced (training) attention: dense boolean mask (reference) or FlexAttention block mask (GPU)
+    attention: Literal["dense", "flex"] = "dense"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}")
+        if self.attention not in ("dense", "flex"):
+            raise ValueError(f"unknown attention {self.attention!r}; valid choices: dense, flex")
         if self.arch != "auto" and self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; valid choices: auto, {', '.join(ARCHS)}")
         if self.arch == "auto" and not self.checkpoint:

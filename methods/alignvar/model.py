@@ -78,6 +78,7 @@ class AlignVAR(nn.Module):
         self.load_notes: list[str] = []
         self.sca_untrained = False  # True when loaded from a checkpoint without SCA weights (fresh gate)
         self.transformer.grad_checkpointing = self.config.grad_checkpointing
+        self.transformer.attention = self.config.attention
         self.encoder_released = False
         self._released_counts: dict[str, int] | None = None  # set by release_training_weights
         self._compiled = False

@@ -26,7 +26,9 @@ Other sizes (``ScaleSchedule.for_size``; any H, W multiple of 16) reuse the same
 * RoPE grid = the latent grid (see ``rope.py``).
 
 ``generate`` runs KV-cached autoregressive inference with VARSR's image-based CFG; ``forward``
-with the full block-causal mask gives the same logits when fed the generated tokens (tested).
+with the full block-causal mask gives the same logits when fed the generated tokens (tested). ``forward``
+takes the mask as a dense boolean matrix (``attention = "dense"``, the reference) or as a FlexAttention
+``BlockMask`` built from the same scale ids (``attention = "flex"``, equal up to float rounding; tested).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 from torch.utils.checkpoint import checkpoint
 
 from methods.alignvar.blocks import (
@@ -123,6 +126,8 @@ class VARTransformer(nn.Module):
         else:
             self.diffloss = None
         self.grad_checkpointing = False  # trade compute for memory in training (blocks only)
+        self.attention = "dense"  # teacher-forced mask: "dense" (SDPA, boolean mask) or "flex" (BlockMask)
+        self._block_masks: dict[tuple, BlockMask] = {}
 
     # ------------------------------------------------------------------------------------------- loading
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001 - torch signature
@@ -219,13 +224,47 @@ class VARTransformer(nn.Module):
         return level_rows(schedule.num_scales, self.cfg.num_levels)
 
     @staticmethod
+    def scale_ids(schedule: ScaleSchedule, n_prefix: int, device: torch.device) -> Tensor:
+        """(L_tot,) scale index of every position of the teacher-forced sequence (context = scale 0)."""
+        counts = [n_prefix + 1] + [h * w for h, w in schedule.patch_nums[1:]]
+        return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))
+
+    @staticmethod
     def block_causal_mask(schedule: ScaleSchedule, n_prefix: int, device: torch.device) -> Tensor:
         """Boolean (L_tot, L_tot) mask, True = may attend: scale(i) >= scale(j), context = scale 0."""
-        counts = [n_prefix + 1] + [h * w for h, w in schedule.patch_nums[1:]]
-        scale_id = torch.repeat_interleave(
-            torch.arange(len(counts), device=device), torch.tensor(counts, device=device)
-        )
+        scale_id = VARTransformer.scale_ids(schedule, n_prefix, device)
         return scale_id[:, None] >= scale_id[None, :]
+
+    def flex_block_mask(self, schedule: ScaleSchedule, n_prefix: int, device: torch.device) -> BlockMask:
+        """The block-causal mask as a FlexAttention ``BlockMask`` (same rule as ``block_causal_mask``), cached
+        per (schedule, prefix length, device): tiles above the scale diagonal are skipped, not masked."""
+        key = (schedule.patch_nums, n_prefix, str(device))
+        mask = self._block_masks.get(key)
+        if mask is None:
+            scale_id = self.scale_ids(schedule, n_prefix, device)
+
+            def block_causal(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+                return scale_id[q_idx] >= scale_id[kv_idx]
+
+            L = int(scale_id.shape[0])
+            mask = create_block_mask(block_causal, None, None, L, L, device=str(device))
+            self._block_masks[key] = mask
+        return mask
+
+    def _attention_mask(self, schedule: ScaleSchedule, n_prefix: int, device: torch.device) -> Tensor | BlockMask:
+        """The teacher-forced mask for ``self.attention``; dense while an attention recorder is attached (it
+        reads the boolean mask)."""
+        if self.attention not in ("dense", "flex"):
+            raise ValueError(f"unknown attention {self.attention!r}; valid choices: dense, flex")
+        recording = any(block.attn.record_attention is not None for block in self.blocks)
+        if self.attention == "flex" and not recording:
+            if device.type == "cpu" and torch.is_grad_enabled():
+                raise ValueError(
+                    "attention 'flex' needs a GPU for training: torch's FlexAttention has no backward on CPU "
+                    "(use attention: dense there)"
+                )
+            return self.flex_block_mask(schedule, n_prefix, device)
+        return self.block_causal_mask(schedule, n_prefix, device)
 
     def _context(self, lr: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, int]:
         """(context tokens (B', n_p+1, C) incl. pos_start + lvl row 0, AdaLN condition (B', C), n_p).
@@ -300,7 +339,8 @@ class VARTransformer(nn.Module):
         sca_gate: Tensor | None = None,
         return_hidden: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Teacher-forced logits (B, L, V) for all K scales (block-causal mask over the whole sequence).
+        """Teacher-forced logits (B, L, V) for all K scales (block-causal mask over the whole sequence; dense or
+        FlexAttention after ``self.attention``).
 
         lr: (B, 3, H, W) in [-1, 1], already upsampled to the output size; label: (B,) long; x_in:
         (B, L - 1, Cvae) teacher-forcing input (``area_down(F_{k-1})`` of scales 2..K, flattened);
@@ -327,7 +367,7 @@ class VARTransformer(nn.Module):
         for k, (h, w) in enumerate(schedule.patch_nums[1:], start=1):
             ids += [rows[k]] * (h * w)
         x = x + self.lvl_embed(torch.tensor(ids, device=x.device))[None]
-        mask = self.block_causal_mask(schedule, n_prefix, x.device)
+        mask = self._attention_mask(schedule, n_prefix, x.device)
         rope = self.rope_for(schedule, x.device)
         for block in self.blocks:
             if self.grad_checkpointing and self.training:
