@@ -16,8 +16,9 @@ tensor) at batch 1: cfg 6, greedy (top_k 1), 2 torch threads, no colour fix.
   ``autoregressive_infer_cfg`` under ``inference_mode``;
 * **ours**: ``AlignVAR.from_pretrained`` (SCA off: plain VARSR) + ``release_training_weights``, then ``generate``.
 
-Each run is a fresh process; pairs alternate the order (official first, then ours first, ...). Printed per run:
-whole-process wall seconds (imports and loading included), the generation seconds alone, per-component seconds
+Each run is a fresh process; rounds alternate the order (official first, then ours first, ...). Printed per run:
+whole-process wall seconds (imports and loading included), its CPU seconds (user + system: on a shared machine
+the steadier measure of work), the generation seconds alone, per-component seconds
 (LR stem, transformer + sampling, refiner, VQ-VAE decode), peak RSS (VmHWM); per pair the ratios ours/official;
 then medians, and the agreement of the two outputs as PSNR (dB, on [0, 1] float outputs). Agreement needs
 ``--refiner off`` (the official refiner noise is unseeded; with the refiner off both sides are deterministic), in
@@ -32,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -120,7 +122,11 @@ def worker(spec: dict) -> None:
     np.save(spec["out"], sr.float().numpy())
     parts = dict(clock.seconds)
     parts["transformer"] = gen_s - sum(parts.values())
-    C.emit({"load_s": load_s, "generate_s": gen_s, "parts": parts, "peak_gib": C.status_kib("VmHWM") / 2**20})
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    C.emit({
+        "load_s": load_s, "generate_s": gen_s, "parts": parts, "peak_gib": C.status_kib("VmHWM") / 2**20,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+    })  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------- parent
@@ -144,7 +150,7 @@ def prepare_lr(path: Path, out: Path) -> Path:
     return out
 
 
-def run(side: str, arch: str, args, var: Path, vqvae: Path, lr: Path, out: Path) -> dict:
+def run(side: str, arch: str, args, var: Path, vqvae: Path, lr: Path, out: Path, precision: str = "fp32") -> dict:
     spec = {
         "side": side,
         "arch": arch,
@@ -155,7 +161,7 @@ def run(side: str, arch: str, args, var: Path, vqvae: Path, lr: Path, out: Path)
         "out": str(out),
         "refiner": args.refiner == "on",
         "threads": args.threads,
-        "precision": args.ours_precision,
+        "precision": precision,
     }
     load0 = C.load_average()
     t0 = time.perf_counter()
@@ -172,7 +178,7 @@ def main() -> None:
     ap.add_argument("--archs", default="d16")
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--refiner", choices=("on", "off"), default="off")
-    ap.add_argument("--ours-precision", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--ours-precision", default="fp32", help="fp32, bf16 or both (fp32,bf16): one ours run each")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--checkpoints", type=Path, default=Path("/tmp/varsr_ck"))
     ap.add_argument("--lr-image", type=Path, default=shared / "data" / "drealsr" / "test_LR" / "Canon_10_x1.png")
@@ -188,46 +194,57 @@ def main() -> None:
     for arch in [a.strip() for a in args.archs.split(",") if a.strip()]:
         var, vqvae = O.official_checkpoints(args.official, arch, work)
         rows = []
+        precisions = [p.strip() for p in args.ours_precision.split(",") if p.strip()]
         for i in range(args.pairs):
-            order = ("official", "ours") if i % 2 == 0 else ("ours", "official")
+            sides = ["official"] + [f"ours-{p}" for p in precisions]
+            order = sides if i % 2 == 0 else sides[::-1]
             res, outs = {}, {}
             for side in order:
                 outs[side] = work / f"sr_{arch}_{side}_{i}.npy"
-                res[side] = run(side, arch, args, var, vqvae, lr, outs[side])
+                kind, _, precision = side.partition("-")
+                res[side] = run(kind, arch, args, var, vqvae, lr, outs[side], precision or "fp32")
                 r = res[side]
                 parts = " ".join(f"{k} {v:.1f}" for k, v in sorted(r["parts"].items()))
                 print(
-                    f"{arch} pair {i} {side:8s}: wall {r['wall_s']:.1f} s, load {r['load_s']:.1f} s, "
-                    f"generate {r['generate_s']:.1f} s ({parts}), peak {r['peak_gib']:.2f} GiB, load avg {r['load']}",
+                    f"{arch} round {i} {side:9s}: wall {r['wall_s']:.1f} s, cpu {r['cpu_s']:.1f} s, load "
+                    f"{r['load_s']:.1f} s, generate {r['generate_s']:.1f} s ({parts}), peak {r['peak_gib']:.2f} GiB, "
+                    f"load avg {r['load']}",
                     flush=True,
                 )
-            agree = psnr(np.load(outs["official"]), np.load(outs["ours"]))
-            row = {
-                "arch": arch,
-                "pair": i,
-                "order": "/".join(order),
-                "official_s": res["official"]["wall_s"],
-                "ours_s": res["ours"]["wall_s"],
-                "ratio": res["ours"]["wall_s"] / res["official"]["wall_s"],
-                "gen_ratio": res["ours"]["generate_s"] / res["official"]["generate_s"],
-                "peak_official_GiB": res["official"]["peak_gib"],
-                "peak_ours_GiB": res["ours"]["peak_gib"],
-                "mem_ratio": res["ours"]["peak_gib"] / res["official"]["peak_gib"],
-                "PSNR_dB": agree,
-            }
-            rows.append(row)
-            everything.append({"arch": arch, "pair": i, "runs": res, "psnr_db": agree})
+            official = res["official"]
+            ref = np.load(outs["official"])
+            for side in sides[1:]:
+                ours = res[side]
+                row = {
+                    "arch": arch,
+                    "pair": i,
+                    "ours": side,
+                    "official_s": official["wall_s"],
+                    "ours_s": ours["wall_s"],
+                    "ratio": ours["wall_s"] / official["wall_s"],
+                    "cpu_ratio": ours["cpu_s"] / official["cpu_s"],
+                    "gen_ratio": ours["generate_s"] / official["generate_s"],
+                    "peak_official_GiB": official["peak_gib"],
+                    "peak_ours_GiB": ours["peak_gib"],
+                    "mem_ratio": ours["peak_gib"] / official["peak_gib"],
+                    "PSNR_dB": psnr(ref, np.load(outs[side])),
+                }
+                rows.append(row)
+            everything.append({"arch": arch, "round": i, "order": order, "runs": res})
         cols = list(rows[0])
         print(C.table(rows, cols, floatfmt="{:.3g}"))
-        med = {k: C.median([r[k] for r in rows]) for k in cols if k not in ("arch", "pair", "order")}
-        med.update(arch=arch, pairs=len(rows))
-        summary.append(med)
+        for side in sorted({r["ours"] for r in rows}):
+            mine = [r for r in rows if r["ours"] == side]
+            med = {k: C.median([r[k] for r in mine]) for k in cols if k not in ("arch", "pair", "ours")}
+            med.update(arch=arch, ours=side, pairs=len(mine))
+            summary.append(med)
     print()
     print(
-        f"medians (refiner {args.refiner}, ours {args.ours_precision}, {args.threads} threads, "
+        f"medians (refiner {args.refiner}, {args.threads} threads, "
         f"{C.environment()['cpu']}, torch {C.environment()['torch']}):"
     )
-    cols = ["arch", "pairs", "official_s", "ours_s", "ratio", "gen_ratio", "peak_official_GiB", "peak_ours_GiB"]
+    cols = ["arch", "ours", "pairs", "official_s", "ours_s", "ratio", "cpu_ratio", "gen_ratio", "peak_official_GiB"]
+    cols += ["peak_ours_GiB"]
     cols += ["mem_ratio", "PSNR_dB"]
     print(C.table(summary, cols, floatfmt="{:.3g}"))
     if args.refiner == "on":
