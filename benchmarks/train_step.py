@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -117,15 +118,18 @@ def worker(spec: dict) -> None:
         torch.cuda.reset_peak_memory_stats()
     for _ in range(spec["warmup"]):
         step()
-    times, losses = [], []
+    times, cpu, losses = [], [], []
     for _ in range(spec["steps"]):
+        u0 = resource.getrusage(resource.RUSAGE_SELF)
         seconds, loss = C.timed(step, device)
+        u1 = resource.getrusage(resource.RUSAGE_SELF)
         times.append(seconds)
+        cpu.append(u1.ru_utime + u1.ru_stime - u0.ru_utime - u0.ru_stime)
         losses.append(loss)
     peak = C.status_kib("VmHWM") / 2**20
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**30
-    C.emit({"step_s": C.median(times), "times": times, "loss": losses[-1], "peak_gib": peak})
+    C.emit({"step_s": C.median(times), "cpu_s": C.median(cpu), "times": times, "loss": losses[-1], "peak_gib": peak})
 
 
 def main() -> None:
@@ -171,11 +175,13 @@ def main() -> None:
             res["load"] = f"{load0} -> {C.load_average()}"
             results[(side, attention)].append(res)
             print(
-                f"round {r} {side}/{attention}: step {res['step_s']:.2f} s (times {res['times']}), loss "
+                f"round {r} {side}/{attention}: step {res['step_s']:.2f} s (times {res['times']}), cpu "
+                f"{res['cpu_s']:.2f} s, loss "
                 f"{res['loss']:.4f}, peak {res['peak_gib']:.2f} GiB, load avg {res['load']}",
                 flush=True,
             )
     base = C.median([x["step_s"] for x in results.get(("official", "dense"), [])]) if args.official else None
+    base_cpu = C.median([x["cpu_s"] for x in results.get(("official", "dense"), [])]) if args.official else None
     dense = C.median([x["step_s"] for x in results.get(("ours", "dense"), [])])
     rows = []
     for (side, attention), res in results.items():
@@ -183,15 +189,18 @@ def main() -> None:
             rows.append({"config": f"{side}/{attention}", "note": skipped.get((side, attention), "not run")})
             continue
         s = C.median([x["step_s"] for x in res])
+        cpu = C.median([x["cpu_s"] for x in res])
         rows.append({
-            "config": f"{side}/{attention}", "step_s": s, "vs_official": s / base if base else None,
+            "config": f"{side}/{attention}", "step_s": s, "cpu_s": cpu, "vs_official": s / base if base else None,
+            "cpu_vs_official": cpu / base_cpu if base_cpu else None,
             "vs_ours_dense": s / dense if results.get(("ours", "dense")) else None,
             "peak_GiB": C.median([x["peak_gib"] for x in res]), "runs": len(res), "note": "",
         })  # fmt: skip
     mem = "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else "VmHWM"
     print(f"\n{args.arch}, {args.size // 4} px LR -> {args.size} px, batch {args.batch}, {args.device}, fp32")
     print(f"peak memory: {mem}; {args.threads} threads")
-    print(C.table(rows, ["config", "step_s", "vs_official", "vs_ours_dense", "peak_GiB", "runs", "note"]))
+    cols = ["config", "step_s", "cpu_s", "vs_official", "cpu_vs_official", "vs_ours_dense", "peak_GiB", "runs", "note"]
+    print(C.table(rows, cols))
 
 
 if __name__ == "__main__":
