@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config.components import ComponentSpec, parse_component
-from harness.config.files import find_experiment, load_yaml_tree, parse_override, set_by_path
+from harness.config.files import load_experiment_tree
 from harness.core.mapping import ConfigError, from_dict, to_dict
 from harness.core.runfolder import check_run_name, run_folder
 
@@ -226,10 +226,5 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
 
     ``path`` is a YAML file or the name of a bundled experiment (``"demo"``, see ``find_experiment``).
     """
-    path = find_experiment(path)
-    data = load_yaml_tree(path)
-    for text in overrides:
-        parts, value = parse_override(text)
-        set_by_path(data, parts, value)
-    data.setdefault("name", Path(path).stem)
+    path, data = load_experiment_tree(path, overrides)
     return experiment_from_dict(data, source=str(path))
