@@ -61,6 +61,15 @@ def test_block_mask_is_the_dense_block_causal_mask_position_by_position() -> Non
     assert torch.equal(bm.mask_mod(zero, zero, q, kv), dense)
 
 
+def test_block_mask_built_under_inference_mode_is_a_normal_tensor() -> None:
+    """Built first inside ``inference_mode`` (an eval pass), the cached mask must still serve training."""
+    tr = make_tiny().transformer
+    schedule = ScaleSchedule.for_size(64, 64)
+    with torch.inference_mode():
+        bm = tr.flex_block_mask(schedule, 16, torch.device("cpu"))
+    assert not bm.kv_num_blocks.is_inference() and not bm.kv_indices.is_inference()
+
+
 def test_block_mask_skips_the_tiles_above_the_scale_diagonal() -> None:
     """At 512 px (3264 positions, 26 x 26 tiles of 128) the last scale's tiles see everything, the prefix's tiles
     only the prefix: a real fraction of tiles is never computed."""

@@ -242,15 +242,19 @@ class VARTransformer(nn.Module):
         key = (schedule.patch_nums, n_prefix, str(device))
         mask = self._block_masks.get(key)
         if mask is None:
-            scale_id = self.scale_ids(schedule, n_prefix, device)
-
-            def block_causal(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-                return scale_id[q_idx] >= scale_id[kv_idx]
-
-            L = int(scale_id.shape[0])
-            mask = create_block_mask(block_causal, None, None, L, L, device=str(device))
+            with torch.inference_mode(False):  # a mask first built under inference must still serve training
+                mask = self._build_block_mask(schedule, n_prefix, device)
             self._block_masks[key] = mask
         return mask
+
+    def _build_block_mask(self, schedule: ScaleSchedule, n_prefix: int, device: torch.device) -> BlockMask:
+        scale_id = self.scale_ids(schedule, n_prefix, device)
+
+        def block_causal(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+            return scale_id[q_idx] >= scale_id[kv_idx]
+
+        L = int(scale_id.shape[0])
+        return create_block_mask(block_causal, None, None, L, L, device=str(device))
 
     def _attention_mask(self, schedule: ScaleSchedule, n_prefix: int, device: torch.device) -> Tensor | BlockMask:
         """The teacher-forced mask for ``self.attention``; dense while an attention recorder is attached (it
