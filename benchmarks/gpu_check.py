@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny arch, 64 px, few calls: checks the code paths")
     ap.add_argument("--out", type=Path, default=Path("/tmp/gpu_check"), help="folder for outputs and the JSON")
     ap.add_argument("--no-train", action="store_true", help="skip the training-step rows")
+    ap.add_argument("--no-compile", action="store_true", help="skip the bf16 + compile row")
     args = ap.parse_args()
     import numpy as np
 
@@ -88,7 +89,8 @@ def main() -> None:
         ("bf16", "bf16", False),
         ("bf16+compile", "bf16", True),
     ):
-        if precision == "bf16" and args.device == "cpu" and compiled and not args.quick:
+        if compiled and args.no_compile:
+            rows.append({"what": f"latency b1 {label}", "unit": "", "target": "skipped: --no-compile"})
             continue
         r = run(f"latency {label}", precision=precision, compile=compiled)
         rows.append({"what": f"latency b1 {label}", "value": r["s"], "unit": "s/image", "target": "<= 0.15 (bf16)",
