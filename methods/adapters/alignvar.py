@@ -26,6 +26,7 @@ from harness.core.registry import register
 from harness.core.tiling import tiled_upscale
 from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig, check_sampling
 from methods.alignvar.model import AlignVAR
+from methods.alignvar.sampling import planted_token_hook
 from methods.alignvar.scales import ScaleSchedule
 from methods.alignvar.weights import stored_config
 from methods.base import SRMethod
@@ -80,6 +81,18 @@ class AlignVARMethodConfig(VARSRMethodConfig):
     """
 
     sca: Literal["laplacian", "sobel", "random", "none"] | None = None
+    # A planted degradation of known size (an instrument control, experiments/tiny_controls.yaml): at inference
+    # the tokens of 0-based scale ``plant_scale`` are replaced at ``plant_fraction`` of the positions by random
+    # codes (methods.alignvar.sampling.planted_token_hook). None: off.
+    plant_scale: int | None = None
+    plant_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.plant_scale is not None and self.plant_scale < 0:
+            raise ValueError(f"plant_scale must be a 0-based scale index >= 0, got {self.plant_scale}")
+        if not 0.0 < self.plant_fraction <= 1.0:
+            raise ValueError(f"plant_fraction must be in (0, 1], got {self.plant_fraction}")
 
 
 def _require_file(path: str | None, what: str, method: str, key: str) -> Path:
@@ -151,7 +164,17 @@ class AlignVARMethod(SRMethod):
                 tiled_upscale, scale=1, tile=config.tile, overlap=config.tile_overlap, ramp=1.0
             )
         size = self.model.transformer.cfg.image_size
-        self.inference_steps = ScaleSchedule.for_size(size, size).num_scales
+        self.inference_steps = ScaleSchedule.for_size(size, size, self.model.vqvae.downsample).num_scales
+        plant = getattr(config, "plant_scale", None)
+        if plant is not None:
+            if plant >= self.inference_steps:
+                raise ValueError(
+                    f"{name}: plant_scale={plant} is outside the {self.inference_steps} scales "
+                    f"(0..{self.inference_steps - 1}) of the model's {size} px schedule"
+                )
+            self.model.token_hook = planted_token_hook(
+                plant, config.plant_fraction, int(self.model.vqvae.vocab_size), config.seed
+            )
         if config.device:
             self.to(config.device)
 
