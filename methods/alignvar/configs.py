@@ -100,8 +100,10 @@ class Arch:
 VARSR_VQVAE = dict(vocab_size=4096, z_channels=32, ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2)
 GOLDEN_VQVAE = dict(vocab_size=4096, z_channels=32, ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2)
 TINY_VQVAE = dict(vocab_size=512, z_channels=16, ch=32, ch_mult=(1, 1, 1, 2, 2), num_res_blocks=1)
-# downsampling 8 (four levels): a 64 px image has an 8x8 latent and 6 scales (1, 2, 3, 5, 6, 8)
-TINY8_VQVAE = dict(vocab_size=1024, z_channels=16, ch=16, ch_mult=(1, 2, 2, 4), num_res_blocks=1)
+# downsampling 8 (four levels): a 64 px image has an 8x8 latent and 6 scales (1, 2, 3, 5, 6, 8). Widths 12-96 are
+# not multiples of 32, so GroupNorm has gcd(32, width) groups of 3 channels (vae_blocks.normalize), not the one
+# channel per group that 32 groups give a 32-wide level (which normalises away each channel's contrast)
+TINY8_VQVAE = dict(vocab_size=1024, z_channels=16, ch=12, ch_mult=(1, 2, 4, 8), num_res_blocks=1)
 
 ARCHS: dict[str, Arch] = {
     "tiny": Arch(

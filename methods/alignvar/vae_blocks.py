@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 
 def normalize(channels: int) -> nn.GroupNorm:
-    """GroupNorm with 32 groups (the official layout); narrower CPU tokenizers (16 channels) use
-    gcd(32, channels) groups. The parameters are per channel, so checkpoints do not record the group count."""
+    """GroupNorm with gcd(32, channels) groups: 32 for every official width (multiples of 32); the ``tiny8``
+    tokenizer's widths 12-96 get groups of 3 channels. The parameters are per channel, so checkpoints do not
+    record the group count."""
     return nn.GroupNorm(num_groups=math.gcd(32, channels), num_channels=channels, eps=1e-6, affine=True)
 
 

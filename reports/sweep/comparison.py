@@ -4,6 +4,7 @@ cells evaluated (their per-image tables, ``metrics/<dataset>.csv``)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 from typing import Any
@@ -15,17 +16,24 @@ from reports.sweep.cells import SweepCell, finished_cells
 from reports.sweep.keys import short_names, swept_keys, swept_value_label, truthy, varying_keys
 from reports.sweep.tables import constant_methods
 
-TOGGLES = (  # swept key (suffix) -> component name, "is off" value test
+TOGGLES = (  # swept key (suffix, or a pattern with *) -> component name, "is off" value test
     ("hcc.lambda", "HCC", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0),
     ("sca.mask_input", "SCA", lambda v: v in (None, "none")),
+    # instrument controls (experiments/tiny_controls.yaml): a planted degradation against none, and a method's
+    # sampling seed against seed 0 (the same config twice: a null comparison)
+    ("plant_scale", "planted degradation", lambda v: v is None),
+    ("methods.*.seed", "seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and v == 0),
 )
+# Swept keys that name each cell's weights rather than a design factor (the demo zips its shipped checkpoints
+# with the SCA / HCC settings they were trained with): they never keep an on cell from its off cell
+ARM_SUFFIXES = (".checkpoint", ".vqvae")
 DIFF = "on - off"
 
 
 def _toggle(key: str) -> tuple[str, Any] | None:
     """(component name, is-off test) of the ``TOGGLES`` entry that swept ``key`` ends with, or None."""
     for suffix, name, is_off in TOGGLES:
-        if key == suffix or key.endswith("." + suffix):
+        if key == suffix or key.endswith("." + suffix) or ("*" in suffix and fnmatch.fnmatchcase(key, suffix)):
             return name, is_off
     return None
 
@@ -115,7 +123,7 @@ def comparison_frame(cells: list[SweepCell]) -> pd.DataFrame:
         if toggle is None:
             continue
         name, is_off = toggle
-        others = [k for k in varying_keys(done) if k != key]
+        others = [k for k in varying_keys(done) if k != key and not k.endswith(ARM_SUFFIXES)]
         offs = [c for c in done if key in c.overrides and is_off(c.overrides[key])]
         for on in done:
             if key not in on.overrides or is_off(on.overrides[key]):
