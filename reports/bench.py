@@ -85,6 +85,15 @@ def latency_description(record: dict[str, Any] | None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- sections
+def bootstrap_description(run: RunResults) -> str:
+    """How the summary CIs were made: resamples and the method used per row (``ci_method``: BCa / percentile)."""
+    n_boot = run.meta.get("bootstrap", {}).get("n_boot", "?")
+    methods = run.summary["ci_method"].dropna() if "ci_method" in run.summary else pd.Series(dtype=object)
+    counts = methods[methods != "none"].value_counts()
+    used = ", ".join(f"{name}: {count} row{'s' if count != 1 else ''}" for name, count in counts.items())
+    return f"95% bootstrap CI of the mean ({used or 'method not recorded'}), {n_boot} resamples"
+
+
 def alerts(run: RunResults) -> list[str]:
     """Banner lines: failed methods, skipped and failed images."""
     lines = [
@@ -125,12 +134,7 @@ def overview_section(run: RunResults) -> Section:
         ("command", " ".join(env.get("command", []))),
         ("metrics", metric_definitions(run) or "(none computed by pyiqa)"),
         ("latency", latency_description(run.meta.get("latency"))),
-        (
-            "bootstrap",
-            "95% percentile bootstrap of the mean, {} resamples".format(
-                run.meta.get("bootstrap", {}).get("n_boot", "?")
-            ),
-        ),
+        ("bootstrap", bootstrap_description(run)),
     ]
     config_text = (
         (run.run_dir / "config.yaml").read_text(encoding="utf-8") if (run.run_dir / "config.yaml").is_file() else ""

@@ -263,3 +263,23 @@ def test_diffusion_schedule_device_copies_are_cached() -> None:
     assert meta is sched.to(torch.device("meta"))
     assert meta.alphas_cumprod.device.type == "meta" and meta.timestep_map.device.type == "meta"
     assert sched.alphas_cumprod.device.type == "cpu" and meta.num_timesteps == sched.num_timesteps == 10
+
+
+def test_training_after_inference_in_one_process(astronaut) -> None:
+    """Tables cached while upscaling under inference mode (RoPE, refiner schedule copies) must not be inference
+    tensors: a checkpointed training step after an ``upscale`` in the same process (a notebook, the analyze
+    stage) would otherwise fail with 'Inference tensors cannot be saved for backward'."""
+    from methods.alignvar import rope
+
+    rope._rope_table.cache_clear()
+    model = make_tiny(grad_checkpointing=True)
+    model.upscale(_lr(astronaut, 16))  # the first table of the 64 px schedule is built here, in inference mode
+    cached = rope._rope_table.cache_info().currsize
+    assert cached >= 1
+    model.train()
+    hr = _lr(astronaut, 64) * 2 - 1
+    lr_up = F.interpolate(F.interpolate(hr, size=(16, 16), mode="area"), size=(64, 64), mode="bicubic")
+    out = alignvar_losses(model, hr, lr_up, torch.tensor([0, 1]), generator=torch.Generator().manual_seed(1))
+    out.total.backward()
+    assert rope._rope_table.cache_info().hits >= 1  # the training step reused the table built in inference mode
+    assert any(p.grad is not None for p in model.transformer.parameters())

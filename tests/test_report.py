@@ -167,6 +167,13 @@ def test_quality_table_headers_rows_and_bold_best(page, run_dir):
     assert bold == [EVIL]
 
 
+def test_overview_states_the_ci_method_used(page, run_dir):
+    html, _ = page
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert set(summary["ci_method"]) == {"BCa"} and set(summary["n"]) == {3}  # 3 good tiles: BCa is valid
+    assert f"95% bootstrap CI of the mean (BCa: {len(summary)} rows), 100 resamples" in html
+
+
 def test_per_image_table_is_collapsible(page):
     _, soup = page
     details = soup.find("section", id="per-image-results").find("details")

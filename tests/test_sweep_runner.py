@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.cli.main import main
@@ -322,3 +323,45 @@ def test_default_cell_function_benches_each_cell_in_its_own_folder(tmp_path):
     # re-running with force re-benches over the existing outputs (run_bench(force=True))
     again = run_sweep(SweepSpec.from_raw(data), isolation="inline", force=True, progress=False)
     assert again.ok and all(read_state(again.sweep_dir / r["dir"])["attempts"] == 2 for r in again.rows)
+
+
+def test_done_cell_whose_input_files_changed_is_refused_and_force_recomputes(tmp_path):
+    """A finished cell is not trusted once an input file it recorded has changed content (same name, same size)."""
+    from PIL import Image
+
+    from harness.core.identity import IdentityMismatchError
+
+    rng = np.random.default_rng(0)
+    for sub, side in (("HR", 64), ("LR", 16)):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        for stem in ("a", "b"):
+            Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / sub / f"{stem}.png", compress_level=0
+            )
+    data = {
+        "name": "stale",
+        "output_root": str(tmp_path / "runs"),
+        "datasets": [
+            {"type": "paired", "name": "pairs", "root": str(tmp_path / "data"), "lr_dir": "LR", "hr_dir": "HR"}
+        ],
+        "methods": ["bicubic"],
+        "metrics": ["psnr_y"],
+        "bench": {"device": "cpu", "save_images": False, "bootstrap_samples": 0},
+        "sweep": {"stages": ["bench"], "grid": {"bench.max_images": [1, 2]}},
+    }
+    first = run_sweep(SweepSpec.from_raw(data, source="s.yaml"), isolation="inline", progress=False)
+    assert first.ok
+    assert run_sweep(SweepSpec.from_raw(data, source="s.yaml"), isolation="inline", progress=False).ok  # unchanged
+    hr = tmp_path / "data" / "HR" / "b.png"  # only the 2-image cell read b.png
+    pixels = np.asarray(Image.open(hr)).copy()
+    pixels[0, 0] ^= 255
+    Image.fromarray(pixels).save(hr, compress_level=0)  # stored blocks: the same size, other bytes
+    with pytest.raises(IdentityMismatchError) as err:
+        run_sweep(SweepSpec.from_raw(data, source="s.yaml"), isolation="inline", progress=False)
+    text = str(err.value)
+    assert "1 finished cell(s) were computed from input files that have changed since" in text
+    assert f"{hr}: content changed (sha256 " in text
+    assert "re-run the sweep with --force" in text
+    forced = run_sweep(SweepSpec.from_raw(data, source="s.yaml"), isolation="inline", force=True, progress=False)
+    assert forced.ok
+    assert run_sweep(SweepSpec.from_raw(data, source="s.yaml"), isolation="inline", progress=False).ok  # fresh again

@@ -122,6 +122,7 @@ if os.environ.get("WORLD_SIZE"):
     torch.nn.functional.mse_loss(ddp(xs), ys).backward()
     if rank == 0:
         torch.save([p.grad for p in model.parameters()], out)
+    dist.barrier()  # no rank tears gloo down while its peer still talks to it
     dist.destroy_process_group()
 else:
     torch.nn.functional.mse_loss(model(x), y).backward()
@@ -187,3 +188,40 @@ def test_train_loop_runs_under_torchrun(tmp_path):
     assert [(tmp_path / "run" / f"done_{r}").read_text() for r in (0, 1)] == ["6", "6"]
     assert latest_checkpoint(tmp_path / "run").step == 6
     assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 3  # header + steps 5 and 6
+
+
+TOKENIZER_DDP_SCRIPT = """
+import os, sys
+import torch
+from harness.data.training.config import TrainDataConfig
+from harness.training.loop import LoopConfig, train_loop
+from harness.training.optim import OptimConfig
+from harness.training.tokenizer import TokenizerTask, TokenizerTrainConfig
+
+cfg = TokenizerTrainConfig(data=TrainDataConfig(crop_size=32, batch_size=2), restart_dead_codes_every=2)
+task = TokenizerTask(cfg, seed=0)
+train_loop(task, LoopConfig(steps=4, checkpoint_every=4, log_every=2, progress=False, tensorboard=False,
+           device="cpu"), OptimConfig(lr=1e-3), sys.argv[1], seed=0)
+q = task.module.model.quantize  # LossModule(vae, loss)
+torch.save([q.embedding.weight.detach(), q.ema_vocab_hit_SV.clone()],
+           os.path.join(sys.argv[1], "codebook_" + os.environ["RANK"] + ".pt"))
+"""
+
+
+def test_tokenizer_trains_under_torchrun_with_dead_code_restarts_and_identical_replicas(tmp_path):
+    """Two gloo ranks: DDP tolerates the unused phi convs (find_unused_parameters), the code-usage statistics are
+    averaged over the ranks, and after dead-code restarts (every 2 steps) both replicas hold the same codebook."""
+    script = tmp_path / "tok_ddp.py"
+    script.write_text(TOKENIZER_DDP_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)]
+    proc = subprocess.run(
+        [*cmd, str(tmp_path / "run")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (w0, h0), (w1, h1) = (torch.load(tmp_path / "run" / f"codebook_{r}.pt", weights_only=True) for r in (0, 1))
+    assert torch.equal(w0, w1) and torch.equal(h0, h1)
+    assert h0.sum() > 0  # the usage statistics were updated

@@ -51,14 +51,10 @@ def load_demo_config(path: str | Path, overrides: list[str], notes: list[str] | 
     """Load the demo config, dropping optional metrics that cannot be built here (printing why, and
     appending the reason to ``notes`` so the report says it too)."""
     from harness.config.experiment import experiment_from_dict
-    from harness.config.files import find_experiment, load_yaml_tree, parse_override, set_by_path
+    from harness.config.files import load_experiment_tree
     from harness.core import registry
 
-    path = find_experiment(path)
-    data = load_yaml_tree(path)
-    for text in overrides:
-        set_by_path(data, *parse_override(text))
-    data.setdefault("name", Path(path).stem)
+    path, data = load_experiment_tree(path, overrides)
     kept = []
     for item in data.get("metrics", []):
         spec = {"type": item} if isinstance(item, str) else dict(item)

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config.components import ComponentSpec, parse_component
-from harness.config.files import find_experiment, load_yaml_tree, parse_override, set_by_path
+from harness.config.files import load_experiment_tree
 from harness.core.mapping import ConfigError, from_dict, to_dict
 from harness.core.runfolder import check_run_name, run_folder
+from harness.core.stats import StatisticsOptions
 
 
 # ----------------------------------------------------------------------------------------------- experiment
@@ -98,6 +99,9 @@ class SweepConfig:
     backend: Literal["local", "submitit"] = "local"
     workers: int = 1  # local CPU workers (ignored when GPUs are visible: one cell per GPU)
     backend_options: dict[str, Any] = field(default_factory=dict)
+    # the paired comparisons of the sweep report (alpha, test, n_resamples, confidence, min_effect, seed;
+    # harness.core.stats, docs/STATISTICS.md); not part of any cell's config, so changing them reruns nothing
+    statistics: StatisticsOptions = field(default_factory=StatisticsOptions)
 
 
 # ----------------------------------------------------------------------------------------------- analysis
@@ -226,10 +230,5 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
 
     ``path`` is a YAML file or the name of a bundled experiment (``"demo"``, see ``find_experiment``).
     """
-    path = find_experiment(path)
-    data = load_yaml_tree(path)
-    for text in overrides:
-        parts, value = parse_override(text)
-        set_by_path(data, parts, value)
-    data.setdefault("name", Path(path).stem)
+    path, data = load_experiment_tree(path, overrides)
     return experiment_from_dict(data, source=str(path))

@@ -89,6 +89,17 @@ def load_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return _deep_merge(merged, data)
 
 
+def load_experiment_tree(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Path, dict]:
+    """(the file, its raw data): an experiment YAML (or bundled name) with ``base:`` merged, the ``key=value``
+    overrides applied and ``name`` defaulting to the file's stem. Not validated yet."""
+    path = find_experiment(path)
+    data = load_yaml_tree(path)
+    for text in overrides:
+        set_by_path(data, *parse_override(text))
+    data.setdefault("name", Path(path).stem)
+    return path, data
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (['a','b','c'], yaml-parsed value). List items: ``methods.0.scale=2``."""
     if "=" not in text:

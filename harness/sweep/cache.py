@@ -12,6 +12,8 @@ Layout of one cell, ``runs/<sweep>/cells/<name>-<hash8>/``:
 
 A cell counts as done only when ``state.json`` says so, and that is written after the cell's outputs. A cell
 whose state says ``running`` while nobody holds its lock was interrupted (the process died): it is run again.
+A done cell whose recorded input files (the ``identity.json`` of its stages) have changed content since is
+stale: ``changed_inputs`` names them, and the sweep refuses to count it as done.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.atomic import write_json
-from harness.core.identity import canonical_json
+from harness.core.identity import IDENTITY_FILE, canonical_json, file_sha256, read_identity
 from harness.core.runlock import is_locked
 
 STATE_FILE = "state.json"
@@ -112,3 +114,43 @@ def cell_status(cell_dir: str | Path) -> tuple[str, str]:
     if status == "failed":
         note = state.get("error", "") or note
     return status, note
+
+
+# ------------------------------------------------------------------------------------------- stale inputs
+def changed_inputs(cell_dir: str | Path, seen: dict | None = None) -> list[str]:
+    """Input files recorded in the run identities under ``cell_dir`` whose content differs now.
+
+    One line per file, ``<file>: size A -> B`` or ``<file>: content changed (sha256 A.. -> B..)``. A file that
+    is gone is not a change of what was computed and is not listed. ``seen`` caches digests by (path, size,
+    mtime) across the cells of one sweep, so a dataset shared by every cell is hashed once.
+    """
+    seen = {} if seen is None else seen
+    lines: list[str] = []
+    for path in sorted(Path(cell_dir).rglob(IDENTITY_FILE)):
+        recorded = read_identity(path.parent)
+        if recorded is None:
+            continue
+        for entries in recorded.data.values():
+            for entry in entries.values() if isinstance(entries, dict) else ():
+                if not (isinstance(entry, dict) and {"name", "size", "sha256"} <= entry.keys()):
+                    continue
+                line = _changed_file(entry, seen)
+                if line and line not in lines:
+                    lines.append(line)
+    return lines
+
+
+def _changed_file(entry: dict, seen: dict) -> str | None:
+    path = Path(entry["name"])
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if st.st_size != entry["size"]:
+        return f"{path}: size {entry['size']} -> {st.st_size} bytes"
+    key = (str(path.absolute()), st.st_size, st.st_mtime_ns)
+    if key not in seen:
+        seen[key] = file_sha256(path)
+    if seen[key] != entry["sha256"]:
+        return f"{path}: content changed (sha256 {entry['sha256'][:12]}.. -> {seen[key][:12]}..)"
+    return None

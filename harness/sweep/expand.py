@@ -24,7 +24,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from harness.config.experiment import ExperimentConfig, SweepConfig, experiment_from_dict
-from harness.config.files import find_experiment, load_yaml_tree, parse_override, set_by_path
+from harness.config.files import load_experiment_tree, set_by_path
 from harness.core.mapping import ConfigError, from_dict
 from harness.core.runfolder import check_run_name, run_folder
 from harness.sweep.cache import cell_identity
@@ -89,12 +89,7 @@ class SweepSpec:
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
     """Read an experiment YAML (``base:`` resolved; a bare name may name a bundled experiment), apply
     ``key=value`` overrides, return its SweepSpec."""
-    path = find_experiment(path)
-    data = load_yaml_tree(path)
-    for text in overrides:
-        parts, value = parse_override(text)
-        set_by_path(data, parts, value)
-    data.setdefault("name", Path(path).stem)
+    path, data = load_experiment_tree(path, overrides)
     return SweepSpec.from_raw(data, source=str(path))
 
 

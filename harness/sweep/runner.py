@@ -25,7 +25,7 @@ from typing import Any
 from harness.config.experiment import ExperimentConfig
 from harness.core import runfolder
 from harness.core.atomic import write_json, write_text
-from harness.core.identity import code_version
+from harness.core.identity import IdentityMismatchError, code_version
 from harness.core.runlock import RunLock
 from harness.sweep.cache import (
     CELL_FILE,
@@ -33,6 +33,7 @@ from harness.sweep.cache import (
     LOG_FILE,
     STATE_FILE,
     cell_status,
+    changed_inputs,
     now,
     read_state,
     write_state,
@@ -129,6 +130,8 @@ def run_sweep(
     opts = RunOptions(cell_fn=cell_fn, force=force, force_failed=force_failed)
     prepare_cells(sweep_dir, cells)
 
+    if not force:
+        _refuse_stale_cells(sweep_dir, cells)
     todo, busy, outcomes = [], [], []
     for cell in cells:
         status, _ = cell_status(cell_dir(sweep_dir, cell))
@@ -162,6 +165,24 @@ def run_sweep(
     result = SweepResult(sweep_dir, cells, rows, summary_path=summary_path, outcomes=outcomes)
     print(format_summary(spec, result))
     return result
+
+
+def _refuse_stale_cells(sweep_dir: Path, cells: list[Cell]) -> None:
+    """Refuse to count a done cell as done when the input files it recorded have changed since."""
+    seen: dict = {}
+    stale = []
+    for cell in cells:
+        folder = cell_dir(sweep_dir, cell)
+        if cell_status(folder)[0] == "done":
+            lines = changed_inputs(folder, seen)
+            if lines:
+                stale.append(f"{cell.dir_name}:\n" + "\n".join(f"    {line}" for line in lines[:5]))
+    if stale:
+        raise IdentityMismatchError(
+            f"{sweep_dir}: {len(stale)} finished cell(s) were computed from input files that have changed since; "
+            "their results would no longer match their inputs:\n  " + "\n  ".join(stale[:10]) + "\n"
+            "re-run the sweep with --force to recompute every cell, or restore the files"
+        )
 
 
 def _run_cells(runner, spec, sweep_dir, cells, opts, progress) -> list[Outcome]:

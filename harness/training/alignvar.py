@@ -108,6 +108,7 @@ class AlignVARTask:
             if name.startswith("vqvae.") or any(name.startswith(p) for p in cfg.freeze):
                 param.requires_grad_(False)
         self.model, self.cfg, self.seed = model, cfg, seed
+        self.find_unused_parameters = cfg.find_unused_parameters
         self.module = LossModule(model, self._loss)
         self.batches = StepBatches(TrainData(cfg.data, seed=seed))
 

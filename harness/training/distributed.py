@@ -53,5 +53,7 @@ def any_rank_true(flag: bool, device: torch.device, info: DistInfo) -> bool:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Tear the process group down once every rank got here (gloo aborts a rank whose peer is still talking)."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -86,6 +86,9 @@ class TrainTask(Protocol):
 
     def images_in(self, batch: Any) -> int: ...
 
+    # optional: ``find_unused_parameters`` (bool, default False), passed to DistributedDataParallel for a
+    # module with parameters that some steps do not use
+
 
 class TrainingDiverged(RuntimeError):
     pass
@@ -161,7 +164,8 @@ def train_loop(
 
     wrapped: torch.nn.Module = module
     if info.enabled:
-        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        ddp_kwargs: dict[str, Any] = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        ddp_kwargs["find_unused_parameters"] = bool(getattr(task, "find_unused_parameters", False))
         wrapped = torch.nn.parallel.DistributedDataParallel(module, **ddp_kwargs)
 
     accum = loop.grad_accum

@@ -51,6 +51,7 @@ class TokenizerTrainConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=0.0, warmup_steps=10))
     use_ema: bool = False  # export EMA weights instead of the raw ones (needs loop.ema_decay)
     restart_dead_codes_every: int = 10  # steps between dead-code restarts (0: never); see tokenizer_loss.py
+    find_unused_parameters: bool = True  # DDP: phi convs a scale schedule does not use get no gradient
 
 
 class TokenizerTask:
@@ -65,6 +66,7 @@ class TokenizerTask:
             vae = VQVAE(**vq_kwargs)
         vae.requires_grad_(True)
         self.cfg = cfg
+        self.find_unused_parameters = cfg.find_unused_parameters
         self.module = LossModule(vae, self._loss)
         self.batches = StepBatches(TrainData(cfg.data, seed=seed))
 

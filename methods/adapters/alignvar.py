@@ -24,7 +24,7 @@ import torch
 from harness.core.fetch import FetchError, check_ref, resolve_checkpoint, resolve_optional
 from harness.core.registry import register
 from harness.core.tiling import tiled_upscale
-from methods.alignvar.configs import ARCHS, AlignVARConfig, SCAConfig, check_sampling
+from methods.alignvar.configs import ARCHS, AlignVARConfig, SamplingOptions, SCAConfig
 from methods.alignvar.model import AlignVAR
 from methods.alignvar.sampling import planted_token_hook
 from methods.alignvar.scales import ScaleSchedule
@@ -41,20 +41,13 @@ class MissingCheckpointError(FileNotFoundError):
 
 
 @dataclass
-class VARSRMethodConfig:
-    """Options of ``varsr`` (official weights; SCA off)."""
+class VARSRMethodConfig(SamplingOptions):
+    """Options of ``varsr`` (official weights; SCA off), the sampling ones included."""
 
     checkpoint: str | None = None  # VARSR.pth (official) or our .safetensors: a path, hf://... or https://...
     vqvae: str | None = None  # VQVAE.pth; may be omitted when the checkpoint holds the VQ-VAE (ours)
     arch: str = "auto"  # auto = read sizes from the checkpoint; a name (d24, tiny, ...) is checked against it
     device: str | None = None  # None: wherever the runner moves the method
-    cfg: float = 6.0
-    top_k: int = 1
-    top_p: float = 0.75
-    temperature: float = 1.0
-    seed: int = 0
-    use_refiner: bool = True
-    color_fix: Literal["adain", "wavelet", "none"] = "adain"
     tile: int | None = None  # output tile size (multiple of 16)
     tile_overlap: int = 64
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the transformer on GPU
@@ -67,7 +60,7 @@ class VARSRMethodConfig:
         check_ref(self.vqvae)
         if self.arch != "auto" and self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; valid choices: auto, {', '.join(ARCHS)}")
-        check_sampling(self.cfg, self.top_k, self.top_p, self.temperature)
+        super().__post_init__()
         check_tiling(self.tile, self.tile_overlap)
 
 
@@ -134,14 +127,8 @@ class AlignVARMethod(SRMethod):
             checkpoint=str(ckpt),
             vqvae=str(vqvae) if vqvae else None,
             sca=sca_cfg,
-            cfg=config.cfg,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            temperature=config.temperature,
-            seed=config.seed,
-            use_refiner=config.use_refiner,
-            color_fix=config.color_fix,
             precision=config.precision,
+            **{f.name: getattr(config, f.name) for f in dataclasses.fields(SamplingOptions)},
         )
         self.model = AlignVAR.from_pretrained(ckpt, vqvae, model_cfg)
         # the resolved files (for run records: an hf:// reference's snapshot path names the commit)

@@ -260,8 +260,26 @@ class HCCConfig:
 
 
 @dataclass
-class AlignVARConfig:
-    """The AlignVAR model (``model: {type: alignvar, ...}``): architecture, weights, SCA/HCC, sampling.
+class SamplingOptions:
+    """How the model samples at inference (VARSR's test settings by default): image-based CFG scale, top-k /
+    top-p / temperature (greedy: top_k 1), the seed of every random draw, the diffusion refiner, the colour fix."""
+
+    cfg: float = 6.0
+    top_k: int = 1
+    top_p: float = 0.75
+    temperature: float = 1.0
+    seed: int = 0
+    use_refiner: bool = True
+    color_fix: Literal["adain", "wavelet", "none"] = "adain"
+
+    def __post_init__(self) -> None:
+        check_sampling(self.cfg, self.top_k, self.top_p, self.temperature)
+
+
+@dataclass
+class AlignVARConfig(SamplingOptions):
+    """The AlignVAR model (``model: {type: alignvar, ...}``): architecture, weights, SCA/HCC, sampling
+    (``SamplingOptions``).
 
     ``arch`` names an entry of ``ARCHS`` (tiny, d2, d16, d20, d24) or ``auto`` (read the sizes from
     ``checkpoint``). ``checkpoint`` is an official ``VARSR.pth`` or one of our ``.safetensors`` files (which
@@ -276,14 +294,6 @@ class AlignVARConfig:
     sca: SCAConfig = field(default_factory=SCAConfig)
     hcc: HCCConfig = field(default_factory=HCCConfig)
     refiner_weight: float = 2.0  # weight of the diffusion-refiner loss in training (VARSR: 2.0; 0 = off)
-    # sampling (inference)
-    cfg: float = 6.0
-    top_k: int = 1
-    top_p: float = 0.75
-    temperature: float = 1.0
-    seed: int = 0
-    use_refiner: bool = True
-    color_fix: Literal["adain", "wavelet", "none"] = "adain"
     # performance (results are unchanged up to float rounding; see docs/PERFORMANCE.md)
     precision: Precision = "fp32"  # inference autocast: fp32 (exact), bf16 / fp16 (GPU; fp16 is GPU-only)
     compile: bool = False  # torch.compile blocks, refiner MLP and decoder at the first generate (GPU-oriented)
@@ -298,7 +308,7 @@ class AlignVARConfig:
             raise ValueError("arch 'auto' reads the sizes from the checkpoint; set checkpoint")
         if self.image_size is not None and (self.image_size % 16 or self.image_size < 16):
             raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
-        check_sampling(self.cfg, self.top_k, self.top_p, self.temperature)
+        super().__post_init__()
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain data for checkpoint metadata (``hcc.lambda`` spelt as in YAML)."""

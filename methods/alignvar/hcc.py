@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
@@ -82,7 +83,8 @@ def relaxed_embedding(logits: Tensor, codebook: Tensor, relaxation: Relaxation =
 def teacher_input(f_hat: list[Tensor], schedule: ScaleSchedule) -> Tensor:
     """Teacher-forcing input (B, L - 1, Cvae) from the cumulative latents F_0..F_{K-2} of one tokenisation:
     ``area_down(F_k, grid k+1)`` flattened row-major (equals ``MultiScaleQuantizer.idx_to_var_input``)."""
-    chunks = [area_down(f_hat[k], schedule.patch_nums[k + 1]).flatten(2).transpose(1, 2) for k in range(len(f_hat) - 1)]
+    grids = schedule.patch_nums
+    chunks = [rearrange(area_down(f_hat[k], grids[k + 1]), "b c h w -> b (h w) c") for k in range(len(f_hat) - 1)]
     if not chunks:
         return f_hat[0].new_zeros(f_hat[0].shape[0], 0, f_hat[0].shape[1])
     return torch.cat(chunks, dim=1).float()
@@ -136,7 +138,6 @@ def hcc_per_scale(
     bad = sorted(k for k in wanted if not 0 <= k < schedule.num_scales)
     if bad:
         raise ValueError(f"HCC scales {bad} outside 0..{schedule.num_scales - 1}")
-    B = logits.shape[0]
     codebook = quantizer.embedding.weight
     u = None
     terms = []
@@ -146,7 +147,7 @@ def hcc_per_scale(
             terms.append(logits.new_full((), float("nan")))
             continue
         emb = relaxed_embedding(logits[:, b:e], codebook, relaxation, temperature)  # (B, n_k, Cvae)
-        contrib = quantizer.embed_scale(k, emb.transpose(1, 2).reshape(B, -1, h, w), schedule)
+        contrib = quantizer.embed_scale(k, rearrange(emb, "b (h w) c -> b c h w", h=h, w=w), schedule)
         u = contrib if u is None else u + contrib
         if k not in wanted:
             terms.append(logits.new_full((), float("nan")))

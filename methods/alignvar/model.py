@@ -6,14 +6,11 @@
 Inference pipeline of ``upscale`` (VARSR's ``test_varsr.py`` generalised to any size):
 
 1. pad the LR (replicate, bottom/right) to a multiple of 4 per side, so the output is a multiple of 16;
-2. resize to the output size with bicubic interpolation. The official test resizes with PIL's bicubic to
-   512x512; we use torch's ``antialias=True`` bicubic, which uses PIL's kernel (a = -0.5) but float
-   arithmetic (on the golden astronaut, 128 -> 512: 99.9 % of 8-bit values within 1 level of PIL's, mean
-   |diff| 0.19 levels, max 11; torch's default a = -0.75 kernel is 5x further off); then map to [-1, 1];
-3. generate (``ScaleSchedule.for_size`` of the output; 512x512 is the official schedule) or, with ``tile``,
-   cut the upsampled LR into ``tile`` x ``tile`` output tiles overlapping by ``tile_overlap`` pixels, generate
-   each, and cross-fade them over the overlap (``methods/baselines/tiling.py``: raised-cosine weights,
-   normalised, so any coverage works);
+2. resize to the output size with bicubic interpolation: torch's ``antialias=True`` bicubic (PIL's kernel,
+   a = -0.5, in float arithmetic) where the official test uses PIL's bicubic to 512x512; then map to [-1, 1]
+   (docs/ASSUMPTIONS.md, "LR resize", has the measured difference);
+3. generate (``ScaleSchedule.for_size`` of the output; 512x512 is the official schedule), whole or through a
+   ``tiler`` (``upscale(..., tiler=)``: a callable that generates tile by tile and blends the tiles);
 4. decode ``(clamp(decoder(f_hat), -1, 1) + 1) / 2``, crop the padding, colour-fix (AdaIN by default, as the
    official test) against the resized LR.
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from methods.alignvar.scales import ScaleSchedule
@@ -102,7 +103,7 @@ class MultiScaleQuantizer(nn.Module):
     def lookup(self, idx_k: Tensor, hw: tuple[int, int]) -> Tensor:
         """Codebook entries of row-major indices ``idx_k`` (B, h*w) as a map (B, Cvae, h, w)."""
         h, w = hw
-        return self.embedding(idx_k).transpose(1, 2).reshape(idx_k.shape[0], self.z_channels, h, w)
+        return rearrange(self.embedding(idx_k), "b (h w) c -> b c h w", h=h, w=w)
 
     def nearest(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Nearest codebook index (squared L2) of every row of ``z`` (N, Cvae), plus the gap to the runner-up.
@@ -151,11 +152,11 @@ class MultiScaleQuantizer(nn.Module):
         for k, (ph, pw) in enumerate(schedule.patch_nums):
             last = k == K - 1
             z = f_rest if last else area_down(f_rest, (ph, pw))
-            idx_n, gap = self.nearest(z.permute(0, 2, 3, 1).reshape(-1, C))
+            idx_n, gap = self.nearest(rearrange(z, "b c h w -> (b h w) c"))
             idx_k = idx_n.view(B, ph * pw)
             h = self.embed_scale(k, self.lookup(idx_k, (ph, pw)), schedule)
             if last:
-                residual = f_rest.permute(0, 2, 3, 1).reshape(B, H * W, C).clone()
+                residual = rearrange(f_rest, "b c h w -> b (h w) c").clone()
             f_hat = f_hat + h
             f_rest = f_rest - h
             idx_list.append(idx_k)
@@ -220,7 +221,7 @@ class MultiScaleQuantizer(nn.Module):
         for k in range(K - 1):
             f_hat = f_hat + self.embed_scale(k, self.lookup(idx[k], schedule.patch_nums[k]), schedule)
             nxt = area_down(f_hat, schedule.patch_nums[k + 1])
-            chunks.append(nxt.reshape(B, self.z_channels, -1).transpose(1, 2))
+            chunks.append(rearrange(nxt, "b c h w -> b (h w) c"))
         if not chunks:
             return f_hat.new_zeros(B, 0, self.z_channels)
         return torch.cat(chunks, dim=1).float()

@@ -97,14 +97,15 @@ class DiffusionSchedule:
             return self
         cache = self.__dict__.setdefault("_device_copies", {})
         if device not in cache:
-            moved = object.__new__(type(self))
-            moved.__dict__.update(
-                {
-                    k: v.to(device) if isinstance(v, Tensor) else v
-                    for k, v in self.__dict__.items()
-                    if k != "_device_copies"
-                }
-            )
+            moved = object.__new__(type(self))  # (a copy made under inference mode serves training too)
+            with torch.inference_mode(False):
+                moved.__dict__.update(
+                    {
+                        k: v.to(device) if isinstance(v, Tensor) else v
+                        for k, v in self.__dict__.items()
+                        if k != "_device_copies"
+                    }
+                )
             cache[device] = moved
         return cache[device]
 

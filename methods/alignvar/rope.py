@@ -65,6 +65,7 @@ def token_positions(prefix_hw: HW, patch_hws: Sequence[HW], grid_hw: HW) -> tupl
 
 
 @lru_cache(maxsize=32)
+@torch.inference_mode(False)  # a table first built during inference must still serve training (autograd)
 def _rope_table(head_dim: int, prefix_hw: HW, patch_hws: tuple[HW, ...], grid_hw: HW, theta: float):
     freqs = rope_frequencies(head_dim, theta)
     rows, cols = token_positions(prefix_hw, patch_hws, grid_hw)

@@ -38,6 +38,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from methods.alignvar.scales import ScaleSchedule
@@ -108,7 +109,7 @@ def structure_maps(
         out = []
         for hw in schedule.patch_nums:
             sk = minmax_per_image(F.interpolate(s, size=tuple(hw), mode="area"))
-            out.append(sk.flatten(2).transpose(1, 2))
+            out.append(rearrange(sk, "b c h w -> b (h w) c"))
         return out
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 
 from methods.alignvar.quantizer import area_down
@@ -54,7 +55,7 @@ def quantize_straight_through(
     for k, (ph, pw) in enumerate(schedule.patch_nums):
         rest = (f - f_hat).detach()
         z = rest if k == schedule.num_scales - 1 else area_down(rest, (ph, pw))
-        z_rows = z.permute(0, 2, 3, 1).reshape(-1, C)
+        z_rows = rearrange(z, "b c h w -> (b h w) c")
         idx, _ = quantizer.nearest(z_rows)
         used.append(idx)
         residuals.append(z_rows)
@@ -89,17 +90,33 @@ def tokenizer_loss(
 
 @torch.no_grad()
 def update_code_usage(vae: VQVAE, codes: list[Tensor], decay: float = 0.99) -> None:
-    """EMA of each scale's code histogram (as a fraction of positions) into ``quantize.ema_vocab_hit_SV``."""
+    """EMA of each scale's code histogram (as a fraction of positions) into ``quantize.ema_vocab_hit_SV``.
+
+    Under torch.distributed the histograms are averaged over the ranks first, so every rank holds the same
+    usage statistics (and ``restart_dead_codes`` finds the same dead codes on every rank)."""
     hits = vae.quantize.ema_vocab_hit_SV
-    for k, idx in enumerate(codes[: hits.shape[0]]):
-        hist = torch.bincount(idx, minlength=hits.shape[1]).to(hits.dtype) / max(1, idx.numel())
-        hits[k].mul_(decay).add_(hist, alpha=1 - decay)
+    used = codes[: hits.shape[0]]
+    if not used:
+        return
+    vocab = hits.shape[1]
+    hist = torch.stack([torch.bincount(idx, minlength=vocab).to(hits.dtype) / max(1, idx.numel()) for idx in used])
+    if _distributed():
+        torch.distributed.all_reduce(hist)
+        hist /= torch.distributed.get_world_size()
+    hits[: len(used)].mul_(decay).add_(hist, alpha=1 - decay)
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 @torch.no_grad()
 def restart_dead_codes(vae: VQVAE, residuals: list[Tensor], threshold: float = 0.03) -> int:
     """Re-seed codes used less than ``threshold`` x uniform (summed over scales) with random residual vectors of
-    the batch (global torch RNG, which the training loop seeds per step). Returns how many were restarted."""
+    the batch (global torch RNG, which the training loop seeds per step). Returns how many were restarted.
+
+    Under torch.distributed every rank finds the same dead codes (``update_code_usage`` keeps the usage equal)
+    and takes rank 0's new codebook, so the replicas stay identical."""
     hits = vae.quantize.ema_vocab_hit_SV
     usage = hits.sum(0)
     vocab = usage.numel()
@@ -112,7 +129,7 @@ def restart_dead_codes(vae: VQVAE, residuals: list[Tensor], threshold: float = 0
     noise = torch.randn(dead.numel(), weight.shape[1], device=pool.device) * 1e-3
     weight[dead] = (pool[pick] + noise).to(weight.dtype)
     hits[:, dead] = usage.sum() / (vocab * hits.shape[0])  # give them a fair start
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if _distributed():
         torch.distributed.broadcast(weight, src=0)  # every rank keeps the same codebook
         torch.distributed.broadcast(hits, src=0)
     return int(dead.numel())

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -206,10 +207,10 @@ class VARTransformer(nn.Module):
         train_hw = self.cfg.prefix_hw
         if tuple(prefix_hw) == train_hw:
             return self.pos_start
-        C = self.cfg.width
-        grid = self.pos_start[:, :-1].reshape(1, train_hw[0], train_hw[1], C).permute(0, 3, 1, 2)
+        grid = rearrange(self.pos_start[:, :-1], "1 (h w) c -> 1 c h w", h=train_hw[0], w=train_hw[1])
         grid = F.interpolate(grid.float(), size=tuple(prefix_hw), mode="bicubic", align_corners=False)
-        return torch.cat([grid.flatten(2).transpose(1, 2).to(self.pos_start.dtype), self.pos_start[:, -1:]], dim=1)
+        grid = rearrange(grid, "1 c h w -> 1 (h w) c").to(self.pos_start.dtype)
+        return torch.cat([grid, self.pos_start[:, -1:]], dim=1)
 
     def prefix_hw_for(self, schedule: ScaleSchedule) -> tuple[int, int]:
         """The LR prefix grid of a schedule: its image size / the stem's downsampling (16)."""
@@ -245,7 +246,7 @@ class VARTransformer(nn.Module):
         """
         stem = self.con_embedding(lr)  # (B, C, h_p, w_p)
         prefix_hw = (int(stem.shape[-2]), int(stem.shape[-1]))
-        prefix = stem.flatten(2).transpose(1, 2)
+        prefix = rearrange(stem, "b c h w -> b (h w) c")
         reps = labels.shape[0] // lr.shape[0]
         if reps * lr.shape[0] != labels.shape[0]:
             raise ValueError(f"{labels.shape[0]} labels for an LR batch of {lr.shape[0]}")
@@ -437,7 +438,7 @@ class VARTransformer(nn.Module):
             f_hat, nxt = quantizer.next_ar_input(k, f_hat, quantizer.lookup(idx, hw), schedule)
             if nxt is None:
                 break
-            tok = nxt.flatten(2).transpose(1, 2)  # (B, n_{k+1}, Cvae)
+            tok = rearrange(nxt, "b c h w -> b (h w) c")
             if sca is not None:
                 tok = tok * (1 + sca(k + 1, tok))
             x = self.word_embed(tok) + lvl[rows[k + 1]]
@@ -460,7 +461,7 @@ class VARTransformer(nn.Module):
                 generator=generator,
             )
             delta = delta[: B * z.shape[1]].reshape(B, z.shape[1], self.cfg.cvae)
-            f_hat = f_hat + delta.transpose(1, 2).reshape(B, self.cfg.cvae, *schedule.latent_hw)
+            f_hat = f_hat + rearrange(delta, "b (h w) c -> b c h w", h=schedule.latent_hw[0], w=schedule.latent_hw[1])
         return Generation(f_hat=f_hat, f_hat_tokens=f_hat_tokens, tokens=tokens, refiner_z=z[:B])
 
     def _cached_step(

@@ -1,6 +1,7 @@
 """Component on vs off: ``comparison_frame`` pairs each cell with SCA / HCC on against the cell with it off and
-the same other swept values, and tests the difference per metric with a paired bootstrap over the images both
-cells evaluated (their per-image tables, ``metrics/<dataset>.csv``)."""
+the same other swept values, and tests the difference per metric with ``harness.core.stats.paired_test`` over
+the images both cells evaluated (their per-image tables, ``metrics/<dataset>.csv``); the whole table is one
+Holm family and each row gets ``harness.core.stats.verdict``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from harness.bench.layout import LATENCY_COL
+from harness.core.stats import min_effect
 from reports.sweep.cells import SweepCell, finished_cells
 from reports.sweep.keys import short_names, swept_keys, swept_value_label, truthy, varying_keys
 from reports.sweep.tables import constant_methods
@@ -57,9 +59,9 @@ def _per_image(cell: SweepCell, dataset: str) -> pd.DataFrame | None:
     return None
 
 
-def _paired(on: SweepCell, off: SweepCell, dataset: str, method: str, metric: str) -> tuple:
-    """(mean difference, ci low, ci high, p, n) of on - off over the images both have, or None."""
-    from harness.core.stats import paired_bootstrap
+def _paired(on: SweepCell, off: SweepCell, dataset: str, method: str, metric: str, options) -> Any:
+    """The ``harness.core.stats.PairedTest`` of on - off over the images both have, or None."""
+    from harness.core.stats import paired_test
 
     tables = [_per_image(c, dataset) for c in (on, off)]
     if any(t is None or metric not in t.columns for t in tables):
@@ -68,25 +70,28 @@ def _paired(on: SweepCell, off: SweepCell, dataset: str, method: str, metric: st
     common = a.index.intersection(b.index)
     if len(common) < 2:
         return None
-    res = paired_bootstrap(a[common].to_numpy(float), b[common].to_numpy(float), n_boot=2000, seed=0)
-    return res.mean_diff, res.ci_low, res.ci_high, res.p_value, res.n
+    return paired_test(
+        a[common].to_numpy(float),
+        b[common].to_numpy(float),
+        test=options.test,
+        n_resamples=options.n_resamples,
+        confidence=options.confidence,
+        seed=options.seed,
+    )
 
 
-def _compare(on: SweepCell, off: SweepCell, label: str, skip: set[str]) -> list[dict]:
+def _compare(on: SweepCell, off: SweepCell, label: str, skip: set[str], options) -> list[dict]:
     """The ``comparison_frame`` rows of one on / off pair: every (dataset, method, metric) both summaries have,
     except timings and the ``skip`` methods."""
     merged = on.summary.merge(off.summary, on=["dataset", "method", "metric"], suffixes=("_on", "_off"))
     merged = merged[merged["metric"] != LATENCY_COL]  # a timing, not a quality difference of the component
     rows = []
     for rec in merged[~merged["method"].isin(skip)].itertuples(index=False):
-        paired = _paired(on, off, rec.dataset, rec.method, rec.metric)
-        diff, low, high, p, n = paired or (rec.mean_on - rec.mean_off, math.nan, math.nan, math.nan, math.nan)
-        lower = rec.lower_better_on
-        verdict = "–"
-        if paired is not None and not pd.isna(lower):
-            significant = not (low <= 0.0 <= high)
-            better = (diff < 0) if truthy(lower) else (diff > 0)
-            verdict = ("better" if better else "worse") if significant else "n.s."
+        res = _paired(on, off, rec.dataset, rec.method, rec.metric, options)
+        if res is None:
+            diff, low, high, p, n = rec.mean_on - rec.mean_off, math.nan, math.nan, math.nan, math.nan
+        else:
+            diff, low, high, p, n = res.mean_diff, res.ci.low, res.ci.high, res.p_value, res.n
         rows.append(
             {
                 "comparison": label,
@@ -100,19 +105,49 @@ def _compare(on: SweepCell, off: SweepCell, label: str, skip: set[str]) -> list[
                 f"{DIFF} hi": high,
                 "p": p,
                 "n": n,
-                "verdict": verdict,
+                "_lower_better": rec.lower_better_on,
+                "_min_effect": min_effect(rec.metric, options.min_effect),
             }
         )
     return rows
 
 
-def comparison_frame(cells: list[SweepCell]) -> pd.DataFrame:
+def _judge(df: pd.DataFrame, options) -> pd.DataFrame:
+    """``p (Holm)`` over every tested row of the table (one family) and each row's verdict ("–": untested)."""
+    from harness.core.stats import holm, verdict
+
+    df.insert(df.columns.get_loc("p") + 1, "p (Holm)", holm(df["p"].to_numpy(float)))
+    verdicts = []
+    for r in df.to_dict(orient="records"):
+        if pd.isna(r["p"]) or pd.isna(r["_lower_better"]):
+            verdicts.append("–")
+            continue
+        verdicts.append(
+            verdict(
+                r["p (Holm)"],
+                (r[f"{DIFF} lo"], r[f"{DIFF} hi"]),
+                int(r["n"]),
+                lower_better=truthy(r["_lower_better"]),
+                min_effect=r["_min_effect"],
+                alpha=options.alpha,
+            )
+        )
+    df["verdict"] = verdicts
+    return df.drop(columns=["_lower_better", "_min_effect"])
+
+
+def comparison_frame(cells: list[SweepCell], options: Any = None) -> pd.DataFrame:
     """Every swept SCA / HCC toggle on vs off (``TOGGLES``: ``hcc.lambda`` 0 and ``sca.mask_input`` none are
     off): each cell with the component on is paired with the off cell that has the same other swept values;
-    per method (not ``constant_methods``) and metric: both means and the difference on - off with the paired
-    bootstrap 95% CI and p-value over the images both cells evaluated (from their per-image tables; without
-    them only the difference of means). ``verdict``: better / worse (CI excludes 0) / n.s. Columns dataset
-    and method are dropped when they hold one value. Empty when the sweep toggles neither component."""
+    per method (not ``constant_methods``) and metric: both means and the difference on - off with its bootstrap
+    CI and the paired test's p-value over the images both cells evaluated (from their per-image tables; without
+    them only the difference of means), ``p (Holm)`` over all the table's tests, and ``verdict``
+    (``harness.core.stats.verdict``: better / worse / no detectable difference (n=N); "–" when untested).
+    ``options``: a ``harness.core.stats.StatisticsOptions`` (default: its defaults). Columns dataset and method
+    are dropped when they hold one value. Empty when the sweep toggles neither component."""
+    from harness.core.stats import StatisticsOptions
+
+    options = options or StatisticsOptions()
     done = finished_cells(cells)
     keys = swept_keys(done)
     short = short_names(keys)
@@ -136,11 +171,12 @@ def comparison_frame(cells: list[SweepCell]) -> pd.DataFrame:
             if others:
                 context = ", ".join(f"{short[k]}={swept_value_label(on.overrides.get(k))}" for k in others)
                 label += f" ({context})"
-            rows += _compare(on, off, label, skip)
+            rows += _compare(on, off, label, skip, options)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    df = _judge(df, options)
     single = [c for c in ("dataset", "method") if df[c].nunique() == 1]
     if df["n"].isna().all():
-        single += ["n", "p", f"{DIFF} lo", f"{DIFF} hi"]
+        single += ["n", "p", "p (Holm)", f"{DIFF} lo", f"{DIFF} hi"]
     return df.drop(columns=single)
