@@ -427,3 +427,22 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     soup = BeautifulSoup(report.read_text(), "html.parser")
     rows = _quality_table(soup).find("tbody").find_all("tr")
     assert [r.find("td").get_text() for r in rows] == ["nearest", "bilinear", "bicubic", "lanczos"]
+
+
+def test_per_image_distributions_figure_shows_every_image(page, run_dir):
+    """Per dataset, a seaborn box + strip per method and metric; its dots are the per-image table's values."""
+    from harness.bench.layout import load_run
+    from reports.bench import per_image_figure
+
+    _, soup = page
+    img = soup.find("section", id="per-image-results").find("img", class_="distribution")
+    raw = base64.b64decode(img["src"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(raw)).format == "PNG"
+    run = load_run(run_dir)
+    fig = per_image_figure(run, "photos")
+    per_image = pd.read_csv(run_dir / "metrics" / "photos.csv")
+    for ax, metric in zip(fig.axes, ["psnr", "mae"]):
+        assert ax.get_title().startswith(metric)
+        dots = sorted(v for c in ax.collections for v in c.get_offsets()[:, 1].tolist())
+        assert dots == pytest.approx(sorted(per_image[metric].dropna().tolist()))
+        assert [t.get_text() for t in ax.get_xticklabels()] == list(dict.fromkeys(per_image["method"]))

@@ -123,7 +123,7 @@ def test_baselines_once_and_on_vs_off_differences(tmp_path):
     # (the old bootstrap p-value said p < 0.01 and "better" here, a claim 4 images cannot support)
     assert 0.3 <= row["on - off lo"] <= 0.5 <= row["on - off hi"] <= 0.7
     assert row["p"] == pytest.approx(2 / 16) and row["p (Holm)"] == pytest.approx(2 / 16)
-    assert row["verdict"] == "no detectable difference (n=4)"
+    assert row["verdict"] == "no detectable difference (n=4 images)"
 
     # only one cell: nothing is "constant", and there is no off cell to compare with
     assert constant_methods(cells[1:]) == [] and comparison_frame(cells[1:]).empty
@@ -151,7 +151,7 @@ def test_sca_toggle_pairs_cells_with_equal_other_keys(tmp_path):
     # p-value is 2/4 (and Holm over the 4 rows: 1), so no row gets a verdict
     assert (cmp["on - off lo"] == cmp["on - off hi"]).all()
     assert cmp["p"].tolist() == [0.5] * 4 and cmp["p (Holm)"].tolist() == [1.0] * 4
-    assert set(cmp["verdict"]) == {"no detectable difference (n=2)"}
+    assert set(cmp["verdict"]) == {"no detectable difference (n=2 images)"}
 
 
 def test_comparison_verdicts_use_holm_over_the_table_and_the_minimum_effect(tmp_path):
@@ -174,7 +174,7 @@ def test_comparison_verdicts_use_holm_over_the_table_and_the_minimum_effect(tmp_
     assert cmp["p (Holm)"].tolist() == pytest.approx([2 * 2 / 2**16] * 2)  # a family of 2
     assert cmp.loc["HCC: hcc.lambda=1 vs 0 (sca.mask_input=none)", "verdict"] == "better"
     sca = cmp.loc["SCA: sca.mask_input=laplacian vs none (hcc.lambda=0)"]
-    assert sca["on - off hi"] < 0.05 and sca["verdict"] == "no detectable difference (n=16)"
+    assert sca["on - off hi"] < 0.05 and sca["verdict"] == "no detectable difference (n=16 images)"
     # with a configured minimum effect below 0.01 dB the same row is "better"
     relaxed = comparison_frame(cells, StatisticsOptions(min_effect={"psnr_y": 0.005})).set_index("comparison")
     assert relaxed.loc["SCA: sca.mask_input=laplacian vs none (hcc.lambda=0)", "verdict"] == "better"
@@ -295,6 +295,11 @@ def test_sweep_report_tables_and_figures(tiny_sweep):
     assert "psnr_y ↑" in table and "ssim_y ↑" in table and 'class="best"' in table
     assert "bicubic" not in table and "bicubic" in _section(html, "Baselines")
     assert "SCA: sca.mask_input=laplacian vs none" in _section(html, "Component on vs off")
+    models = _section(html, "Models: tokenizer ceiling, bicubic, warnings")  # every cell's model, with warnings
+    for mask in ("none", "laplacian"):
+        assert f"sca.mask_input={mask} / alignvar_tiny" in models
+        assert f"sca.mask_input={mask} / alignvar_tiny on bundled64: one seed: training and sampling" in html
+        assert f"sca.mask_input={mask} / alignvar_tiny on bundled64: evaluated on 2 images (&lt; 10)" in html
     for title in ("Attention distance", "Error accumulation"):
         srcs = re.findall(r'<img[^>]*src="([^"]+)"', _section(html, title))
         assert len(srcs) == 1 and _decodes(srcs[0])[0] >= 900

@@ -8,6 +8,7 @@ A run directory ``runs/<experiment>/`` holds::
     summary.json                 run metadata, per (dataset, method, metric) statistics, failures, skips
     summary.csv                  the statistics as a flat table (SUMMARY_COLUMNS)
     efficiency.json              optional, written by an efficiency hook
+    ceilings.csv                 per image: tokenizer-ceiling and bicubic PSNR-Y of models (harness.bench.ceiling)
     identity.json                config hash, input data manifest (file names, sizes, sha256), code version
     images/<dataset>/<method>/<image>.png        SR outputs (bench.save_images)
     references/<dataset>/{lr,hr}/<image>.png     LR/HR references for the report grid and set-level metrics
@@ -52,6 +53,7 @@ OUTPUT_ENTRIES = (
     "summary.json",
     "summary.csv",
     "efficiency.json",
+    "ceilings.csv",
     "images",
     "references",
     "errors",

@@ -91,10 +91,12 @@ class ReportConfig:
 
 @dataclass
 class SweepConfig:
-    """Cells = cartesian ``grid`` x paired ``zip`` over config keys (see harness.sweep)."""
+    """Cells = cartesian ``grid`` x paired ``zip`` over config keys, each repeated over ``seeds`` (see
+    harness.sweep.expand: a seed sets the training/bench ``seed`` and every sampling ``seed`` option)."""
 
     grid: dict[str, list[Any]] = field(default_factory=dict)
     zip: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: list[Any] | None = None  # replicate seeds, e.g. [0, 1, 2]; checked by harness.sweep.expand
     stages: list[Literal["train", "bench", "analyze"]] = field(default_factory=lambda: ["train", "bench"])
     backend: Literal["local", "submitit"] = "local"
     workers: int = 1  # local CPU workers (ignored when GPUs are visible: one cell per GPU)

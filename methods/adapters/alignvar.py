@@ -28,7 +28,8 @@ from methods.alignvar.configs import ARCHS, AlignVARConfig, SamplingOptions, SCA
 from methods.alignvar.model import AlignVAR
 from methods.alignvar.sampling import planted_token_hook
 from methods.alignvar.scales import ScaleSchedule
-from methods.alignvar.weights import stored_config
+from methods.alignvar.vqvae import VQVAE
+from methods.alignvar.weights import load_vqvae, read_state_dict, stored_config, strip_prefix
 from methods.base import SRMethod
 
 RELEASE = "https://github.com/qyp2000/VARSR"
@@ -143,6 +144,7 @@ class AlignVARMethod(SRMethod):
         if config.inference_only:
             self.model.release_training_weights()
         self.name = name
+        self._tokenizer: VQVAE | None = None  # see ``tokenizer``
         # ``tile`` x ``tile`` output tiles of the upsampled LR, generated row-major from one stream and
         # cross-faded over ``tile_overlap`` pixels (raised cosine, no margin); one tile = the whole image
         self.tiler = None
@@ -183,12 +185,42 @@ class AlignVARMethod(SRMethod):
         """The whole model's parameters (disjoint counts summed), also after ``release_training_weights``."""
         return sum(self.model.parameter_counts().values())
 
+    def tokenizer(self) -> VQVAE:
+        """The model's VQ-VAE with its encoder: the model's own, or (after ``release_training_weights``) read
+        again from the checkpoint files once, on the method's device."""
+        if not self.model.encoder_released:
+            return self.model.vqvae
+        if self._tokenizer is None:
+            if "vqvae" in self.weight_files:  # a separate VQ-VAE file (official VARSR): read only that
+                source = self.weight_files["vqvae"]
+                sd = read_state_dict(source)
+            else:  # ours: the VQ-VAE inside the checkpoint, under "vqvae."
+                source = self.weight_files["checkpoint"]
+                sd = strip_prefix(read_state_dict(source), "vqvae.")
+            self._tokenizer = load_vqvae(sd, source).to(self.device)
+        return self._tokenizer
+
+    @torch.inference_mode()
+    def tokenizer_reconstruct(self, hr: torch.Tensor) -> torch.Tensor:
+        """HR images (B,3,H,W) in [0,1] through the VQ-VAE (encode, quantise every scale, decode), in [0,1];
+        sizes that are no multiple of the downsampling are reflect-padded and cropped back."""
+        vqvae = self.tokenizer()
+        h, w = hr.shape[-2:]
+        step = vqvae.downsample
+        pad_h, pad_w = -h % step, -w % step
+        x = hr.to(self.device).float() * 2.0 - 1.0
+        if pad_h or pad_w:
+            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        out = vqvae.reconstruct(x)[..., :h, :w]
+        return (out + 1.0) / 2.0
+
     @torch.inference_mode()
     def upscale(self, lr: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
         return self.model.upscale(lr.to(self.device), tiler=self.tiler)
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+        self._tokenizer = None
 
 
 def check_tiling(tile: int | None, overlap: int) -> None:
