@@ -61,9 +61,9 @@ def _sweep(name: str, tmp_path: Path, monkeypatch, *overrides: str) -> Path:
 @pytest.mark.slow
 def test_the_controls_null_seed_and_planted_degradation_behave_as_stated(tmp_path, monkeypatch):
     from harness.core.stats import NO_DIFFERENCE, WORSE
-    from reports.sweep import render_sweep_report
     from reports.sweep.cells import load_sweep_cells
     from reports.sweep.comparison import comparison_frame
+    from reports.sweep.report import render_sweep_report
 
     sweep_dir = _sweep("tiny_controls", tmp_path, monkeypatch)
     cells = load_sweep_cells(sweep_dir)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,10 @@ class AlignVARMethodConfig(VARSRMethodConfig):
     # codes (methods.alignvar.sampling.planted_token_hook). None: off.
     plant_scale: int | None = None
     plant_fraction: float = 0.5
+    # false (default): every image's generator is seeded with ``seed`` (one noise draw shared by all images);
+    # true: with a seed derived from (seed, image key), so two seeds give independent noise per image, which is
+    # what an image-level paired test of seed against seed assumes (the null control of tiny_controls.yaml)
+    seed_per_image: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -154,6 +159,7 @@ class AlignVARMethod(SRMethod):
             )
         size = self.model.transformer.cfg.image_size
         self.inference_steps = ScaleSchedule.for_size(size, size, self.model.vqvae.downsample).num_scales
+        self.seed_per_image = bool(getattr(config, "seed_per_image", False))
         plant = getattr(config, "plant_scale", None)
         if plant is not None:
             if plant >= self.inference_steps:
@@ -216,11 +222,21 @@ class AlignVARMethod(SRMethod):
 
     @torch.inference_mode()
     def upscale(self, lr: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
-        return self.model.upscale(lr.to(self.device), tiler=self.tiler)
+        if not self.seed_per_image:
+            return self.model.upscale(lr.to(self.device), tiler=self.tiler)
+        seeds = [image_seed(self.model.config.seed, key) for key in keys]
+        return torch.cat(
+            [self.model.upscale(lr[i : i + 1].to(self.device), seed=s, tiler=self.tiler) for i, s in enumerate(seeds)]
+        )
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
         self._tokenizer = None
+
+
+def image_seed(seed: int, key: str) -> int:
+    """A generator seed from (seed, image key): independent streams per image and per seed."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") & (2**63 - 1)
 
 
 def check_tiling(tile: int | None, overlap: int) -> None:
