@@ -104,8 +104,9 @@ def facts_frame(facts: list[ModelFacts]) -> pd.DataFrame:
 
 CAPTION = (
     "Every model next to its tokenizer ceiling (PSNR-Y of the HR images encoded, quantised over every scale and "
-    "decoded by the model's own VQ-VAE: no model generating its tokens can do better) and bicubic x4 (PSNR-Y, "
-    "dB, means over the images). below ceiling: ceiling - PSNR-Y. gate mean m: the SCA gate (analysed "
+    "decoded by the model's own VQ-VAE: what generating exactly the right tokens would give; VARSR's diffusion "
+    "refiner, where used, can add detail beyond it) and bicubic x4 (PSNR-Y, dB, means over the images). below "
+    "ceiling: ceiling - PSNR-Y. gate mean m: the SCA gate (analysed "
     "generations, else the training log); HCC share: lambda x |dHCC/dlogits| / |dCE/dlogits| from the training "
     "log (last 5 logged steps); – when SCA / HCC is off or not recorded."
 )

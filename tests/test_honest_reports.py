@@ -174,3 +174,43 @@ def test_tokenizer_is_reread_after_release_from_either_file_layout(tmp_path):
         method = registry.create("methods", "alignvar", options)
         assert method.model.encoder_released  # inference_only (the default) freed it
         torch.testing.assert_close(method.tokenizer_reconstruct(hr), want, rtol=0, atol=1e-6)
+
+
+def test_training_signals_judge_hcc_only_when_it_is_on():
+    from reports.honesty import training_signals
+
+    log = pd.DataFrame(
+        {
+            "step": range(7),
+            "hcc_grad_ratio": [None, 1.0, 1.0, 2.0, 2.0, 3.0, 4.0],  # rows without it measured no gradients
+            "hcc_share": [None, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            "gate_mean": [0.5, 0.1, 0.1, 0.2, 0.2, 0.3, 0.4],
+        }
+    )
+    gate, share = training_signals(log, hcc_lambda=0.0)
+    assert gate == pytest.approx((0.1 + 0.2 + 0.2 + 0.3 + 0.4) / 5) and share is None  # lambda 0: HCC is off
+    assert training_signals(log, hcc_lambda=None) == (pytest.approx(gate), None)  # unknown lambda, share 0: off
+    assert training_signals(log.assign(hcc_share=0.002), hcc_lambda=1.0)[1] == pytest.approx(0.002)
+    assert training_signals(log.drop(columns=["gate_mean"]), 1.0)[0] is None  # SCA off: no gate logged
+    assert training_signals(None, 1.0) == (None, None)
+
+
+def test_ceiling_hook_can_be_capped(tmp_path):
+    from harness.bench.ceiling import CeilingHook
+
+    with pytest.raises(ValueError, match=r"max_images: must be >= 1 or None, got 0"):
+        CeilingHook(max_images=0)
+    ckpt = make_tiny("none").save(tmp_path / "m.safetensors")
+    cfg = experiment_from_dict(
+        {
+            "name": "capped",
+            "output_root": str(tmp_path),
+            "datasets": [{"type": "_t_report_photo", "name": "photos", "n": 3}],
+            "methods": [{"type": "alignvar", "name": "tiny", "checkpoint": str(ckpt), "cfg": 1.0}],
+            "metrics": ["psnr_y"],
+            "bench": {"device": "cpu", "bootstrap_samples": 0, "save_images": False},
+        },
+        source="capped.yaml",
+    )
+    run_bench(cfg, hooks=[CeilingHook(max_images=2)], progress=False)
+    assert read_ceilings(tmp_path / "capped")["image"].tolist() == ["tile0", "tile1"]  # the given hook, no other

@@ -171,3 +171,31 @@ def test_report_uses_the_sweeps_statistics_options(cells, tmp_path):
     sweep_json.write_text(json.dumps({"cells": rows, "statistics": {"test": "ttest"}}))
     with pytest.raises(ValueError, match=r"statistics.test: must be one of permutation, wilcoxon, got 'ttest'"):
         render_sweep_report(tmp_path)
+
+
+def test_models_section_aggregates_a_configs_seeds(cells):
+    """Per configuration and model: means over its seeds, the seeds counted (no "one seed" warning at 3)."""
+    import yaml
+
+    from reports.honesty import model_warnings
+    from reports.sweep.sections import sweep_model_facts
+
+    for cell in cells:
+        rows = [{"dataset": "toy", "method": "ours", "image": f"im{i}", "tokenizer_psnr_y": 30.0 + i % 2,
+                 "bicubic_psnr_y": 19.0, "error": ""} for i in range(8)]  # fmt: skip
+        pd.DataFrame(rows).to_csv(cell.dir / "ceilings.csv", index=False)
+        config = {"methods": ["bicubic", {"type": "alignvar", "name": "ours"}], "metrics": ["psnr_y"]}
+        (cell.dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    facts = sweep_model_facts(cells)
+    assert [(f.model, f.dataset, f.n_seeds, f.n_images) for f in facts] == [
+        ("hcc.lambda=0 / ours", "toy", 3, 8),
+        ("hcc.lambda=1 / ours", "toy", 3, 8),
+    ]
+    for f, lam in zip(facts, (0.0, 1.0)):
+        assert f.psnr_y == pytest.approx(_expected(lam)[1]) and (f.ceiling, f.bicubic) == (30.5, 19.0)
+    gap = 30.5 - _expected(0.0)[1]
+    assert model_warnings(facts[0]) == [
+        f"hcc.lambda=0 / ours on toy: PSNR-Y {_expected(0.0)[1]:.2f} dB is {gap:.2f} dB below its tokenizer "
+        "ceiling 30.50 dB (> 2 dB): the model, not its tokenizer, limits it",
+        "hcc.lambda=0 / ours on toy: evaluated on 8 images (< 10): differences are hard to detect and CIs are rough",
+    ]

@@ -11,7 +11,7 @@ settings stored in the checkpoint's metadata (``varsr``: SCA off and lambda 0, `
 drops the VQ-VAE tensors (all four share one tokenizer, written once as ``tokenizer.safetensors``, float32)
 and stores the transformer / SCA tensors in float16 (the loader casts them back to float32), keeping the
 metadata. ``MANIFEST.json`` lists every file with its sha256, size and source cell. Four models and the tokenizer
-come to about 11 MB.
+come to about 17 MB.
 """
 
 from __future__ import annotations

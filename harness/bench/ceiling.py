@@ -1,9 +1,10 @@
 """The tokenizer ceiling of a model and bicubic next to it: what every report showing a model states.
 
-A model that generates VQ-VAE tokens can be no closer to the HR image than the HR image itself put through
-that VQ-VAE (encode, quantise over every scale, decode). ``CeilingHook`` (added to every bench run) computes,
-for each method that has a tokenizer (``tokenizer_reconstruct``, the VARSR / AlignVAR adapters) and each
-dataset with HR references, per image: PSNR-Y of that reconstruction and PSNR-Y of bicubic x4 of the LR
+A model that generates VQ-VAE tokens gets no closer to the HR image than the HR image itself put through that
+VQ-VAE (encode, quantise over every scale, decode), except for what a refiner adds on top of the tokens (VARSR's
+diffusion refiner predicts the continuous residual of the last scale). ``CeilingHook`` (added to every bench
+run) computes, for each method that has a tokenizer (``tokenizer_reconstruct``, the VARSR / AlignVAR adapters)
+and each dataset with HR references, per image: PSNR-Y of that reconstruction and PSNR-Y of bicubic x4 of the LR
 image, and writes them to ``ceilings.csv`` (``CEILING_COLUMNS``). PSNR-Y is the run's own ``psnr_y`` metric
 when it has one (same options), else ``psnr_y`` with its defaults; bicubic is the ``bicubic`` method with its
 defaults. A failure here is logged and recorded in the file's ``error`` column; it never fails the run.
@@ -42,9 +43,17 @@ def _psnr_y(ctx: BenchContext) -> Any:
 
 
 class CeilingHook(BenchHook):
-    """Tokenizer-ceiling and bicubic PSNR-Y per image for every method with a tokenizer (``ceilings.csv``)."""
+    """Tokenizer-ceiling and bicubic PSNR-Y per image for every method with a tokenizer (``ceilings.csv``).
 
-    def __init__(self) -> None:
+    ``max_images`` caps the images per dataset (default: every image the bench evaluates); pass
+    ``run_bench(cfg, hooks=[CeilingHook(max_images=16)])`` to make it cheaper (docs/PERFORMANCE.md, "Tokenizer
+    ceiling"): the report then states the ceiling over those images.
+    """
+
+    def __init__(self, max_images: int | None = None) -> None:
+        if max_images is not None and max_images < 1:
+            raise ValueError(f"max_images: must be >= 1 or None, got {max_images}")
+        self.max_images = max_images
         self.rows: list[dict[str, Any]] = []
 
     def on_start(self, ctx: BenchContext) -> None:
@@ -66,6 +75,7 @@ class CeilingHook(BenchHook):
             if not getattr(ds, "has_reference", False):
                 continue
             n = len(ds) if ctx.cfg.bench.max_images is None else min(len(ds), ctx.cfg.bench.max_images)
+            n = n if self.max_images is None else min(n, self.max_images)
             for i in range(n):
                 row: dict[str, Any] = {"dataset": ds_name, "method": method_name, "image": "", "error": ""}
                 try:

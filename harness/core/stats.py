@@ -304,13 +304,11 @@ def holm(pvalues) -> np.ndarray:
 def min_effect(metric: str, overrides: Mapping[str, float] | None = None) -> float:
     """The smallest difference of interest for ``metric``: ``overrides`` then ``DEFAULT_MIN_EFFECT``, each by
     the exact name first, then by the family (``psnr_y`` -> ``psnr``); 0.0 for a metric known to neither."""
-    for table in (overrides or {}, DEFAULT_MIN_EFFECT):
-        if metric in table:
-            return float(table[metric])
     family = metric.split("_", 1)[0]
     for table in (overrides or {}, DEFAULT_MIN_EFFECT):
-        if family in table:
-            return float(table[family])
+        for key in (metric, family):
+            if key in table:
+                return float(table[key])
     return 0.0
 
 
