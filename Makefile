@@ -20,7 +20,7 @@ demo: install
 	$(PY) run.py demo
 
 # Retrain the tiny SCA/HCC ablation the demo ships (experiments/checkpoints/tiny; docs/PERFORMANCE.md "Tiny
-# recipe"): the tokenizer, the four cells (train, bench, analyze), then the packed float16 files. ~40 min on 2
+# recipe"): the tokenizer, the four cells (train, bench, analyze), then the packed float16 files. ~25 min on 2
 # cores.
 demo-checkpoints: install
 	$(PY) run.py train experiments/tiny_tokenizer.yaml
