@@ -18,6 +18,7 @@ best in bold, arrows for the better direction, optionally +- half the 95% bootst
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from collections.abc import Sequence
@@ -26,10 +27,12 @@ from typing import Any
 
 import pandas as pd
 
+from harness.bench.ceiling import read_ceilings
 from harness.bench.layout import LATENCY_COL, RunResults, load_run
 from harness.core.atomic import write_text
-from reports import exports
+from reports import exports, figures
 from reports import images as render
+from reports.honesty import MODELS_TEMPLATE, MODELS_TITLE, ModelFacts, model_warnings, models_context, run_facts
 from reports.page import Section, format_value, template_env
 
 THUMB_SIDE = 256  # full-view thumbnails in the grid (px, longer side)
@@ -85,6 +88,15 @@ def latency_description(record: dict[str, Any] | None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- sections
+def bootstrap_description(run: RunResults) -> str:
+    """How the summary CIs were made: resamples and the method used per row (``ci_method``: BCa / percentile)."""
+    n_boot = run.meta.get("bootstrap", {}).get("n_boot", "?")
+    methods = run.summary["ci_method"].dropna() if "ci_method" in run.summary else pd.Series(dtype=object)
+    counts = methods[methods != "none"].value_counts()
+    used = ", ".join(f"{name}: {count} row{'s' if count != 1 else ''}" for name, count in counts.items())
+    return f"95% bootstrap CI of the mean ({used or 'method not recorded'}), {n_boot} resamples"
+
+
 def alerts(run: RunResults) -> list[str]:
     """Banner lines: failed methods, skipped and failed images."""
     lines = [
@@ -105,7 +117,13 @@ def alerts(run: RunResults) -> list[str]:
     ]
     if run.meta.get("status") not in (None, "ok") and not run.failures:
         lines.append(f"run status: {run.meta.get('status')}")
-    return lines
+    return lines + [w for f in model_facts(run) for w in model_warnings(f)]
+
+
+def model_facts(run: RunResults) -> list[ModelFacts]:
+    """Every model of the run (methods with a tokenizer) with its ceiling, bicubic and the rest (one seed: a
+    bench run is one seed)."""
+    return run_facts(run.run_dir, run.config, run.summary, read_ceilings(run.run_dir), n_seeds=1)
 
 
 def overview_section(run: RunResults) -> Section:
@@ -125,12 +143,7 @@ def overview_section(run: RunResults) -> Section:
         ("command", " ".join(env.get("command", []))),
         ("metrics", metric_definitions(run) or "(none computed by pyiqa)"),
         ("latency", latency_description(run.meta.get("latency"))),
-        (
-            "bootstrap",
-            "95% percentile bootstrap of the mean, {} resamples".format(
-                run.meta.get("bootstrap", {}).get("n_boot", "?")
-            ),
-        ),
+        ("bootstrap", bootstrap_description(run)),
     ]
     config_text = (
         (run.run_dir / "config.yaml").read_text(encoding="utf-8") if (run.run_dir / "config.yaml").is_file() else ""
@@ -191,8 +204,32 @@ def per_image_section(run: RunResults) -> Section:
             {"image": r["image"], "method": r["method"], "cells": [r[m] for m in metrics]}
             for _, r in table.sort_values(["image"], kind="stable").iterrows()
         ]
-        tables.append({"dataset": dataset, "columns": [metric_label(run, m) for m in metrics], "rows": rows})
+        fig = per_image_figure(run, dataset)
+        figure = "data:image/png;base64," + base64.b64encode(figures.png_bytes(fig)).decode() if fig else None
+        tables.append(
+            {"dataset": dataset, "columns": [metric_label(run, m) for m in metrics], "rows": rows, "figure": figure}
+        )
     return Section("Per-image results", template="per_image.html.j2", context={"tables": tables})
+
+
+def per_image_long(run: RunResults, dataset: str) -> pd.DataFrame:
+    """The per-image quality metrics of ``dataset`` (not timings), long: method, metric, image, value."""
+    table = run.images(dataset)
+    metrics = [m for m in run.metrics if m in table.columns and m != LATENCY_COL]
+    if table.empty or not metrics:
+        return pd.DataFrame(columns=["method", "metric", "image", "value"])
+    long = table.melt(id_vars=["method", "image"], value_vars=metrics, var_name="metric", value_name="value")
+    return long.dropna(subset=["value"])[["method", "metric", "image", "value"]]
+
+
+def per_image_figure(run: RunResults, dataset: str) -> Any:
+    """Per-image distributions of every quality metric per method (seaborn box + strip), or None with fewer
+    than two images."""
+    long = per_image_long(run, dataset)
+    if long.empty or long["image"].nunique() < 2:
+        return None
+    lower = {m: run.lower_better(m) for m in long["metric"].unique()}
+    return figures.distribution_figure(long, label="method", hue=None, lower_better=lower)
 
 
 def comparison_grid(run: RunResults, dataset: str, crop_size: int, max_images: int) -> dict[str, Any]:
@@ -240,13 +277,20 @@ def grid_section(run: RunResults) -> Section:
 
 
 def default_sections(run: RunResults) -> list[Section]:
-    """Overview, Results (Table 1), Efficiency (Table 2, when ``efficiency.json`` exists), per image, grid."""
+    """Overview, Results (Table 1), Models (tokenizer ceiling, bicubic and warnings, when the run has a model),
+    Efficiency (Table 2, when ``efficiency.json`` exists), per image, grid."""
     pass  # imports this module
 
     efficiency = efficiency_section(run)
+    facts = model_facts(run)
     return [
         overview_section(run),
         results_section(run),
+        *(
+            [Section(MODELS_TITLE, template=MODELS_TEMPLATE, context=models_context(facts), anchor="models")]
+            if facts
+            else []
+        ),
         *([efficiency] if efficiency is not None else []),
         per_image_section(run),
         grid_section(run),

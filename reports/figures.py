@@ -1,6 +1,8 @@
 """Paper figures for ablations (matplotlib ``Figure`` objects, no pyplot state; colour-blind-safe palette).
 
-* ``lambda_curve``: metric vs a swept number (e.g. the HCC weight lambda) with 95% CI error bars.
+* ``lambda_curve``: metric vs a swept number (e.g. the HCC weight lambda) in its 95% CI band, per-seed means as
+  dots (seaborn).
+* ``distribution_figure``: per-image metric distributions per configuration, box + strip (seaborn).
 * ``attention_distance_figure``: attention distance (all keys and within the query's scale), mass within r and
   mass per key group per query scale (e.g. SCA on/off), each against the uniform-attention baseline.
 * ``accumulation_figure``: per-scale latent error, teacher-forced vs free-running (e.g. HCC on/off), and
@@ -16,7 +18,9 @@ returns a Figure built under ``paper_style()`` (7-8 pt fonts for a 3.25 in colum
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -32,6 +36,7 @@ from reports.exports import FIGURE_RC, figure_width, save_figure
 __all__ = [
     "accumulation_figure",
     "attention_distance_figure",
+    "distribution_figure",
     "heatmap_panels",
     "image_grid",
     "lambda_curve",
@@ -109,6 +114,20 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- lambda curve
+def _seaborn():
+    """seaborn, imported when a statistical figure is drawn (it costs seconds; the other figures do without)."""
+    import seaborn
+
+    return seaborn
+
+
+def _x_scale(ax: Any, values: Sequence[float]) -> None:
+    """A symmetric-log x axis when the positive values span more than two decades (lambda 0, 0.003 ... 1)."""
+    positive = sorted(v for v in values if v > 0)
+    if len(positive) >= 2 and positive[-1] / positive[0] > 100:
+        ax.set_xscale("symlog", linthresh=positive[0])
+
+
 def lambda_curve(
     df: pd.DataFrame,
     x: str = "value",
@@ -121,11 +140,15 @@ def lambda_curve(
     lower_better: Mapping[str, bool] | None = None,
     x_label: str = "$\\lambda$",
     width: str | float = "text",
+    points: pd.DataFrame | None = None,
 ) -> Figure:
-    """One panel per metric: ``mean`` vs ``x`` with [``low``, ``high``] error bars, one line per ``hue``.
+    """One panel per metric: ``mean`` vs ``x`` (seaborn line with markers) in a [``low``, ``high``] CI band, one
+    line per ``hue``; ``points`` (same columns, one row per seed) are drawn as dots: the per-seed means.
 
-    ``df`` is long: one row per (x value, metric[, hue]). ``lower_better`` adds arrows to the panel titles.
+    ``df`` is long: one row per (x value, metric[, hue]). ``lower_better`` adds arrows to the panel titles. The
+    lines are drawn in the order of the groups, one ``Line2D`` each, their points sorted by ``x``.
     """
+    sns = _seaborn()
     _require(df, [x, metric_col, mean, low, high] + ([hue] if hue else []), "lambda_curve")
     metrics = list(dict.fromkeys(df[metric_col]))
     groups = list(dict.fromkeys(df[hue])) if hue else [None]
@@ -144,25 +167,84 @@ def lambda_curve(
                 part = part.sort_values(x)
                 if part.empty:
                     continue
-                yerr = np.vstack([part[mean] - part[low], part[high] - part[mean]]).clip(min=0)
-                ax.errorbar(
-                    part[x].astype(float),
-                    part[mean],
-                    yerr=yerr,
-                    color=colour,
-                    marker="o",
-                    capsize=2,
-                    label=None if group is None else str(group),
-                )
+                xs = part[x].astype(float).to_numpy()
+                sns.lineplot(
+                    x=xs, y=part[mean].to_numpy(float), ax=ax, color=colour, marker="o", markersize=3,
+                    errorbar=None, label=None if group is None else str(group), legend=False,
+                )  # fmt: skip
+                lo, hi = part[low].to_numpy(float), part[high].to_numpy(float)
+                if np.isfinite(lo).any():
+                    ax.fill_between(xs, lo, hi, color=colour, alpha=0.2, linewidth=0)
+                if points is not None and not points.empty:
+                    dots = points[points[metric_col] == metric]
+                    dots = dots if group is None else dots[dots[hue] == group]
+                    if not dots.empty:
+                        sns.scatterplot(
+                            x=dots[x].astype(float).to_numpy(), y=dots[mean].to_numpy(float), ax=ax,
+                            color=colour, s=6, alpha=0.6, linewidth=0, legend=False,
+                        )  # fmt: skip
+            _x_scale(ax, sub[x].astype(float).tolist())
             arrow = ""
             if lower_better and metric in lower_better:
                 arrow = " ↓" if lower_better[metric] else " ↑"
             ax.set_title(f"{metric}{arrow}")
             ax.set_xlabel(x_label)
+            ax.set_ylabel("")
         for ax in axes[n:]:
             ax.set_visible(False)
         if hue and len(groups) > 1:
             axes[0].legend(loc="best")
+    return fig
+
+
+def distribution_figure(
+    df: pd.DataFrame,
+    *,
+    label: str = "config",
+    metric_col: str = "metric",
+    value: str = "value",
+    hue: str | None = "seed",
+    lower_better: Mapping[str, bool] | None = None,
+    width: str | float = "text",
+) -> Figure:
+    """Per-image metric distributions: one panel per metric, a box per ``label`` (seaborn ``boxplot``, no
+    fliers: every image is a dot) with the images as a strip (``stripplot``, coloured by ``hue``, e.g. the
+    seed). ``df`` is long: one row per (label, metric, image[, hue]).
+    """
+    sns = _seaborn()
+    _require(df, [label, metric_col, value] + ([hue] if hue else []), "distribution_figure")
+    metrics = list(dict.fromkeys(df[metric_col]))
+    order = list(dict.fromkeys(df[label].astype(str)))
+    hues = list(dict.fromkeys(df[hue].astype(str))) if hue else []
+    n = len(metrics)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    w = figure_width(width)
+    with paper_style():
+        fig = Figure(figsize=(w, (w / cols) * 0.9 * rows + 0.3 * max(1, len(order) // 4)), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+        for ax, metric in zip(axes, metrics):
+            sub = df[df[metric_col] == metric].assign(**{label: lambda d: d[label].astype(str)})
+            if hue:
+                sub = sub.assign(**{hue: sub[hue].astype(str)})
+            with warnings.catch_warnings():  # seaborn 0.13 passes boxplot's vert=, deprecated by matplotlib 3.11
+                warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
+                sns.boxplot(data=sub, x=label, y=value, order=order, ax=ax, color="#DDDDDD", showfliers=False,
+                            linewidth=0.6, width=0.6)  # fmt: skip
+            sns.stripplot(
+                data=sub, x=label, y=value, order=order, ax=ax, size=2.5, jitter=0.15,
+                **({"hue": hue, "hue_order": hues, "palette": palette(len(hues))} if hue else {"color": COLORBLIND[0]}),
+                legend=bool(hue) and ax is axes[0] and len(hues) > 1,
+            )  # fmt: skip
+            arrow = ""
+            if lower_better and metric in lower_better:
+                arrow = " ↓" if lower_better[metric] else " ↑"
+            ax.set_title(f"{metric}{arrow}")
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            ax.tick_params(axis="x", labelrotation=30 if len(order) > 3 else 0)
+        for ax in axes[n:]:
+            ax.set_visible(False)
     return fig
 
 

@@ -466,10 +466,10 @@ CASES = [
     Case("list-unknown", E("list", "foos"), 2, "error: unknown registry kind 'foos'"),
     Case("regress-missing", E("regress", "{w}/runs/done", "--against", "{w}/nope"), 2, "{w}/nope: run directory"),
     Case(
-        "regress-n-boot",
-        E("regress", "{w}/runs/done", "--against", "{w}/runs/done", "--n-boot", "0"),
+        "regress-n-resamples",
+        E("regress", "{w}/runs/done", "--against", "{w}/runs/done", "--n-resamples", "0"),
         2,
-        "config error: --n-boot: must be >= 100 (bootstrap resamples), got 0",
+        "config error: --n-resamples: must be >= 100 (resamples), got 0",
     ),  # fmt: skip
     Case(
         "regress-alpha",

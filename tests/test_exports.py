@@ -361,14 +361,11 @@ def test_sweep_report_from_the_sweep_engine(tmp_path, capsys):
     assert [c.status for c in cells] == ["done"] * 4 + ["failed"] * 2
     assert cells[0].overrides == {"seed": 0, "bench.on_corrupt": "fail"}
     table, bold_best, _ = ablation_frame(cells)
-    assert table[["seed", "bench.on_corrupt"]].values.tolist() == [
-        ["0", "fail"],
-        ["0", "skip"],
-        ["1", "fail"],
-        ["1", "skip"],
-    ]
-    assert table["psnr_y"].tolist() == pytest.approx([26.0, 26.05, 26.1, 26.15])
+    # seed is the replicate axis: one row per configuration, the mean over its finished seeds (2: seed 2 failed)
+    assert table[["bench.on_corrupt", "seeds"]].values.tolist() == [["fail", "0, 1"], ["skip", "0, 1"]]
+    assert table["psnr_y"].tolist() == pytest.approx([26.05, 26.1])
+    assert table["psnr_y per seed"].tolist() == ["26.00 / 26.10", "26.05 / 26.15"]
     html = render_sweep_report(result.sweep_dir).read_text()
-    assert re.search(r'<td class="best">26\.15 <small>', html)
+    assert re.search(r'<td class="best">26\.10 <small>', html)
     assert "RuntimeError: loss diverged &lt;nan&gt;" in html
-    assert ">Curve over seed</h2>" in html
+    assert ">Curve over seed</h2>" not in html  # replicates, not a swept setting

@@ -167,6 +167,13 @@ def test_quality_table_headers_rows_and_bold_best(page, run_dir):
     assert bold == [EVIL]
 
 
+def test_overview_states_the_ci_method_used(page, run_dir):
+    html, _ = page
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert set(summary["ci_method"]) == {"BCa"} and set(summary["n"]) == {3}  # 3 good tiles: BCa is valid
+    assert f"95% bootstrap CI of the mean (BCa: {len(summary)} rows), 100 resamples" in html
+
+
 def test_per_image_table_is_collapsible(page):
     _, soup = page
     details = soup.find("section", id="per-image-results").find("details")
@@ -403,7 +410,8 @@ def test_demo_drops_unavailable_optional_metrics(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
-    """``run.py demo`` on two bundled images with the real components (skipped until they are registered)."""
+    """``run.py demo --config demo`` (the interpolation-only bench) on two bundled images with the real components
+    (skipped until they are registered). The default demo (the ablation sweep) is tests/test_tiny_controls.py's."""
     needed = {"datasets": ["bundled"], "methods": ["nearest", "bilinear", "bicubic", "lanczos"],
               "metrics": ["psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"]}  # fmt: skip
     missing = [n for kind, names in needed.items() for n in names if n not in registry.list_entries(kind)]
@@ -412,7 +420,7 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     from harness.cli.main import main
 
     monkeypatch.setenv("ALIGNVAR_CACHE", str(tmp_path / "cache"))  # bundled tiles: no writes to ~/.cache
-    code = main(["demo", "datasets.0.count=2", "--output-root", str(tmp_path), "--no-progress"])
+    code = main(["demo", "--config", "demo", "datasets.0.count=2", "--output-root", str(tmp_path), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out
     report = tmp_path / "demo" / "report.html"
@@ -420,3 +428,22 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     soup = BeautifulSoup(report.read_text(), "html.parser")
     rows = _quality_table(soup).find("tbody").find_all("tr")
     assert [r.find("td").get_text() for r in rows] == ["nearest", "bilinear", "bicubic", "lanczos"]
+
+
+def test_per_image_distributions_figure_shows_every_image(page, run_dir):
+    """Per dataset, a seaborn box + strip per method and metric; its dots are the per-image table's values."""
+    from harness.bench.layout import load_run
+    from reports.bench import per_image_figure
+
+    _, soup = page
+    img = soup.find("section", id="per-image-results").find("img", class_="distribution")
+    raw = base64.b64decode(img["src"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(raw)).format == "PNG"
+    run = load_run(run_dir)
+    fig = per_image_figure(run, "photos")
+    per_image = pd.read_csv(run_dir / "metrics" / "photos.csv")
+    for ax, metric in zip(fig.axes, ["psnr", "mae"]):
+        assert ax.get_title().startswith(metric)
+        dots = sorted(v for c in ax.collections for v in c.get_offsets()[:, 1].tolist())
+        assert dots == pytest.approx(sorted(per_image[metric].dropna().tolist()))
+        assert [t.get_text() for t in ax.get_xticklabels()] == list(dict.fromkeys(per_image["method"]))

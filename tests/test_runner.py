@@ -1,4 +1,4 @@
-"""Runner, results files and bootstrap statistics.
+"""Runner and results files (the statistics themselves: tests/test_stats.py).
 
 Tiny stand-in components (names prefixed ``_t_runner_``) are registered here so the runner is tested on
 closed-form cases; ``test_bench_real_components`` runs the real bundled dataset + bicubic + PSNR/SSIM.
@@ -25,7 +25,6 @@ from harness.config.experiment import experiment_from_dict
 from harness.core import registry
 from harness.core.imageio import ImageError, load_image
 from harness.core.registry import register
-from harness.core.stats import bootstrap_ci, describe, paired_bootstrap
 from harness.data.datasets import Sample
 from methods.base import SRMethod
 
@@ -190,65 +189,6 @@ def run(cfg, **kw):
     return run_bench(cfg, progress=False, **kw)
 
 
-# ----------------------------------------------------------------------------------------------- stats
-def test_bootstrap_constant_values_zero_width():
-    assert bootstrap_ci(np.full(50, 3.25)) == (3.25, 3.25)
-    assert bootstrap_ci([7.0]) == (7.0, 7.0)
-    low, high = bootstrap_ci([])
-    assert math.isnan(low) and math.isnan(high)
-
-
-def test_bootstrap_large_n_matches_normal_theory():
-    rng = np.random.default_rng(1)
-    x = rng.normal(10.0, 2.0, size=4000)
-    low, high = bootstrap_ci(x, n_boot=2000, seed=3)
-    half = 1.96 * x.std(ddof=1) / math.sqrt(x.size)  # 0.062
-    assert low == pytest.approx(x.mean() - half, abs=0.15 * half)
-    assert high == pytest.approx(x.mean() + half, abs=0.15 * half)
-
-
-def test_bootstrap_is_deterministic_and_drops_nan():
-    x = [1.0, 2.0, 4.0, 8.0, float("nan")]
-    assert bootstrap_ci(x, seed=5) == bootstrap_ci(x[:4], seed=5)
-    assert bootstrap_ci(x, seed=5) != bootstrap_ci(x, seed=6)
-    d = describe(x)
-    assert d["n"] == 4 and d["mean"] == 3.75 and d["std"] == pytest.approx(np.std([1, 2, 4, 8], ddof=1))
-
-
-def test_bootstrap_argument_errors():
-    with pytest.raises(ValueError, match="alpha must be in"):
-        bootstrap_ci([1.0, 2.0], alpha=1.5)
-    with pytest.raises(ValueError, match="n_boot must be >= 1"):
-        bootstrap_ci([1.0, 2.0], n_boot=0)
-
-
-def test_paired_bootstrap_closed_forms():
-    a = np.linspace(20.0, 30.0, 40)
-    same = paired_bootstrap(a, a.copy(), n_boot=500)
-    assert (same.mean_diff, same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
-    assert not same.significant
-    shifted = paired_bootstrap(a, a - 0.5, n_boot=500)  # every pair differs by exactly 0.5
-    assert shifted.mean_diff == pytest.approx(0.5)
-    assert shifted.ci_low == pytest.approx(0.5) and shifted.ci_high == pytest.approx(0.5)
-    assert shifted.p_value == pytest.approx(1 / 501)
-    assert shifted.significant and shifted.n == 40
-
-
-def test_paired_bootstrap_noisy_difference():
-    rng = np.random.default_rng(0)
-    base = rng.normal(25, 3, size=2000)
-    noise = rng.normal(0.0, 1.0, size=2000)
-    res = paired_bootstrap(base + 0.2 + noise, base, n_boot=2000)
-    half = 1.96 * noise.std(ddof=1) / math.sqrt(2000)
-    assert res.ci_low == pytest.approx(res.mean_diff - half, abs=0.2 * half)
-    assert res.p_value < 0.01
-    null = paired_bootstrap(base + noise, base + rng.normal(0.0, 1.0, size=2000), n_boot=2000)
-    assert null.p_value > 0.01 or abs(null.mean_diff) > 2 * half  # no spurious significance
-    with pytest.raises(ValueError, match="equally long inputs, got 3 and 2"):
-        paired_bootstrap([1, 2, 3], [1, 2])
-    assert paired_bootstrap([1.0, float("nan")], [0.0, 5.0]).n == 1
-
-
 # ----------------------------------------------------------------------------------------------- bench
 def test_full_bench_outputs_and_values(tmp_path):
     run_dir = run(make_cfg(tmp_path))
@@ -276,13 +216,14 @@ def test_full_bench_outputs_and_values(tmp_path):
 
     summary = pd.read_csv(run_dir / "summary.csv")
     assert list(summary.columns) == [
-        "dataset", "method", "metric", "mean", "std", "ci_low", "ci_high", "n", "lower_better",
+        "dataset", "method", "metric", "mean", "std", "ci_low", "ci_high", "ci_method", "n", "lower_better",
     ]  # fmt: skip
     assert list(summary["metric"]) == ["mae", "level", "latency_s"]
     mae = summary.set_index("metric").loc["mae"]
     assert mae["mean"] == pytest.approx(table["mae"].mean())
     assert mae["std"] == pytest.approx(table["mae"].std(ddof=1))
     assert mae["ci_low"] <= mae["mean"] <= mae["ci_high"] and mae["n"] == 2 and bool(mae["lower_better"])
+    assert mae["ci_method"] == "percentile"  # BCa needs >= 3 values
     assert not bool(summary.set_index("metric").loc["level", "lower_better"])
 
     meta = json.loads((run_dir / "summary.json").read_text())

@@ -2,8 +2,9 @@
 
 The end-to-end sweep trains two tiny AlignVARs for a couple of steps (SCA off vs Laplacian SCA) on the bundled
 photos: plumbing only, no number from them means anything. The table logic (baselines shown once, on-vs-off
-differences with a paired bootstrap) is checked on hand-made cells with closed-form answers, and the
-``alignvar`` method's SCA default (the mode the checkpoint was trained with) on saved tiny models.
+differences with the paired tests of harness.core.stats, Holm and verdicts) is checked on hand-made cells with
+closed-form answers, and the ``alignvar`` method's SCA default (the mode the checkpoint was trained with) on
+saved tiny models.
 """
 
 from __future__ import annotations
@@ -117,9 +118,12 @@ def test_baselines_once_and_on_vs_off_differences(tmp_path):
     row = cmp.iloc[0]
     assert row["comparison"] == "HCC: hcc.lambda=1 vs 0" and (row["off"], row["on"]) == (23.0, 23.5)
     assert row["on - off"] == pytest.approx(0.5) and row["n"] == 4
-    # bootstrap means of 4 differences in [0.3, 0.7] stay within them; all > 0: significant, better
+    # bootstrap means of 4 differences in [0.3, 0.7] stay within them; all > 0, yet with 4 images the exact
+    # sign-flip test cannot go below p = 2/16 (the all-positive pattern and its mirror image): no verdict
+    # (the old bootstrap p-value said p < 0.01 and "better" here, a claim 4 images cannot support)
     assert 0.3 <= row["on - off lo"] <= 0.5 <= row["on - off hi"] <= 0.7
-    assert row["verdict"] == "better" and row["p"] < 0.01
+    assert row["p"] == pytest.approx(2 / 16) and row["p (Holm)"] == pytest.approx(2 / 16)
+    assert row["verdict"] == "no detectable difference (n=4 images)"
 
     # only one cell: nothing is "constant", and there is no off cell to compare with
     assert constant_methods(cells[1:]) == [] and comparison_frame(cells[1:]).empty
@@ -143,8 +147,37 @@ def test_sca_toggle_pairs_cells_with_equal_other_keys(tmp_path):
             "SCA: sca.mask_input=laplacian vs none (hcc.lambda=1)": 0.5,
         }
     )
-    # constant per-image differences: a zero-width CI that excludes 0
-    assert (cmp["on - off lo"] == cmp["on - off hi"]).all() and set(cmp["verdict"]) == {"better"}
+    # constant per-image differences: a zero-width CI that excludes 0, but from 2 images the exact sign-flip
+    # p-value is 2/4 (and Holm over the 4 rows: 1), so no row gets a verdict
+    assert (cmp["on - off lo"] == cmp["on - off hi"]).all()
+    assert cmp["p"].tolist() == [0.5] * 4 and cmp["p (Holm)"].tolist() == [1.0] * 4
+    assert set(cmp["verdict"]) == {"no detectable difference (n=2 images)"}
+
+
+def test_comparison_verdicts_use_holm_over_the_table_and_the_minimum_effect(tmp_path):
+    """16 images, every difference positive: exact p = 2 / 2**16 per row. HCC moves PSNR by 0.5 dB (better);
+    SCA by 0.01 dB, a difference the test detects but whose CI stays below the 0.05 dB minimum effect."""
+    from harness.core.stats import StatisticsOptions
+    from reports.sweep.comparison import comparison_frame
+
+    base = [20.0 + i for i in range(16)]
+    jitter = [0.001 * (i % 3) for i in range(16)]
+
+    def cell(i, mask, lam, shift):
+        over = {"model.sca.mask_input": mask, "model.hcc.lambda": lam}
+        images = [b + shift + j for b, j in zip(base, jitter)]
+        return _cell(tmp_path, f"c{i}", i, over, {"ours": sum(images) / 16}, {"ours": images})
+
+    cells = [cell(0, "none", 0.0, 0.0), cell(1, "laplacian", 0.0, 0.01), cell(2, "none", 1.0, 0.5)]
+    cmp = comparison_frame(cells).set_index("comparison")
+    assert cmp["p"].tolist() == pytest.approx([2 / 2**16] * 2)
+    assert cmp["p (Holm)"].tolist() == pytest.approx([2 * 2 / 2**16] * 2)  # a family of 2
+    assert cmp.loc["HCC: hcc.lambda=1 vs 0 (sca.mask_input=none)", "verdict"] == "better"
+    sca = cmp.loc["SCA: sca.mask_input=laplacian vs none (hcc.lambda=0)"]
+    assert sca["on - off hi"] < 0.05 and sca["verdict"] == "no detectable difference (n=16 images)"
+    # with a configured minimum effect below 0.01 dB the same row is "better"
+    relaxed = comparison_frame(cells, StatisticsOptions(min_effect={"psnr_y": 0.005})).set_index("comparison")
+    assert relaxed.loc["SCA: sca.mask_input=laplacian vs none (hcc.lambda=0)", "verdict"] == "better"
 
 
 # -------------------------------------------------------------------------------------- tiny sweep, for real
@@ -262,6 +295,11 @@ def test_sweep_report_tables_and_figures(tiny_sweep):
     assert "psnr_y ↑" in table and "ssim_y ↑" in table and 'class="best"' in table
     assert "bicubic" not in table and "bicubic" in _section(html, "Baselines")
     assert "SCA: sca.mask_input=laplacian vs none" in _section(html, "Component on vs off")
+    models = _section(html, "Models: tokenizer ceiling, bicubic, warnings")  # every cell's model, with warnings
+    for mask in ("none", "laplacian"):
+        assert f"sca.mask_input={mask} / alignvar_tiny" in models
+        assert f"sca.mask_input={mask} / alignvar_tiny on bundled64: one seed: training and sampling" in html
+        assert f"sca.mask_input={mask} / alignvar_tiny on bundled64: evaluated on 2 images (&lt; 10)" in html
     for title in ("Attention distance", "Error accumulation"):
         srcs = re.findall(r'<img[^>]*src="([^"]+)"', _section(html, title))
         assert len(srcs) == 1 and _decodes(srcs[0])[0] >= 900

@@ -203,3 +203,82 @@ def test_analysis_block_counts_only_for_analyzed_cells_and_when_not_default():
     assert cell_identity(default, analysed) == cell_identity(config, analysed)
     assert cell_identity(changed, analysed) != cell_identity(default, analysed)
     assert cell_identity(changed, benched) == cell_identity(config, benched)
+
+
+# --------------------------------------------------------------------------------------------- sweep.seeds
+@dataclass
+class _SeededMethodConfig:
+    seed: int = 0
+    cfg: float = 1.0
+
+
+@register("methods", "_sweep_test_seeded", description="test stand-in with a sampling seed", config=_SeededMethodConfig)
+def _seeded_method(cfg: _SeededMethodConfig):  # never built here
+    raise AssertionError("not built in these tests")
+
+
+def test_seeds_repeat_every_cell_and_reach_training_and_sampling_seeds():
+    spec = spec_of(
+        {
+            "seed": 5,
+            "methods": ["bicubic", {"type": "_sweep_test_seeded", "seed": 9}],
+            "sweep": {"grid": {"bench.batch_size": [1, 2]}, "seeds": [0, 3]},
+        }
+    )
+    cells = expand(spec)
+    assert [c.name for c in cells] == [
+        "bench.batch_size=1,seed=0",
+        "bench.batch_size=1,seed=3",
+        "bench.batch_size=2,seed=0",
+        "bench.batch_size=2,seed=3",
+    ]
+    assert cells[1].overrides == {"bench.batch_size": 1, "seed": 3}
+    assert len({c.id for c in cells}) == 4 and cells[1].dir_name == f"bench.batch_size=1,seed=3-{cells[1].id[:8]}"
+    for cell in cells:
+        seed = cell.overrides["seed"]
+        assert cell.config.seed == seed  # training + bench seed
+        assert cell.config.methods[1].options.seed == seed  # the sampling seed of a method with one
+        assert cell.raw["seed"] == seed and cell.raw["methods"][1]["seed"] == seed  # what config.yaml records
+        assert not hasattr(cell.config.methods[0].options, "seed")  # bicubic has no seed option: untouched
+    # the seed is part of the identity: the same config at another seed is another cell
+    assert cells[0].id != cells[1].id
+
+
+def test_sweeps_without_seeds_keep_their_cell_hashes():
+    # ids computed by the code before sweep.seeds existed (main at 4efa0f6): adding the axis must not move them
+    spec = spec_of({"methods": ["bicubic"], "sweep": {"grid": {"bench.batch_size": [1, 2]}}})
+    assert [(c.name, c.id) for c in expand(spec)] == [
+        ("bench.batch_size=1", "f60413360ae0cf4720239779a18b230ddfd9a2cb0d423a5d8f30224033e66186"),
+        ("bench.batch_size=2", "7ae546558f1ce45b1faef593d20f8ee36defc540ec016e42643a49961890c107"),
+    ]
+    seeded = expand(spec_of({"methods": ["bicubic"], "sweep": {"grid": {"bench.batch_size": [1, 2]}, "seeds": [0]}}))
+    assert seeded[0].id == "f60413360ae0cf4720239779a18b230ddfd9a2cb0d423a5d8f30224033e66186"  # seed 0 = the default
+    assert seeded[0].name == "bench.batch_size=1,seed=0"
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ([], "exp.yaml: sweep.seeds: expected a non-empty list of integers such as [0, 1, 2], got []"),
+        ([0, 1, 0], "exp.yaml: sweep.seeds: duplicate seeds [0]; give each seed once"),
+        ([0, 1.5], "exp.yaml: sweep.seeds[1]: expected an integer seed, got 1.5 (float)"),
+        (["a"], "exp.yaml: sweep.seeds[0]: expected an integer seed, got 'a' (str)"),
+        ([True], "exp.yaml: sweep.seeds[0]: expected an integer seed, got True (bool)"),
+        ([-1], "exp.yaml: sweep.seeds[0]: seeds must be >= 0, got -1"),
+    ],
+)
+def test_bad_seeds_name_the_key_and_value(seeds, message):
+    with pytest.raises(ConfigError) as err:
+        expand(spec_of({"sweep": {"seeds": seeds}}))
+    assert str(err.value) == message
+
+
+def test_seeds_and_a_swept_seed_key_conflict():
+    with pytest.raises(ConfigError) as err:
+        expand(spec_of({"sweep": {"grid": {"seed": [0, 1]}, "seeds": [0, 1]}}))
+    assert str(err.value) == (
+        "exp.yaml: sweep.grid.seed: 'seed' is swept by sweep.seeds too; give the seeds in one place"
+    )
+    with pytest.raises(ConfigError) as err:
+        expand(spec_of({"sweep": {"seeds": 3}}))
+    assert "sweep.seeds" in str(err.value) and "3" in str(err.value)

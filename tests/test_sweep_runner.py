@@ -126,6 +126,22 @@ def test_2x3_grid_completes_with_six_cells_summary_and_logs(tmp_path):
     assert [d.split("-")[0] for d in summary["other_dirs"]] == [f"cells/bench.batch_size=1,seed={s}" for s in (0, 1, 2)]
 
 
+def test_seeds_axis_runs_every_cell_per_seed_and_records_it(tmp_path):
+    """``sweep.seeds`` gives the same cells (names, overrides, scores) as sweeping ``seed`` in the grid, and
+    sweep.json records the seeds, the ``seed`` key and the report's statistics options."""
+    fn = Recorder()
+    sweep = {"grid": {"bench.batch_size": [1, 2]}, "seeds": [0, 1, 2], "statistics": {"alpha": 0.01}}
+    result = run_sweep(make_spec(tmp_path, sweep), cell_fn=fn, isolation="inline", progress=False)
+    assert result.ok and sorted(fn.calls) == sorted(f"bench.batch_size={b},seed={s}" for b in (1, 2) for s in (0, 1, 2))
+    summary = json.loads((tmp_path / "runs" / "toy" / "sweep.json").read_text())
+    assert summary["keys"] == ["bench.batch_size", "seed"] and summary["seeds"] == [0, 1, 2]
+    assert summary["statistics"]["alpha"] == 0.01 and summary["statistics"]["test"] == "permutation"
+    assert [c["result"]["score"] for c in summary["cells"]] == [1, 11, 21, 2, 12, 22]
+    with open(tmp_path / "runs" / "toy" / "cells.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header[4:6] == ["bench.batch_size", "seed"]
+
+
 def test_visible_gpus_and_local_slots(monkeypatch):
     from harness.sweep.scheduler import local_slots, visible_gpus
 

@@ -288,7 +288,10 @@ def test_standin_bench_report_shows_tables_1_and_2(standin_run):
         assert [r[0] for r in _rows(table)] == methods
     # Table 2: one row per method, in config order, after Table 1
     section = soup.find("section", id="efficiency")
-    assert [s["id"] for s in soup.find_all("section")][:3] == ["overview", "results", "efficiency"]
+    assert [s["id"] for s in soup.find_all("section")][:4] == ["overview", "results", "models", "efficiency"]
+    # the models (methods with a VQ-VAE) next to their tokenizer ceiling and bicubic, per dataset
+    models = [r[:2] for r in _rows(soup.find("section", id="models").find("table", class_="models"))]
+    assert models == [[m, d] for m in ("VARSR", "AlignVAR") for d in DATASETS]
     table = section.find("table", class_="efficiency")
     headers = [th.get_text() for th in table.find("thead").find_all("th")]
     assert headers == ["Method", "Params (M)", "Steps", "Time (s)", "IQR (s)", "Peak memory (MiB)", "Device"]

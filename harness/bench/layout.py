@@ -8,6 +8,7 @@ A run directory ``runs/<experiment>/`` holds::
     summary.json                 run metadata, per (dataset, method, metric) statistics, failures, skips
     summary.csv                  the statistics as a flat table (SUMMARY_COLUMNS)
     efficiency.json              optional, written by an efficiency hook
+    ceilings.csv                 per image: tokenizer-ceiling and bicubic PSNR-Y of models (harness.bench.ceiling)
     identity.json                config hash, input data manifest (file names, sizes, sha256), code version
     images/<dataset>/<method>/<image>.png        SR outputs (bench.save_images)
     references/<dataset>/{lr,hr}/<image>.png     LR/HR references for the report grid and set-level metrics
@@ -41,7 +42,9 @@ from harness.core.stats import describe
 IMAGE_COL = "image"
 LATENCY_COL = "latency_s"
 ID_COLUMNS = ("dataset", "method", IMAGE_COL)
-SUMMARY_COLUMNS = ("dataset", "method", "metric", "mean", "std", "ci_low", "ci_high", "n", "lower_better")
+SUMMARY_COLUMNS = (
+    "dataset", "method", "metric", "mean", "std", "ci_low", "ci_high", "ci_method", "n", "lower_better",
+)  # fmt: skip
 # Everything a run writes; a new (or --force) run removes these first so a run dir reflects exactly one run.
 OUTPUT_ENTRIES = (
     "config.yaml",
@@ -50,6 +53,7 @@ OUTPUT_ENTRIES = (
     "summary.json",
     "summary.csv",
     "efficiency.json",
+    "ceilings.csv",
     "images",
     "references",
     "errors",
@@ -127,7 +131,8 @@ def set_level_row(dataset: str, method: str, metric: str, value: float, n: int, 
     """A summary row for a set-level metric (FID): one value, no spread, no CI."""
     nan = float("nan")
     row = {"dataset": dataset, "method": method, "metric": metric, "mean": float(value), "std": nan,
-           "ci_low": nan, "ci_high": nan, "n": int(n), "lower_better": bool(lower_better)}  # fmt: skip
+           "ci_low": nan, "ci_high": nan, "ci_method": "none", "n": int(n),
+           "lower_better": bool(lower_better)}  # fmt: skip
     return pd.DataFrame([row], columns=list(SUMMARY_COLUMNS))
 
 
@@ -146,7 +151,7 @@ def summarize(
     lower_better: dict[str, bool],
     *,
     n_boot: int = 1000,
-    alpha: float = 0.05,
+    confidence: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Per (dataset, method, metric) statistics of a per-image table (columns SUMMARY_COLUMNS).
@@ -160,10 +165,7 @@ def summarize(
             if metric not in group or group[metric].isna().all():
                 continue
             values = group[metric].to_numpy(dtype=float)
-            if n_boot == 0:
-                stats = {**describe(values, n_boot=1, alpha=alpha, seed=seed), "ci_low": math.nan, "ci_high": math.nan}
-            else:
-                stats = describe(values, n_boot=n_boot, alpha=alpha, seed=seed)
+            stats = describe(values, confidence=confidence, n_resamples=n_boot, seed=seed)
             rows.append({"dataset": dataset, "method": method, "metric": metric, **stats, "lower_better": bool(low)})
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
@@ -229,7 +231,8 @@ def run_meta(
         "device": str(device),
         "results_format": cfg.bench.results_format,
         "bootstrap": {
-            "method": "percentile bootstrap of the mean",
+            "method": "scipy.stats.bootstrap of the mean: BCa (n >= 3, values not all equal), else percentile; "
+            "per row in ci_method",
             "n_boot": cfg.bench.bootstrap_samples,
             "alpha": 0.05,
             "seed": cfg.seed,

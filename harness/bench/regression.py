@@ -1,15 +1,18 @@
-"""Regression check of a bench run against a reference run: paired bootstrap per metric, with tolerances.
+"""Regression check of a bench run against a reference run: paired tests per metric, Holm, tolerances.
 
 Both runs must cover the same datasets, methods and image keys (a mismatch is an error that lists the keys).
 For every (dataset, method, metric) the per-image scores are paired by image and
-``harness.core.stats.paired_bootstrap`` gives the mean difference new - reference, its 95% CI and a two-sided
-p-value. The metric's direction (``lower_better``, from the reference run) turns the difference into a
-*worsening* (> 0 = worse).
+``harness.core.stats.paired_test`` gives the mean difference new - reference, its bootstrap CI and a two-sided
+p-value (sign-flip permutation test, or Wilcoxon). The p-values of all the (dataset, method, metric)
+comparisons of the check are one family, adjusted with Holm (``harness.core.stats.holm``). The metric's
+direction (``lower_better``, from the reference run) turns the difference into a *worsening* (> 0 = worse).
 
-A **regression** is a significant worsening (p < alpha and the CI excludes 0) whose mean exceeds the metric's
-tolerance. Tolerances come from a YAML file (``yaml.safe_load``)::
+A **regression** is ``harness.core.stats.verdict`` saying "worse" with the metric's tolerance as the minimum
+effect: Holm-adjusted p < alpha, the CI on the worse side of 0, and the CI reaching the tolerance (the data do
+not show the worsening to be within it). A significant worsening whose CI lies within the tolerance is
+"worse (within tolerance)". Tolerances come from a YAML file (``yaml.safe_load``)::
 
-    alpha: 0.05                    # optional, default 0.05
+    alpha: 0.05                    # optional, default 0.05 (family-wise, over every comparison of the check)
     psnr_y: {max_drop: 0.05}       # higher-is-better metric: allowed mean drop
     lpips: {max_increase: 0.002}   # lower-is-better metric: allowed mean increase
 
@@ -36,7 +39,7 @@ from harness.bench.layout import IMAGE_COL, LATENCY_COL, RunResults, load_run
 from harness.bench.prepare import dataset_groups
 from harness.core.identity import RunIdentity, format_differences
 from harness.core.mapping import ConfigError, from_dict
-from harness.core.stats import paired_bootstrap
+from harness.core.stats import BETTER, DEFAULT_N_RESAMPLES, WORSE, holm, paired_test, verdict
 
 MAX_LISTED_KEYS = 10
 
@@ -119,24 +122,31 @@ class MetricComparison:
     diff: float  # mean(new - reference)
     ci_low: float
     ci_high: float
-    p_value: float
+    p_value: float  # the paired test's two-sided p-value
     worsening: float  # > 0 means worse, in the metric's units
     tolerance: float
-    significant: bool
+    significant: bool  # Holm-adjusted p < alpha and the CI excludes 0
     status: str  # regression | non-finite | worse (within tolerance) | worse (not significant) | improved | ...
     n_non_finite: int = 0  # images scored NaN/inf in the new run but finite in the reference
+    p_holm: float = math.nan  # p_value adjusted with Holm over every comparison of the check
+    ci_method: str = "none"  # BCa | percentile | none
+    test: str = "permutation"  # permutation | wilcoxon
+    exact: bool = True  # exact null distribution (else Monte Carlo / normal approximation)
 
     @property
     def regressed(self) -> bool:
         return self.status in ("regression", "non-finite")
 
 
-def classify(worsening: float, significant: bool, tolerance: float) -> str:
-    """The status of one comparison (see the module docstring for the rule)."""
-    if significant and worsening > 0:
-        return "regression" if worsening > tolerance else "worse (within tolerance)"
-    if significant and worsening < 0:
+def classify(judgement: str, worsening: float, significant: bool) -> str:
+    """The status of one comparison from its ``harness.core.stats.verdict`` (with the tolerance as the minimum
+    effect), the sign of the worsening and whether it is significant (see the module docstring)."""
+    if judgement == WORSE:
+        return "regression"
+    if judgement == BETTER or (significant and worsening < 0):
         return "improved"
+    if significant and worsening > 0:
+        return "worse (within tolerance)"
     if worsening > 0:
         return "worse (not significant)"
     return "no change"
@@ -147,7 +157,7 @@ class RegressionReport:
     new_dir: Path
     ref_dir: Path
     alpha: float
-    n_boot: int
+    n_resamples: int
     rows: list[MetricComparison]
     notes: list[str] = field(default_factory=list)
     data_changed: list[str] = field(default_factory=list)  # data manifest differences, compared anyway
@@ -171,6 +181,7 @@ class RegressionReport:
             "diff",
             "95% CI",
             "p",
+            "p_holm",
             "tol",
             "status",
         ]
@@ -188,6 +199,7 @@ class RegressionReport:
                     f"{r.diff:+.4g}",
                     f"[{r.ci_low:+.4g}, {r.ci_high:+.4g}]",
                     f"{r.p_value:.3g}",
+                    f"{r.p_holm:.3g}",
                     _num(r.tolerance),
                     r.status.upper() if r.regressed else r.status,
                 ]
@@ -248,7 +260,8 @@ def compare_runs(
     ref_dir: str | Path,
     tolerances: Tolerances | None = None,
     *,
-    n_boot: int = 2000,
+    n_resamples: int = DEFAULT_N_RESAMPLES,
+    test: str = "permutation",
     seed: int = 0,
     include_latency: bool = False,
     allow_data_change: bool = False,
@@ -316,8 +329,8 @@ def compare_runs(
                     "in the reference are left out"
                 )
             keep = np.isfinite(x) & np.isfinite(y)
-            res = paired_bootstrap(
-                np.where(keep, x, np.nan), np.where(keep, y, np.nan), n_boot=n_boot, alpha=tol.alpha, seed=seed
+            res = paired_test(
+                np.where(keep, x, np.nan), np.where(keep, y, np.nan), test=test, n_resamples=n_resamples, seed=seed
             )
             if lost.any():
                 rows.append(
@@ -327,12 +340,6 @@ def compare_runs(
             if res.n == 0:
                 notes.append(f"{dataset}/{method}/{metric}: no image has a score in both runs")
                 continue
-            sign = 1.0 if lower else -1.0
-            worsening = sign * res.mean_diff
-            worse_side = (res.ci_low > 0) if lower else (res.ci_high < 0)
-            better_side = (res.ci_high < 0) if lower else (res.ci_low > 0)
-            significant = res.significant and (worse_side or better_side)
-            allowed = tol.allowed(metric, lower)
             rows.append(
                 MetricComparison(
                     dataset=dataset,
@@ -343,16 +350,35 @@ def compare_runs(
                     mean_ref=float(b[metric].mean()),
                     mean_new=float(a[metric].mean()),
                     diff=res.mean_diff,
-                    ci_low=res.ci_low,
-                    ci_high=res.ci_high,
+                    ci_low=res.ci.low,
+                    ci_high=res.ci.high,
                     p_value=res.p_value,
-                    worsening=worsening,
-                    tolerance=allowed,
-                    significant=significant,
-                    status=classify(worsening, significant, allowed),
+                    worsening=(1.0 if lower else -1.0) * res.mean_diff,
+                    tolerance=tol.allowed(metric, lower),
+                    significant=False,
+                    status="",  # set below, once the whole family's p-values are known
+                    ci_method=res.ci.method,
+                    test=res.test,
+                    exact=res.exact,
                 )
             )
-    return RegressionReport(new.run_dir, ref.run_dir, tol.alpha, n_boot, rows, notes, data_changed)
+    _judge(rows, tol.alpha)
+    return RegressionReport(new.run_dir, ref.run_dir, tol.alpha, n_resamples, rows, notes, data_changed)
+
+
+def _judge(rows: list[MetricComparison], alpha: float) -> None:
+    """Holm over the p-values of every comparison (non-finite rows included: they are comparisons of the
+    family too), then each finite row's significance and status."""
+    for row, p in zip(rows, holm([r.p_value for r in rows])):
+        row.p_holm = float(p)
+        if row.status == "non-finite":
+            continue
+        row.significant = bool(row.p_holm < alpha and not (row.ci_low <= 0.0 <= row.ci_high))
+        judgement = verdict(
+            row.p_holm, (row.ci_low, row.ci_high), row.n, lower_better=row.lower_better,
+            min_effect=row.tolerance, alpha=alpha,
+        )  # fmt: skip
+        row.status = classify(judgement, row.worsening, row.significant)
 
 
 def _non_finite_row(dataset, method, metric, lower, x, y, lost, res, allowed) -> MetricComparison:
@@ -366,14 +392,17 @@ def _non_finite_row(dataset, method, metric, lower, x, y, lost, res, allowed) ->
         mean_ref=float(np.mean(y[np.isfinite(y)])) if np.isfinite(y).any() else math.nan,
         mean_new=float(np.mean(x)) if len(x) else math.nan,
         diff=res.mean_diff,
-        ci_low=res.ci_low,
-        ci_high=res.ci_high,
+        ci_low=res.ci.low,
+        ci_high=res.ci.high,
         p_value=res.p_value,
         worsening=math.inf,
         tolerance=allowed,
         significant=True,
         status="non-finite",
         n_non_finite=int(lost.sum()),
+        ci_method=res.ci.method,
+        test=res.test,
+        exact=res.exact,
     )
 
 

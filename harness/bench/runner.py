@@ -12,7 +12,8 @@
 The run folder is locked (one writer), its identity recorded (``identity.json``: config, data manifest, code),
 and the run built in a staging folder that replaces the previous run only once it has finished.
 
-Hooks (``BenchHook``) see the run as it goes; ``bench.efficiency`` adds the efficiency hook (Table 2).
+Hooks (``BenchHook``) see the run as it goes: the ceiling hook always (``harness.bench.ceiling``: tokenizer
+ceiling and bicubic PSNR-Y of models), the efficiency hook when ``bench.efficiency`` is set (Table 2).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pandas as pd
 import torch
 
 from harness.bench import layout
+from harness.bench.ceiling import CeilingHook
 from harness.bench.efficiency import EfficiencyHook
 from harness.bench.evaluate import DatasetState, evaluate, latency_record, latency_source
 from harness.bench.layout import record_failure
@@ -241,13 +243,14 @@ def _run(cfg, out_dir: Path, dev, prepared: Prepared, hooks, identity: RunIdenti
 
 
 def config_hooks(cfg: ExperimentConfig, given: Sequence[BenchHook] = ()) -> list[BenchHook]:
-    """Hooks the config asks for: an ``EfficiencyHook`` when ``bench.efficiency`` is set (unless given)."""
+    """Hooks of every run and those the config asks for: the ``CeilingHook`` (tokenizer ceiling and bicubic of
+    every method with a tokenizer; it does nothing for the others), an ``EfficiencyHook`` when
+    ``bench.efficiency`` is set (unless given)."""
+    hooks: list[BenchHook] = [] if any(isinstance(h, CeilingHook) for h in given) else [CeilingHook()]
     options = getattr(cfg.bench, "efficiency", None)
-    if options is None:
-        return []
-    if any(isinstance(h, EfficiencyHook) for h in given):
-        return []
-    return [EfficiencyHook(options)]
+    if options is None or any(isinstance(h, EfficiencyHook) for h in given):
+        return hooks
+    return [*hooks, EfficiencyHook(options)]
 
 
 # ----------------------------------------------------------------------------------------------- summary

@@ -8,8 +8,10 @@ from pathlib import Path
 
 HELP = "compare a bench run with a reference run; exit 1 on a significant regression beyond tolerance"
 DESCRIPTION = """\
-Compare the per-image metrics of two bench runs (same datasets, methods and images) with a paired bootstrap.
-A regression is a significant worsening (p < alpha, CI excluding 0) larger than the metric's tolerance.
+Compare the per-image metrics of two bench runs (same datasets, methods and images) with a paired test per
+metric (sign-flip permutation test, or Wilcoxon), Holm-adjusted over every dataset x method x metric compared.
+A regression is a significant worsening (Holm p < alpha, CI excluding 0) whose CI reaches the metric's
+tolerance (docs/STATISTICS.md).
 
 Tolerance file (YAML), e.g.:
     alpha: 0.05
@@ -25,6 +27,8 @@ Exit status: 0 no regression, 1 regression, 2 the runs cannot be compared (the m
 
 
 log = logging.getLogger(__name__)
+DEFAULT_N_RESAMPLES = 9999  # harness.core.stats.DEFAULT_N_RESAMPLES (not imported: --help stays cheap)
+TESTS = ("permutation", "wilcoxon")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--against", type=Path, required=True, metavar="REFERENCE", help="the reference run")
     parser.add_argument("--tolerances", type=Path, default=None, help="YAML of per-metric tolerances")
     parser.add_argument("--output", type=Path, default=None, help="HTML diff page (default: NEW_RUN/regression.html)")
-    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument(
+        "--n-resamples",
+        type=int,
+        default=DEFAULT_N_RESAMPLES,
+        help=f"bootstrap resamples and Monte Carlo sign flips (default {DEFAULT_N_RESAMPLES})",
+    )
+    parser.add_argument(
+        "--test",
+        choices=TESTS,
+        default="permutation",
+        help="paired test: sign-flip permutation (default) or Wilcoxon signed-rank",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
     parser.add_argument("--include-latency", action="store_true", help="also compare latency_s")
     parser.add_argument(
         "--allow-data-change",
@@ -49,15 +64,16 @@ def run(args: argparse.Namespace) -> int:
     from harness.core.mapping import ConfigError
     from reports.regression import write_html
 
-    if args.n_boot < MIN_BOOTSTRAP_SAMPLES:
-        raise ConfigError(f"--n-boot: must be >= {MIN_BOOTSTRAP_SAMPLES} (bootstrap resamples), got {args.n_boot}")
+    if args.n_resamples < MIN_BOOTSTRAP_SAMPLES:
+        raise ConfigError(f"--n-resamples: must be >= {MIN_BOOTSTRAP_SAMPLES} (resamples), got {args.n_resamples}")
     tolerances = load_tolerances(args.tolerances) if args.tolerances else Tolerances()
     try:
         report = compare_runs(
             args.new_run,
             args.against,
             tolerances,
-            n_boot=args.n_boot,
+            n_resamples=args.n_resamples,
+            test=args.test,
             seed=args.seed,
             include_latency=args.include_latency,
             allow_data_change=args.allow_data_change,

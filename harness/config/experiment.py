@@ -26,6 +26,7 @@ from harness.config.components import ComponentSpec, parse_component
 from harness.config.files import load_experiment_tree
 from harness.core.mapping import ConfigError, from_dict, to_dict
 from harness.core.runfolder import check_run_name, run_folder
+from harness.core.stats import StatisticsOptions
 
 
 # ----------------------------------------------------------------------------------------------- experiment
@@ -90,14 +91,19 @@ class ReportConfig:
 
 @dataclass
 class SweepConfig:
-    """Cells = cartesian ``grid`` x paired ``zip`` over config keys (see harness.sweep)."""
+    """Cells = cartesian ``grid`` x paired ``zip`` over config keys, each repeated over ``seeds`` (see
+    harness.sweep.expand: a seed sets the training/bench ``seed`` and every sampling ``seed`` option)."""
 
     grid: dict[str, list[Any]] = field(default_factory=dict)
     zip: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: list[Any] | None = None  # replicate seeds, e.g. [0, 1, 2]; checked by harness.sweep.expand
     stages: list[Literal["train", "bench", "analyze"]] = field(default_factory=lambda: ["train", "bench"])
     backend: Literal["local", "submitit"] = "local"
     workers: int = 1  # local CPU workers (ignored when GPUs are visible: one cell per GPU)
     backend_options: dict[str, Any] = field(default_factory=dict)
+    # the paired comparisons of the sweep report (alpha, test, n_resamples, confidence, min_effect, seed;
+    # harness.core.stats, docs/STATISTICS.md); not part of any cell's config, so changing them reruns nothing
+    statistics: StatisticsOptions = field(default_factory=StatisticsOptions)
 
 
 # ----------------------------------------------------------------------------------------------- analysis

@@ -1,4 +1,5 @@
-"""Sweep expansion: ``sweep.grid`` (cartesian product) x ``sweep.zip`` (paired lists) -> validated cells.
+"""Sweep expansion: ``sweep.grid`` (cartesian product) x ``sweep.zip`` (paired lists) x ``sweep.seeds``
+(replicates) -> validated cells.
 
 Every cell is the base experiment with its overrides applied to the RAW config mapping (the same path syntax
 as ``run.py ... key.sub=value`` overrides), then validated with ``experiment_from_dict``. All cells are
@@ -10,11 +11,17 @@ key::
 Cell names are readable and filesystem-safe: each swept key is shortened to its last components (at least two,
 more where needed to stay unique), e.g. ``hcc.lambda=0.5,sca.mask_input=laplacian``; the cell's folder adds
 the first 8 hex digits of its identity hash (``harness.sweep.cache.cell_identity``), which makes it unique.
+
+``sweep.seeds: [0, 1, 2]`` repeats every cell once per seed (the seed varies fastest): the cell's override
+``seed`` (name ``...,seed=1``) sets the experiment's ``seed`` (training data order, initialisation, the bench's
+RNGs and bootstrap) and the ``seed`` option of every method and model that has one (the sampling seed), so
+the replicates differ in every random choice. Sweeps without ``seeds:`` expand (and hash) as before.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import itertools
 import json
@@ -177,14 +184,55 @@ def combinations(sweep: SweepConfig, source: str = "<config>") -> list[dict[str,
     else:
         zip_rows = [{}]
     grid_rows = [dict(zip(sweep.grid, row)) for row in itertools.product(*sweep.grid.values())]
-    return [{**g, **z} for g in grid_rows for z in zip_rows]
+    rows = [{**g, **z} for g in grid_rows for z in zip_rows]
+    seeds = check_seeds(sweep, source)
+    if seeds is None:
+        return rows
+    return [{**row, SEED_KEY: s} for row in rows for s in seeds]
+
+
+SEED_KEY = "seed"  # the override key of the replicate axis (``sweep.seeds``)
+
+
+def check_seeds(sweep: SweepConfig, source: str = "<config>") -> list[int] | None:
+    """The validated ``sweep.seeds`` (None when not given): a non-empty list of distinct integers >= 0, and
+    ``seed`` not also swept by ``grid`` / ``zip``."""
+    seeds = sweep.seeds
+    if seeds is None:
+        return None
+    where = f"{source}: sweep.seeds"
+    if not isinstance(seeds, list) or not seeds:
+        raise ConfigError(f"{where}: expected a non-empty list of integers such as [0, 1, 2], got {seeds!r}")
+    for i, s in enumerate(seeds):
+        if not isinstance(s, int) or isinstance(s, bool):
+            raise ConfigError(f"{where}[{i}]: expected an integer seed, got {s!r} ({type(s).__name__})")
+        if s < 0:
+            raise ConfigError(f"{where}[{i}]: seeds must be >= 0, got {s}")
+    dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: duplicate seeds {dupes}; give each seed once")
+    for kind, table in (("grid", sweep.grid), ("zip", sweep.zip)):
+        if SEED_KEY in table:
+            raise ConfigError(
+                f"{source}: sweep.{kind}.{SEED_KEY}: 'seed' is swept by sweep.seeds too; give the seeds in one place"
+            )
+    return list(seeds)
+
+
+def apply_seed(cfg: ExperimentConfig, seed: int) -> None:
+    """Set the replicate ``seed`` on ``cfg`` and on every method / model option called ``seed``."""
+    cfg.seed = seed
+    for spec in [*cfg.methods, *([cfg.model] if cfg.model is not None else [])]:
+        options = spec.options
+        if dataclasses.is_dataclass(options) and any(f.name == "seed" for f in dataclasses.fields(options)):
+            spec.options = dataclasses.replace(options, seed=seed)
 
 
 def expand(spec: SweepSpec, *, code_version: dict | None = None, strict_code_version: bool = False) -> list[Cell]:
     """Validate and return every cell of the sweep (raises ConfigError naming the first bad cell and key)."""
     code_version = dict(code_version or {})
     rows = combinations(spec.sweep, spec.source)
-    keys = list(spec.sweep.grid) + list(spec.sweep.zip)
+    keys = list(spec.sweep.grid) + list(spec.sweep.zip) + ([SEED_KEY] if spec.sweep.seeds is not None else [])
     short = short_keys(keys)
     cells_dir = (Path(spec.output_root) / spec.name / "cells").absolute()
     stages = tuple(s for s in ("train", "bench", "analyze") if s in spec.sweep.stages)  # always in this order
@@ -199,6 +247,8 @@ def expand(spec: SweepSpec, *, code_version: dict | None = None, strict_code_ver
         for key, value in overrides.items():
             set_by_path(data, key.split("."), copy.deepcopy(value), what=f"{where}: sweep key")
         cfg = experiment_from_dict(data, source=where)
+        if spec.sweep.seeds is not None:
+            apply_seed(cfg, overrides[SEED_KEY])
         cell_id = cell_identity(cfg, stages, code_version if strict_code_version else None)
         if cell_id in seen:
             raise ConfigError(

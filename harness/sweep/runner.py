@@ -26,6 +26,7 @@ from harness.config.experiment import ExperimentConfig
 from harness.core import runfolder
 from harness.core.atomic import write_json, write_text
 from harness.core.identity import IdentityMismatchError, code_version
+from harness.core.mapping import to_dict
 from harness.core.runlock import RunLock
 from harness.sweep.cache import (
     CELL_FILE,
@@ -39,7 +40,7 @@ from harness.sweep.cache import (
     write_state,
 )
 from harness.sweep.execute import CellFn, Outcome, base_state, cell_fn_path, resolve_cell_fn
-from harness.sweep.expand import Cell, SweepSpec, expand
+from harness.sweep.expand import SEED_KEY, Cell, SweepSpec, expand
 from harness.sweep.scheduler import CellJob, RunOptions
 
 log = logging.getLogger(__name__)
@@ -307,7 +308,9 @@ def write_summary(spec: SweepSpec, sweep_dir: Path, rows: list[dict], backend: s
         "code_version": code_version(),
         "stages": list(spec.sweep.stages),
         "backend": backend,
-        "keys": list(spec.sweep.grid) + list(spec.sweep.zip),
+        "keys": list(spec.sweep.grid) + list(spec.sweep.zip) + ([SEED_KEY] if spec.sweep.seeds is not None else []),
+        "seeds": spec.sweep.seeds,
+        "statistics": to_dict(spec.sweep.statistics),  # the report's paired comparisons (reports.sweep)
         "counts": counts,
         "complete": counts["done"] == len(rows),
         "cells": rows,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,10 @@ from harness.core.registry import register
 from harness.core.tiling import tiled_upscale
 from methods.alignvar.configs import ARCHS, AlignVARConfig, SamplingOptions, SCAConfig
 from methods.alignvar.model import AlignVAR
+from methods.alignvar.sampling import planted_token_hook
 from methods.alignvar.scales import ScaleSchedule
-from methods.alignvar.weights import stored_config
+from methods.alignvar.vqvae import VQVAE
+from methods.alignvar.weights import load_vqvae, read_state_dict, stored_config, strip_prefix
 from methods.base import SRMethod
 
 RELEASE = "https://github.com/qyp2000/VARSR"
@@ -73,6 +76,22 @@ class AlignVARMethodConfig(VARSRMethodConfig):
     """
 
     sca: Literal["laplacian", "sobel", "random", "none"] | None = None
+    # A planted degradation of known size (an instrument control, experiments/tiny_controls.yaml): at inference
+    # the tokens of 0-based scale ``plant_scale`` are replaced at ``plant_fraction`` of the positions by random
+    # codes (methods.alignvar.sampling.planted_token_hook). None: off.
+    plant_scale: int | None = None
+    plant_fraction: float = 0.5
+    # false (default): every image's generator is seeded with ``seed`` (one noise draw shared by all images);
+    # true: with a seed derived from (seed, image key), so two seeds give independent noise per image, which is
+    # what an image-level paired test of seed against seed assumes (the null control of tiny_controls.yaml)
+    seed_per_image: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.plant_scale is not None and self.plant_scale < 0:
+            raise ValueError(f"plant_scale must be a 0-based scale index >= 0, got {self.plant_scale}")
+        if not 0.0 < self.plant_fraction <= 1.0:
+            raise ValueError(f"plant_fraction must be in (0, 1], got {self.plant_fraction}")
 
 
 def _require_file(path: str | None, what: str, method: str, key: str) -> Path:
@@ -130,6 +149,7 @@ class AlignVARMethod(SRMethod):
         if config.inference_only:
             self.model.release_training_weights()
         self.name = name
+        self._tokenizer: VQVAE | None = None  # see ``tokenizer``
         # ``tile`` x ``tile`` output tiles of the upsampled LR, generated row-major from one stream and
         # cross-faded over ``tile_overlap`` pixels (raised cosine, no margin); one tile = the whole image
         self.tiler = None
@@ -138,7 +158,18 @@ class AlignVARMethod(SRMethod):
                 tiled_upscale, scale=1, tile=config.tile, overlap=config.tile_overlap, ramp=1.0
             )
         size = self.model.transformer.cfg.image_size
-        self.inference_steps = ScaleSchedule.for_size(size, size).num_scales
+        self.inference_steps = ScaleSchedule.for_size(size, size, self.model.vqvae.downsample).num_scales
+        self.seed_per_image = bool(getattr(config, "seed_per_image", False))
+        plant = getattr(config, "plant_scale", None)
+        if plant is not None:
+            if plant >= self.inference_steps:
+                raise ValueError(
+                    f"{name}: plant_scale={plant} is outside the {self.inference_steps} scales "
+                    f"(0..{self.inference_steps - 1}) of the model's {size} px schedule"
+                )
+            self.model.token_hook = planted_token_hook(
+                plant, config.plant_fraction, int(self.model.vqvae.vocab_size), config.seed
+            )
         if config.device:
             self.to(config.device)
 
@@ -160,12 +191,52 @@ class AlignVARMethod(SRMethod):
         """The whole model's parameters (disjoint counts summed), also after ``release_training_weights``."""
         return sum(self.model.parameter_counts().values())
 
+    def tokenizer(self) -> VQVAE:
+        """The model's VQ-VAE with its encoder: the model's own, or (after ``release_training_weights``) read
+        again from the checkpoint files once, on the method's device."""
+        if not self.model.encoder_released:
+            return self.model.vqvae
+        if self._tokenizer is None:
+            if "vqvae" in self.weight_files:  # a separate VQ-VAE file (official VARSR): read only that
+                source = self.weight_files["vqvae"]
+                sd = read_state_dict(source)
+            else:  # ours: the VQ-VAE inside the checkpoint, under "vqvae."
+                source = self.weight_files["checkpoint"]
+                sd = strip_prefix(read_state_dict(source), "vqvae.")
+            self._tokenizer = load_vqvae(sd, source).to(self.device)
+        return self._tokenizer
+
+    @torch.inference_mode()
+    def tokenizer_reconstruct(self, hr: torch.Tensor) -> torch.Tensor:
+        """HR images (B,3,H,W) in [0,1] through the VQ-VAE (encode, quantise every scale, decode), in [0,1];
+        sizes that are no multiple of the downsampling are reflect-padded and cropped back."""
+        vqvae = self.tokenizer()
+        h, w = hr.shape[-2:]
+        step = vqvae.downsample
+        pad_h, pad_w = -h % step, -w % step
+        x = hr.to(self.device).float() * 2.0 - 1.0
+        if pad_h or pad_w:
+            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        out = vqvae.reconstruct(x)[..., :h, :w]
+        return (out + 1.0) / 2.0
+
     @torch.inference_mode()
     def upscale(self, lr: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
-        return self.model.upscale(lr.to(self.device), tiler=self.tiler)
+        if not self.seed_per_image:
+            return self.model.upscale(lr.to(self.device), tiler=self.tiler)
+        seeds = [image_seed(self.model.config.seed, key) for key in keys]
+        return torch.cat(
+            [self.model.upscale(lr[i : i + 1].to(self.device), seed=s, tiler=self.tiler) for i, s in enumerate(seeds)]
+        )
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+        self._tokenizer = None
+
+
+def image_seed(seed: int, key: str) -> int:
+    """A generator seed from (seed, image key): independent streams per image and per seed."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") & (2**63 - 1)
 
 
 def check_tiling(tile: int | None, overlap: int) -> None:

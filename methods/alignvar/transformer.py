@@ -25,6 +25,9 @@ Other sizes (``ScaleSchedule.for_size``; any H, W multiple of 16) reuse the same
   rows (identity for the official 10-scale schedule; first scale -> row 0, last scale -> row N-1 always).
 * RoPE grid = the latent grid (see ``rope.py``).
 
+A tokenizer with a finer latent (downsampling 8, ``latent_downsample``) keeps the 1/16 LR prefix: the prefix
+grid is then half the latent grid, and RoPE places the prefix tokens on the latent grid (``rope.py``).
+
 ``generate`` runs KV-cached autoregressive inference with VARSR's image-based CFG; ``forward``
 with the full block-causal mask gives the same logits when fed the generated tokens (tested). ``forward``
 takes the mask as a dense boolean matrix (``attention = "dense"``, the reference) or as a FlexAttention
@@ -129,6 +132,9 @@ class VARTransformer(nn.Module):
         self.grad_checkpointing = False  # trade compute for memory in training (blocks only)
         self.attention = "dense"  # teacher-forced mask: "dense" (SDPA, boolean mask) or "flex" (BlockMask)
         self._block_masks: dict[tuple, BlockMask] = {}
+        # the VQ-VAE's spatial downsampling (latent grid = image / latent_downsample); AlignVAR sets it from its
+        # tokenizer (16 for VARSR's, 8 for the ``tiny8`` arch). The LR prefix grid is always image / 16.
+        self.latent_downsample = 16
 
     # ------------------------------------------------------------------------------------------- loading
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001 - torch signature
@@ -192,7 +198,7 @@ class VARTransformer(nn.Module):
         """``schedule`` or ``ScaleSchedule.for_size`` of the LR input; checks that the two agree."""
         H, W = int(lr.shape[-2]), int(lr.shape[-1])
         if schedule is None:
-            schedule = ScaleSchedule.for_size(H, W)
+            schedule = ScaleSchedule.for_size(H, W, self.latent_downsample)
         if schedule.image_hw != (H, W):
             raise ValueError(
                 f"LR input is {H}x{W} but schedule {schedule} is for "
@@ -211,10 +217,15 @@ class VARTransformer(nn.Module):
         grid = rearrange(grid, "1 c h w -> 1 (h w) c").to(self.pos_start.dtype)
         return torch.cat([grid, self.pos_start[:, -1:]], dim=1)
 
+    def prefix_hw_for(self, schedule: ScaleSchedule) -> tuple[int, int]:
+        """The LR prefix grid of a schedule: its image size / the stem's downsampling (16)."""
+        H, W = schedule.image_hw
+        return H // self.con_embedding.downsample, W // self.con_embedding.downsample
+
     def rope_for(self, schedule: ScaleSchedule, device: torch.device) -> Tensor:
         table = rope_table(
             self.cfg.head_dim,
-            schedule.latent_hw,
+            self.prefix_hw_for(schedule),
             schedule.patch_nums,
             schedule.latent_hw,
             self.cfg.rope_theta,

@@ -77,6 +77,14 @@ class VQVAE(nn.Module):
         [-1,1])."""
         return self.decoder(self.post_quant_conv(f_hat))
 
+    def reconstruct(self, img: Tensor, schedule: ScaleSchedule | None = None) -> Tensor:
+        """Encode, quantise over every scale of ``schedule`` (default ``ScaleSchedule.for_size``), decode:
+        (B,3,H,W) in [-1,1] -> the tokenizer's reconstruction, clamped to [-1,1]. Its fidelity to ``img`` is
+        the ceiling of any model that generates this tokenizer's tokens."""
+        with torch.no_grad():
+            f_hat = self.img_to_idx(img, schedule).f_hat[-1]
+            return self.decode(f_hat).clamp(-1.0, 1.0)
+
     def img_to_idx(self, img: Tensor, schedule: ScaleSchedule | None = None) -> TokenizerOutput:
         """Encode and tokenise (VARSR's ``img_to_idxBl``); ``schedule`` defaults to
         ``ScaleSchedule.for_size``."""

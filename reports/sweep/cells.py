@@ -172,3 +172,17 @@ def load_sweep_cells(sweep_dir: str | Path) -> list[SweepCell]:
 def finished_cells(cells: list[SweepCell]) -> list[SweepCell]:
     """The cells with a non-empty summary (those that can appear in the tables)."""
     return [c for c in cells if c.summary is not None and not c.summary.empty]
+
+
+def per_image_table(cell: SweepCell, dataset: str) -> pd.DataFrame | None:
+    """The cell's per-image metric table of ``dataset`` (bench layout ``metrics/<dataset>.csv``), or None."""
+    from harness.bench.layout import per_image_path, read_per_image
+
+    for fmt in ("csv", "parquet"):
+        path = per_image_path(cell.run_dir, dataset, fmt) if cell.run_dir is not None else None
+        if path is not None and path.is_file():
+            try:
+                return read_per_image(path)
+            except (OSError, ValueError, ImportError) as exc:
+                cell.problems.append(f"{path}: unreadable ({exc})")
+    return None

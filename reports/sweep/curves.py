@@ -1,4 +1,5 @@
-"""The long tables behind the sweep's figures: ``lambda_frame`` (metrics over one numeric swept key) and
+"""The long tables behind the sweep's figures: ``lambda_frame`` (metrics over one numeric swept key, across
+seeds; ``seed_points`` its per-seed means), ``distribution_frame`` (per-image values per configuration) and
 ``analysis_frame`` (the cells' attention-distance or error-accumulation tables side by side, one model label per
 cell), plus ``identical_curves`` / ``identical_note`` for accumulation curves drawn on top of each other."""
 
@@ -6,20 +7,56 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.sweep.cells import SweepCell
+from harness.bench.layout import LATENCY_COL
+from reports.sweep.cells import SweepCell, per_image_table
 from reports.sweep.keys import cell_label, short_names, swept_keys, swept_value_label, truthy, varying_keys
+from reports.sweep.seeds import SEED_KEY, config_id, config_keys, seed_interval, seed_of
 
 
 def lambda_frame(cells: list[SweepCell], key: str) -> pd.DataFrame:
-    """Long table (value, group, metric, mean, ci_low, ci_high) for a curve over swept ``key``; ``group``
-    labels the other swept keys' values (and the method when a cell has several)."""
-    others = [k for k in varying_keys(cells) if k != key]
+    """Long table (value, group, metric, mean, ci_low, ci_high, lower_better, seeds) for a curve over swept
+    ``key``, one row per configuration: one seed, its mean and image-level CI; several, the mean of the per-seed
+    means with the t-interval across seeds (``seed_interval``; the same numbers as ``ablation_frame``).
+    ``group`` labels the other swept keys' values (and the method when a cell has several)."""
+    points = seed_points(cells, key)
+    if points.empty:
+        return pd.DataFrame(columns=[*POINT_COLUMNS[:3], "mean", "ci_low", "ci_high", "lower_better", "seeds"])
+    rows = []
+    for (_config, group, metric), part in points.groupby(["config", "group", "metric"], sort=False):
+        if len(part) == 1:
+            rec = part.iloc[0]
+            mean, low, high = rec["mean"], rec["ci_low"], rec["ci_high"]
+        else:
+            mean, low, high = seed_interval(part["mean"].tolist())
+        rows.append(
+            {
+                "value": float(part["value"].iloc[0]),
+                "group": group,
+                "metric": metric,
+                "mean": mean,
+                "ci_low": low if not pd.isna(low) else mean,
+                "ci_high": high if not pd.isna(high) else mean,
+                "lower_better": part["lower_better"].iloc[0],
+                "seeds": len(part),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+POINT_COLUMNS = ("value", "group", "metric", "seed", "mean", "ci_low", "ci_high", "lower_better", "config")
+
+
+def seed_points(cells: list[SweepCell], key: str) -> pd.DataFrame:
+    """One row per cell (seed), metric and group: its mean (and image-level CI) at its value of ``key``
+    (``POINT_COLUMNS``; ``config`` identifies the configuration the seeds replicate)."""
+    others = [k for k in varying_keys(cells) if k not in (key, SEED_KEY)]
     short = short_names(swept_keys(cells))
     rows = []
     for cell in cells:
         if cell.summary is None or key not in cell.overrides:
             continue
         n_datasets = cell.summary["dataset"].nunique()
+        config = config_id(cell, config_keys(cells))
         for rec in cell.summary.itertuples(index=False):
             group = ", ".join(f"{short[k]}={swept_value_label(cell.overrides.get(k))}" for k in others)
             if cell.summary["method"].nunique() > 1:
@@ -30,13 +67,41 @@ def lambda_frame(cells: list[SweepCell], key: str) -> pd.DataFrame:
                     "value": float(cell.overrides[key]),
                     "group": group,
                     "metric": metric,
+                    "seed": seed_of(cell),
                     "mean": rec.mean,
-                    "ci_low": rec.ci_low if not pd.isna(rec.ci_low) else rec.mean,
-                    "ci_high": rec.ci_high if not pd.isna(rec.ci_high) else rec.mean,
+                    "ci_low": rec.ci_low,
+                    "ci_high": rec.ci_high,
                     "lower_better": None if pd.isna(rec.lower_better) else truthy(rec.lower_better),
+                    "config": config,
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(POINT_COLUMNS))
+
+
+def distribution_frame(cells: list[SweepCell], skip: set[str] = frozenset()) -> pd.DataFrame:
+    """Per-image metric values of every finished cell (long: config, method, seed, dataset, metric, image,
+    value), methods in ``skip`` (e.g. the constant baselines) left out; ``config`` is the cell's label without
+    its seed."""
+    keys = [k for k in varying_keys(cells) if k != SEED_KEY]
+    short = short_names(swept_keys(cells))
+    rows = []
+    for cell in cells:
+        if cell.summary is None or cell.summary.empty:
+            continue
+        label = ", ".join(f"{short[k]}={swept_value_label(cell.overrides.get(k))}" for k in keys) or "base"
+        directions = cell.summary.groupby("metric")["lower_better"].first()
+        for dataset in dict.fromkeys(cell.summary["dataset"]):
+            table = per_image_table(cell, dataset)
+            if table is None:
+                continue
+            metrics = [m for m in directions.index if m in table.columns and m != LATENCY_COL]
+            for method, part in table[~table["method"].isin(skip)].groupby("method", sort=False):
+                long = part.melt(id_vars=["image"], value_vars=metrics, var_name="metric", value_name="value")
+                long = long.assign(config=label, method=method, seed=seed_of(cell), dataset=dataset)
+                rows.append(long)
+    if not rows:
+        return pd.DataFrame(columns=["config", "method", "seed", "dataset", "metric", "image", "value"])
+    return pd.concat(rows, ignore_index=True)[["config", "method", "seed", "dataset", "metric", "image", "value"]]
 
 
 def identical_curves(accumulation: pd.DataFrame, mode: str = "free_running") -> list[list[str]]:

@@ -54,9 +54,11 @@ def cell_label(cell: SweepCell, keys: list[str], short: dict[str, str]) -> str:
 
 def numeric_keys(cells: list[SweepCell]) -> list[str]:
     """Swept keys whose values are all numbers (not bools) with at least two distinct values; keys
-    containing 'lambda' first."""
+    containing 'lambda' first. ``seed`` is not one: it is the replicate axis (``reports.sweep.seeds``)."""
     out = []
     for key in swept_keys(cells):
+        if key == "seed":
+            continue
         values = [c.overrides.get(key) for c in cells if key in c.overrides]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         if numeric and len(set(values)) >= 2:

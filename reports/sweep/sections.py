@@ -1,5 +1,6 @@
 """The sections of the sweep page, each drawn by ``templates/sweep.html.j2``, in page order: results (ablation,
-baselines, on vs off, lambda curves), training signals (HCC share, gate statistics), attention distance, error
+baselines, on vs off, lambda curves, per-image distributions), models (tokenizer ceiling, bicubic, warnings),
+training signals (HCC share, gate statistics), attention distance, error
 accumulation, SCA gate statistics and panels, failed and unfinished cells, exports. Every table and figure shown
 is also written to ``exports/`` by an ``Exporter``.
 
@@ -19,8 +20,8 @@ from reports import exports, figures
 from reports.page import Section
 from reports.sweep.cells import SweepCell
 from reports.sweep.comparison import DIFF, comparison_frame
-from reports.sweep.curves import analysis_frame, identical_note, lambda_frame
-from reports.sweep.keys import cell_label, numeric_keys, short_names, swept_keys, varying_keys
+from reports.sweep.curves import analysis_frame, distribution_frame, identical_note, lambda_frame, seed_points
+from reports.sweep.keys import cell_label, numeric_keys, short_names, swept_keys, truthy, varying_keys
 from reports.sweep.tables import ablation_frame, auto_precision, baseline_frame
 
 
@@ -73,7 +74,7 @@ class Exporter:
 
 
 # ---------------------------------------------------------------------------------------------------- results
-def result_sections(sweep_dir: Path, cells: list[SweepCell], out: Exporter) -> list[Section]:
+def result_sections(sweep_dir: Path, cells: list[SweepCell], out: Exporter, options: Any = None) -> list[Section]:
     """'Ablation', then 'Baselines', 'Component on vs off' and a curve per numeric swept key (at most three);
     nothing when no cell has results."""
     table, bold_best, ci = ablation_frame(cells)
@@ -81,21 +82,41 @@ def result_sections(sweep_dir: Path, cells: list[SweepCell], out: Exporter) -> l
         return []
     n_done = sum(c.summary is not None for c in cells)
     precision = {c: auto_precision(table[c]) for c in table.columns if c in bold_best or c in ci}
-    caption = f"Ablation {sweep_dir.name}: mean over images with 95% bootstrap CI; best in bold."
+    seeded = "seeds" in table.columns
+    if seeded:
+        caption = (
+            f"Ablation {sweep_dir.name}: per configuration, the mean over its seeds of the per-seed means with "
+            "the 95% t-interval across seeds (one seed: the mean over images with its 95% bootstrap CI); "
+            "per seed: the per-seed means; best in bold."
+        )
+    else:
+        caption = f"Ablation {sweep_dir.name}: mean over images with 95% bootstrap CI; best in bold."
     out.table("ablation", table, caption, bold_best, ci, precision)
+    detail = (
+        "Mean ± half-width of the 95% CI: across seeds (Student t over the per-seed means: training and sampling "
+        "variance) for configurations run at several seeds, over images (bootstrap) at one seed; 'per seed' "
+        "lists the per-seed means in the order of 'seeds'"
+        if seeded
+        else "Mean ± half-width of the 95% bootstrap CI over images"
+    )
     sections = [
         _section(
             "Ablation",
             part="table",
             table=_table_context(table, bold_best, ci, precision),
-            caption=f"{n_done} of {len(cells)} cells have results. Mean ± half-width of the 95% bootstrap "
-            "CI over images; the best value per column is bold (compared as displayed).",
+            caption=f"{n_done} of {len(cells)} cells have results. {detail}; the best value per column is bold "
+            "(compared as displayed).",
         )
     ]
-    return sections + baseline_and_comparison_sections(cells, out) + curve_sections(cells, out)
+    return (
+        sections
+        + baseline_and_comparison_sections(cells, out, options)
+        + curve_sections(cells, out)
+        + distribution_sections(cells, out)
+    )
 
 
-def baseline_and_comparison_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
+def baseline_and_comparison_sections(cells: list[SweepCell], out: Exporter, options: Any = None) -> list[Section]:
     """'Baselines' (methods identical in every cell, shown once) and 'Component on vs off' sections."""
     sections = []
     base, direction, ci = baseline_frame(cells)
@@ -108,15 +129,28 @@ def baseline_and_comparison_sections(cells: list[SweepCell], out: Exporter) -> l
                 "Baselines", part="table", table=_table_context(base, {}, ci, precision, direction), caption=caption
             )
         )
-    cmp = comparison_frame(cells)
+    from harness.core.stats import StatisticsOptions
+
+    opts = options or StatisticsOptions()
+    cmp = comparison_frame(cells, opts)
     if not cmp.empty:
         ci = {DIFF: (f"{DIFF} lo", f"{DIFF} hi")} if f"{DIFF} lo" in cmp.columns else {}
-        precision = {"off": 3, "on": 3, DIFF: 4, "p": 3, "n": 0}
+        precision = {"off": 3, "on": 3, DIFF: 4, "p": 4, "p (Holm)": 4, "n": 0}
+        test = (
+            "two-sided paired sign-flip permutation test (exact for n <= 16)"
+            if opts.test == "permutation"
+            else "two-sided Wilcoxon signed-rank test"
+        )
+        level = f"{100 * opts.confidence:g}%"
         caption = (
-            "SCA / HCC on vs off: each cell with the component on against the cell with it off "
-            "(hcc.lambda 0, sca.mask_input none) and the same other settings. on - off: mean difference "
-            "over the images with the paired-bootstrap 95% CI (±) and two-sided p; verdict: better / worse "
-            "when the CI excludes 0, else n.s. (by the metric's direction)."
+            "SCA / HCC on vs off: each configuration with the component on against the one with it off "
+            "(hcc.lambda 0, sca.mask_input none) and the same other settings, seed by seed. on - off: mean "
+            f"difference with its {level} bootstrap CI (±); p: {test} over the images both cells evaluated "
+            "(level 'images' / 'seed S', n = images) or over the per-seed means (level 'across K seeds', n = "
+            "seeds: the test of the configuration, training variance included; its p cannot go below 2 / 2^K, so "
+            f"a verdict across seeds needs K >= 6 at alpha 0.05); p (Holm): Holm-adjusted over every row of this "
+            f"table. verdict: better / worse only when p (Holm) < {opts.alpha:g} and the CI reaches the metric's "
+            "minimum effect (docs/STATISTICS.md), else no detectable difference."
         )
         out.table("comparison", cmp, caption, {}, ci, precision, arrows=False)
         sections.append(
@@ -135,6 +169,8 @@ def curve_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
     sections = []
     for key in numeric_keys([c for c in cells if c.summary is not None])[:3]:
         long = lambda_frame(cells, key)
+        points = seed_points(cells, key)
+        seeded = bool((long["seeds"] > 1).any())
         lower = {m: bool(v) for m, v in long.groupby("metric")["lower_better"].first().items() if v is not None}
         fig = figures.lambda_curve(
             long,
@@ -142,18 +178,122 @@ def curve_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
             hue="group" if long["group"].str.len().any() else None,
             lower_better=lower,
             x_label=short_names(swept_keys(cells))[key],
+            points=points if seeded else None,
         )
         stem = "curve_" + "".join(ch if ch.isalnum() else "_" for ch in key)
+        band = (
+            "line: mean over seeds of the per-seed means, band: 95% t-interval across seeds, dots: the per-seed "
+            "means (the Ablation table's numbers)"
+            if seeded
+            else "band: 95% bootstrap CI over images"
+        )
         sections.append(
             _section(
                 f"Curve over {key}",
                 part="figure",
                 src=out.figure(stem, fig, "text"),
                 max_width=1000,
-                caption=f"Metrics vs {key} (error bars: 95% bootstrap CI over images).",
+                caption=f"Metrics vs {key} ({band}).",
             )
         )
     return sections
+
+
+def distribution_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
+    """'Per-image distributions': per dataset, each configuration's per-image metric values (box + strip, the
+    seeds in colour) of its models (the constant baselines left out)."""
+    from reports.sweep.tables import constant_methods
+
+    long = distribution_frame(cells, set(constant_methods(cells)))
+    if long.empty:
+        return []
+    sections = []
+    multi_method = long["method"].nunique() > 1
+    directions = {}
+    for cell in cells:
+        if cell.summary is not None:
+            for metric, v in cell.summary.groupby("metric")["lower_better"].first().items():
+                if not pd.isna(v):
+                    directions[metric] = truthy(v)
+    for dataset, part in long.groupby("dataset", sort=False):
+        if multi_method:
+            part = part.assign(config=part["config"] + " / " + part["method"])
+        seeded = part["seed"].notna().any()
+        fig = figures.distribution_figure(
+            part.assign(seed=part["seed"].astype("Int64")) if seeded else part,
+            hue="seed" if seeded else None,
+            lower_better=directions,
+        )
+        stem = "distribution_" + "".join(ch if ch.isalnum() else "_" for ch in str(dataset))
+        sections.append(
+            _section(
+                f"Per-image distributions: {dataset}",
+                part="figure",
+                src=out.figure(stem, fig, "text"),
+                max_width=1000,
+                caption="Per-image metric values of each configuration: box (quartiles, whiskers 1.5 IQR) and every "
+                "image as a dot" + (", coloured by seed." if seeded else "."),
+            )
+        )
+    return sections
+
+
+# ----------------------------------------------------------------------------------------------------- models
+def sweep_model_facts(cells: list[SweepCell]) -> list[Any]:
+    """Per configuration, model (method with a tokenizer ceiling) and dataset, ``reports.honesty.ModelFacts``
+    over its seeds: means across the seeds of PSNR-Y, ceiling, bicubic, gate mean and HCC share; the fewest
+    images any seed was evaluated on; the number of seeds."""
+    import yaml
+
+    from harness.bench.ceiling import read_ceilings
+    from reports.honesty import ModelFacts, run_facts
+    from reports.sweep.seeds import config_groups, config_keys
+
+    def mean(values: list) -> float | None:
+        known = [v for v in values if v is not None and not pd.isna(v)]
+        return float(sum(known) / len(known)) if known else None
+
+    done = [c for c in cells if c.summary is not None and not c.summary.empty and c.run_dir is not None]
+    keys = [k for k in varying_keys(done) if k in config_keys(done)]
+    short = short_names(swept_keys(done))
+    out = []
+    for group in config_groups(done):
+        per_cell = []
+        for cell in group:
+            path = cell.run_dir / "config.yaml"
+            config = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            ceilings = read_ceilings(cell.run_dir)
+            per_cell.append(run_facts(cell.run_dir, config or {}, cell.summary, ceilings, n_seeds=1, gates=cell.gates))
+        label = cell_label(group[0], keys, short) if keys else ""
+        merged: dict[tuple[str, str], list] = {}
+        for facts in per_cell:
+            for f in facts:
+                merged.setdefault((f.model, f.dataset), []).append(f)
+        for (model, dataset), fs in merged.items():
+            images = [f.n_images for f in fs if f.n_images is not None]
+            out.append(
+                ModelFacts(
+                    model=f"{label} / {model}" if label else model,
+                    dataset=dataset,
+                    psnr_y=mean([f.psnr_y for f in fs]),
+                    ceiling=mean([f.ceiling for f in fs]),
+                    bicubic=mean([f.bicubic for f in fs]),
+                    n_images=min(images) if images else None,
+                    n_seeds=len(group),
+                    gate_mean=mean([f.gate_mean for f in fs]),
+                    hcc_share=mean([f.hcc_share for f in fs]),
+                )
+            )
+    return out
+
+
+def model_sections(facts: list[Any]) -> list[Section]:
+    """'Models: tokenizer ceiling, bicubic, warnings' when the sweep's cells benchmarked a model."""
+    from reports.honesty import MODELS_TEMPLATE, MODELS_TITLE, models_context
+
+    if not facts:
+        return []
+    return [Section(MODELS_TITLE, template=MODELS_TEMPLATE, context=models_context(facts), anchor="models")]
 
 
 # --------------------------------------------------------------------------------------------------- analysis
