@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # CPU pins for this machine and CI; on a GPU box install your own CUDA build of torch first.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast lint format bench mutate clean
+.PHONY: install demo demo-checkpoints test test-fast lint format bench mutate clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ install: $(VENV)/.installed
 
 demo: install
 	$(PY) run.py demo
+
+# Retrain the tiny SCA/HCC ablation the demo ships (experiments/checkpoints/tiny; docs/PERFORMANCE.md "Tiny
+# recipe"): the tokenizer, the four cells (train, bench, analyze), then the packed float16 files. ~25 min on 2
+# cores.
+demo-checkpoints: install
+	$(PY) run.py train experiments/tiny_tokenizer.yaml
+	$(PY) run.py sweep experiments/tiny_ablation.yaml
+	$(PY) tools/pack_demo_checkpoints.py runs/tiny_ablation experiments/checkpoints/tiny
 
 test: install
 	$(PY) -m pytest -q

@@ -308,6 +308,7 @@ def test_rejects_hr_not_divisible_by_scale(photo):
         RealESRGANDegradation().degrade_batch(photo[..., :30, :32], make_generator(0))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_runs_on_cuda_with_a_cuda_generator(photo):
     deg = RealESRGANDegradation(RealESRGANConfig(resize_back=True))

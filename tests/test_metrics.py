@@ -173,6 +173,21 @@ def test_build_metric_labels_and_errors(image_pair):
     with pytest.raises(ValueError, match=r"sr values must be in \[0, 1\], got \[0.4[0-9]*, 1.25\]"):
         m(shifted + 0.3, img)
     assert m(img[0], img[0]).shape == (1,)  # (3, H, W) accepted as a batch of one
+    bad = img.clone()
+    bad[1, 2, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"sr values must be in \[0, 1\], got \[nan, nan\]"):
+        m(bad, img)
+
+
+def test_metric_inputs_in_range_pass_uncopied_and_rounding_excursions_are_clamped(image_pair):
+    img, _ = image_pair
+    m = build_metric({"type": "psnr", "device": "cpu"})
+    assert m._check(img, "sr") is img  # float32 in [0, 1] on the metric's device: no copy (metric-stage cost)
+    nudged = img.clone()
+    nudged[0, 0, 0, 0], nudged[0, 0, 0, 1] = -5e-5, 1 + 5e-5  # within the 1e-4 rounding allowance
+    out = m._check(nudged, "sr")
+    assert out is not nudged and float(out.min()) == 0.0 and float(out.max()) == 1.0
+    assert torch.equal(out[0, 0, 1:], img[0, 0, 1:]) and float(nudged[0, 0, 0, 0]) < 0  # input untouched
 
 
 # ------------------------------------------------------------------------------------------- offline weights

@@ -181,11 +181,14 @@ def test_the_wheel_installed_outside_the_repo_runs_demo_list_version_and_bundled
     cells = re.findall(r"hcc\.lambda=[\d.]+-[0-9a-f]{8}", installed)
     assert len(cells) == 2 and cells == re.findall(r"hcc\.lambda=[\d.]+-[0-9a-f]{8}", checkout), (installed, checkout)
 
-    _run([script, "demo", "datasets.0.count=2", "--no-progress", "--offline"], work, 600)
-    run_dir = work / "runs" / "demo"
-    summary = pd.read_csv(run_dir / "summary.csv")
-    assert set(summary["method"]) == {"nearest", "bilinear", "bicubic", "lanczos"}
+    # the default demo: the ablation sweep from the checkpoints shipped inside the wheel (pkg://experiments/...)
+    _run([script, "demo", "datasets.0.count=1", "--no-progress", "--offline"], work, 900)
+    sweep_dir = work / "runs" / "demo_ablation"
+    cells = sorted((sweep_dir / "cells").iterdir())
+    assert len(cells) == 4
+    summary = pd.read_csv(cells[0] / "summary.csv")
+    assert set(summary["method"]) == {"nearest", "bilinear", "bicubic", "lanczos", "tiny"}
     assert {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"} <= set(summary["metric"])
-    assert (run_dir / "report.html").stat().st_size > 0
-    env_json = json.loads((run_dir / "env.json").read_text())
+    assert (sweep_dir / "report.html").stat().st_size > 0
+    env_json = json.loads((cells[0] / "env.json").read_text())
     assert env_json["git"] == {"commit": None, "dirty": None}  # an installed copy has no commit of its own

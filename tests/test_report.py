@@ -410,7 +410,8 @@ def test_demo_drops_unavailable_optional_metrics(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
-    """``run.py demo`` on two bundled images with the real components (skipped until they are registered)."""
+    """``run.py demo --config demo`` (the interpolation-only bench) on two bundled images with the real components
+    (skipped until they are registered). The default demo (the ablation sweep) is tests/test_tiny_controls.py's."""
     needed = {"datasets": ["bundled"], "methods": ["nearest", "bilinear", "bicubic", "lanczos"],
               "metrics": ["psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"]}  # fmt: skip
     missing = [n for kind, names in needed.items() for n in names if n not in registry.list_entries(kind)]
@@ -419,7 +420,7 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     from harness.cli.main import main
 
     monkeypatch.setenv("ALIGNVAR_CACHE", str(tmp_path / "cache"))  # bundled tiles: no writes to ~/.cache
-    code = main(["demo", "datasets.0.count=2", "--output-root", str(tmp_path), "--no-progress"])
+    code = main(["demo", "--config", "demo", "datasets.0.count=2", "--output-root", str(tmp_path), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out
     report = tmp_path / "demo" / "report.html"

@@ -107,7 +107,7 @@ def attention_recorder(
     from harness.analysis.attention.capture import AttentionRecorder
     from harness.analysis.attention.geometry import token_layout
 
-    layout = token_layout(schedule.patch_nums, prefix_hw=schedule.latent_hw, alignment=alignment)
+    layout = token_layout(schedule.patch_nums, prefix_hw=model.transformer.prefix_hw_for(schedule), alignment=alignment)
     recorder = AttentionRecorder(
         model.transformer,
         layers=list(layers) if layers is not None else None,

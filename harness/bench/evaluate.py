@@ -120,6 +120,32 @@ def _failure(stage: str, exc: BaseException) -> ImageFailure:
     return failure
 
 
+def score_batch(
+    metrics: dict[str, Any], flags: dict[str, Any], sr: torch.Tensor, hr: torch.Tensor | None
+) -> dict[str, list[float]]:
+    """The metric stage of one batch: every per-image metric on the 8-bit SR (and HR) -> one float per image.
+
+    A metric that raises or returns a non-finite value is an ``ImageFailure`` of stage ``metric`` naming it;
+    one returning the wrong number of values is a bug (ValueError). ``benchmarks/metric_overhead.py`` times
+    this against plain pyiqa calls.
+    """
+    values: dict[str, list[float]] = {}
+    n = int(sr.shape[0])
+    for mt_name, metric in metrics.items():
+        try:
+            out = metric(sr, hr if flags[mt_name].needs_reference else None)
+            values[mt_name] = torch.as_tensor(out).reshape(-1).double().cpu().tolist()
+        except Exception as exc:  # noqa: BLE001
+            failure = _failure("metric", exc)
+            raise ImageFailure(failure.stage, f"{mt_name}: {failure}") from exc
+        if len(values[mt_name]) != n:
+            raise ValueError(f"metric {mt_name!r} returned {len(values[mt_name])} values for {n}")
+        bad = [v for v in values[mt_name] if not math.isfinite(v)]
+        if bad:
+            raise ImageFailure("metric", f"{mt_name} returned {bad[0]} (not a finite number)")
+    return values
+
+
 def evaluate(
     ctx: BenchContext,
     ds_name: str,
@@ -186,19 +212,7 @@ def evaluate(
                 f"dataset {ds_name!r}: HR of {batch_keys[0]} has shape {tuple(hr.shape[1:])}, "
                 f"SR has {tuple(sr.shape[1:])}",
             )
-        values = {}
-        for mt_name, metric in metrics.items():
-            try:
-                out = metric(sr, hr if flags[mt_name].needs_reference else None)
-                values[mt_name] = torch.as_tensor(out).reshape(-1).double().cpu().tolist()
-            except Exception as exc:  # noqa: BLE001
-                failure = _failure("metric", exc)
-                raise ImageFailure(failure.stage, f"{mt_name}: {failure}") from exc
-            if len(values[mt_name]) != len(batch):
-                raise ValueError(f"metric {mt_name!r} returned {len(values[mt_name])} values for {len(batch)}")
-            bad = [v for v in values[mt_name] if not math.isfinite(v)]
-            if bad:
-                raise ImageFailure("metric", f"{mt_name} returned {bad[0]} (not a finite number)")
+        values = score_batch(metrics, flags, sr, hr)
         out_rows = []
         for j, sample in enumerate(batch):
             if cfg.bench.save_images:

@@ -340,7 +340,13 @@ def component_requirements(spec: ComponentSpec, index: int, section: str) -> lis
     for what, path, kind, hint, *download in collector(spec.type, spec.options):
         if path is None or not _set(str(path)):
             continue
-        if fetch.is_remote(path):
+        if str(path).startswith(fetch.PKG_SCHEME):  # a file shipped in an installed package: local, never fetched
+            try:
+                local = fetch.package_file(str(path))
+            except (ValueError, fetch.FetchError) as exc:
+                raise ConfigError(f"{where}: {what}: {exc}") from None
+            out.append(Requirement(where, what, local, kind, hint, None))
+        elif fetch.is_remote(path):
             ref = str(path)
             try:
                 fetch.check_ref(ref)

@@ -106,13 +106,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render_report(sweep_dir: Path) -> int:
-    """Render the sweep report with ``reports.sweep.render_sweep_report`` when that module is available."""
+    """Render the sweep report with ``reports.sweep.report.render_sweep_report`` when that module is available."""
     import importlib
 
     try:
-        module = importlib.import_module("reports.sweep")
+        module = importlib.import_module("reports.sweep.report")
     except ModuleNotFoundError as exc:
-        if exc.name in ("reports", "reports.sweep"):
+        if exc.name in ("reports", "reports.sweep", "reports.sweep.report"):
             from harness.core.logconfig import note
 
             note(log, "sweep report skipped (reports.sweep is not available in this build)")

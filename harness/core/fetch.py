@@ -10,6 +10,8 @@
   moved into place only after its SHA256 matched, and a mismatch is refused naming both digests. A URL without
   a digest is allowed (release URLs are usually stable), cached under ``downloads/url/<hash of the URL>/NAME``;
   its digest is printed when it is downloaded so that it can be pinned.
+- ``pkg://PACKAGE/PATH`` is a file shipped inside an installed package (the demo's small checkpoints in
+  ``experiments/checkpoints/``), found with ``importlib.resources``; never downloaded.
 
 Offline mode (``offline=True``; with ``offline=None``: ``$ALIGNVAR_OFFLINE`` or ``$HF_HUB_OFFLINE`` set to 1) never
 touches the network: a reference that is not cached yet is a :class:`FetchError` naming it and the cache.
@@ -266,7 +268,30 @@ def resolve_checkpoint(ref: str | os.PathLike, offline: bool | None = None, *, p
         return _resolve_hub(text, _offline(offline), progress)
     if text.startswith(("https://", "http://")):
         return _resolve_url(text, _offline(offline), progress)
+    if text.startswith(PKG_SCHEME):
+        return package_file(text)
     return Path(text).expanduser()
+
+
+PKG_SCHEME = "pkg://"
+
+
+def package_file(ref: str) -> Path:
+    """``pkg://PACKAGE/PATH``: a file shipped inside an installed package (``importlib.resources``), e.g. the
+    demo's checkpoints ``pkg://experiments/checkpoints/tiny/varsr.safetensors``; works from any directory."""
+    import importlib.resources
+
+    package, _, rel = ref[len(PKG_SCHEME) :].partition("/")
+    if not package or not rel:
+        raise ValueError(f"{ref}: expected pkg://PACKAGE/PATH (a file inside an installed package)")
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        raise FetchError(f"{ref}: package {package!r} is not installed") from None
+    path = Path(str(root.joinpath(rel)))
+    if not path.is_file():
+        raise FetchError(f"{ref}: no file {rel!r} in package {package!r} ({path})")
+    return path
 
 
 def resolve_optional(ref: str | None, offline: bool | None = None) -> str | None:

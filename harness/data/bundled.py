@@ -8,7 +8,8 @@ Sources (no download ever; the files are part of the installed wheels):
   top-level ``site-packages/ResultsCalibra/ref_dir``.
 
 Each photograph is resized so its short side is ``hr_size`` (only ever down: never invented detail), centre-
-cropped to an ``hr_size`` square HR tile, quantised to 8 bits, and degraded by a registered degradation into
+cropped to an ``hr_size`` square HR tile (optionally cut into ``tile`` x ``tile`` tiles), quantised to 8 bits,
+and degraded by a registered degradation into
 the LR image. HR and LR PNGs are cached under ``<cache root>/bundled/<hash of the settings>/`` (cache root:
 ``$ALIGNVAR_CACHE`` or ``~/.cache/alignvar-bench``), written atomically under a file lock, with a manifest
 written last that holds the sha256 of every PNG. A later build with the same settings reads the cache and
@@ -49,6 +50,14 @@ SKIMAGE_FILES = {
 }
 PYIQA_REFS = ("I03", "I04", "I06", "I08", "I19")
 DEFAULT_IMAGES = (*SKIMAGE_FILES, *(f"tid2013_{r}" for r in PYIQA_REFS))
+# A fixed, disjoint train/eval split of the ten photographs (``split: train | eval``; ``all``: every one). Each
+# half mixes scikit-image and TID2013 photographs, portraits/objects and textured scenes, so a model trained on
+# ``train`` is measured on photographs it never saw.
+SPLITS: dict[str, tuple[str, ...]] = {
+    "train": ("astronaut", "coffee", "rocket", "tid2013_I03", "tid2013_I06", "tid2013_I08"),
+    "eval": ("chelsea", "motorcycle", "tid2013_I04", "tid2013_I19"),
+}
+SPLIT_CHOICES = ("all", *SPLITS)
 
 
 class BundledError(ValueError):
@@ -102,11 +111,17 @@ def available_images() -> dict[str, Path]:
     return out
 
 
-def resolve_images(images: list[str] | None, count: int | None) -> dict[str, Path]:
-    """The selected images (default: all of DEFAULT_IMAGES that are installed), first ``count`` of them."""
+def resolve_images(images: list[str] | None, count: int | None, split: str = "all") -> dict[str, Path]:
+    """The selected images (default: the installed images of ``split``, DEFAULT_IMAGES for ``all``), first
+    ``count`` of them. ``images`` and a split other than ``all`` exclude each other."""
+    if split not in SPLIT_CHOICES:
+        raise BundledError(f"unknown bundled split {split!r}; valid choices: {', '.join(SPLIT_CHOICES)}")
     avail = available_images()
+    if images is not None and split != "all":
+        raise BundledError(f"give either images or split={split!r}, not both")
     if images is None:
-        chosen = {n: avail[n] for n in DEFAULT_IMAGES if n in avail}
+        names = DEFAULT_IMAGES if split == "all" else SPLITS[split]
+        chosen = {n: avail[n] for n in names if n in avail}
     else:
         unknown = [n for n in images if n not in avail]
         if unknown:
@@ -136,6 +151,17 @@ def hr_tile(img: torch.Tensor, size: int, source: str = "<image>") -> torch.Tens
         h, w = nh, nw
     top, left = (h - size) // 2, (w - size) // 2
     return quantize_8bit(img[:, top : top + size, left : left + size])
+
+
+def cut_tiles(hr: torch.Tensor, tile: int, key: str) -> dict[str, torch.Tensor]:
+    """(3, S, S) -> ``{key_rIcJ: (3, tile, tile)}``: the non-overlapping tiles, row-major (S % tile == 0)."""
+    side = hr.shape[-1]
+    n = side // tile
+    return {
+        f"{key}_r{i}c{j}": hr[:, i * tile : (i + 1) * tile, j * tile : (j + 1) * tile].contiguous()
+        for i in range(n)
+        for j in range(n)
+    }
 
 
 def image_seed(seed: int, key: str) -> int:
@@ -173,14 +199,20 @@ def ensure_bundled(
     degradation_options: dict,
     seed: int,
     cache_root: Path,
+    tile: int | None = None,
 ) -> BundledFiles:
-    """Generate (or reuse) the cached HR/LR PNGs for these settings. Safe against concurrent builders."""
+    """Generate (or reuse) the cached HR/LR PNGs for these settings. Safe against concurrent builders.
+
+    ``tile``: every ``hr_size`` HR square is cut into (hr_size / tile)^2 tiles, each degraded on its own and
+    stored as ``<image>_r<row>c<col>``."""
     import dataclasses
 
     from harness.core import registry  # imports plugins lazily; keep this module import-light
 
     if hr_size % scale:
         raise BundledError(f"hr_size={hr_size} must be divisible by scale={scale}")
+    if tile is not None and (tile < scale or tile % scale or hr_size % tile):
+        raise BundledError(f"tile={tile} must divide hr_size={hr_size} and be a multiple of scale={scale}")
     options = dict(degradation_options)
     config = registry.get("degradations", degradation_name).config
     if config is not None and "scale" in {f.name for f in dataclasses.fields(config)}:
@@ -197,30 +229,39 @@ def ensure_bundled(
         "degradation_options": options,
         "seed": seed,
     }
+    if tile is not None:
+        settings["tile"] = tile  # only when set: untiled entries keep their cache address
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     root = cache_root / digest
     manifest = root / "manifest.json"
-    keys = list(images)
+    keys = list(images) if tile is None else [f"{k}_r{i}c{j}" for k in images for i, j in _tile_grid(hr_size, tile)]
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
         checked = _verified(manifest, keys)
         if checked is not None:
             return BundledFiles(root, keys, generated=False, digests=checked)
         degradation = registry.create("degradations", degradation_name, options)
-        want = (3, hr_size // scale, hr_size // scale)
-        for key, src in images.items():
-            hr = hr_tile(load_image(src), hr_size, str(src))
-            lr = degradation(hr[None], make_generator(image_seed(seed, key)))[0]
-            if tuple(lr.shape) != want:
-                raise BundledError(
-                    f"degradation {degradation_name!r} returned LR {tuple(lr.shape)} for HR "
-                    f"{tuple(hr.shape)}; a dataset needs LR = HR / {scale} = {want} (options: {options})"
-                )
-            save_image(hr, root / "hr" / f"{key}.png")
-            save_image(lr, root / "lr" / f"{key}.png")
+        side = hr_size if tile is None else tile
+        want = (3, side // scale, side // scale)
+        for name, src in images.items():
+            square = hr_tile(load_image(src), hr_size, str(src))
+            for key, hr in ({name: square} if tile is None else cut_tiles(square, tile, name)).items():
+                lr = degradation(hr[None], make_generator(image_seed(seed, key)))[0]
+                if tuple(lr.shape) != want:
+                    raise BundledError(
+                        f"degradation {degradation_name!r} returned LR {tuple(lr.shape)} for HR "
+                        f"{tuple(hr.shape)}; a dataset needs LR = HR / {scale} = {want} (options: {options})"
+                    )
+                save_image(hr, root / "hr" / f"{key}.png")
+                save_image(lr, root / "lr" / f"{key}.png")
         files = {f"{role}/{k}.png": file_sha256(root / role / f"{k}.png") for k in keys for role in ("hr", "lr")}
         write_json(manifest, {"settings": settings, "keys": keys, "sha256": files})
     return BundledFiles(root, keys, generated=True, digests={str(root / rel): d for rel, d in files.items()})
+
+
+def _tile_grid(hr_size: int, tile: int) -> list[tuple[int, int]]:
+    n = hr_size // tile
+    return [(i, j) for i in range(n) for j in range(n)]
 
 
 def _verified(manifest: Path, keys: list[str]) -> dict[str, str] | None:

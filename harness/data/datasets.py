@@ -194,8 +194,10 @@ register("datasets", "single", config=SingleConfig, description="LR folder only 
 class BundledConfig:
     """Real photos shipped with scikit-image and pyiqa, degraded once and cached (harness.data.bundled)."""
 
-    images: list[str] | None = None  # default: all installed of bundled.DEFAULT_IMAGES
+    images: list[str] | None = None  # default: all installed of bundled.DEFAULT_IMAGES (or of split)
+    split: str = "all"  # all | train | eval: the disjoint halves of bundled.SPLITS
     hr_size: int = 256
+    tile: int | None = None  # cut each hr_size square into tile x tile HR tiles (each its own image)
     count: int | None = None
     degradation: str = "bicubic"
     degradation_options: dict = field(default_factory=dict)
@@ -210,13 +212,21 @@ class BundledConfig:
             raise ValueError(f"hr_size={self.hr_size} must be a positive multiple of scale={self.scale}")
         if self.count is not None and self.count < 1:
             raise ValueError(f"count must be >= 1, got {self.count}")
+        if self.split not in bundled.SPLIT_CHOICES:
+            raise ValueError(f"unknown split {self.split!r}; valid choices: {', '.join(bundled.SPLIT_CHOICES)}")
+        if self.images is not None and self.split != "all":
+            raise ValueError(f"give either images or split={self.split!r}, not both")
+        if self.tile is not None and (self.tile < self.scale or self.tile % self.scale or self.hr_size % self.tile):
+            raise ValueError(
+                f"tile={self.tile} must divide hr_size={self.hr_size} and be a multiple of scale={self.scale}"
+            )
 
 
 def bundled_dataset(cfg: BundledConfig) -> SRDataset:
     cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else bundled.default_cache_root() / "bundled"
-    images = bundled.resolve_images(cfg.images, cfg.count)
+    images = bundled.resolve_images(cfg.images, cfg.count, cfg.split)
     files = bundled.ensure_bundled(
-        images, cfg.hr_size, cfg.scale, cfg.degradation, cfg.degradation_options, cfg.seed, cache_root
+        images, cfg.hr_size, cfg.scale, cfg.degradation, cfg.degradation_options, cfg.seed, cache_root, cfg.tile
     )
     items = [_Item(k, files.lr_dir / f"{k}.png", files.hr_dir / f"{k}.png") for k in files.keys]
     dataset = SRDataset("bundled", cfg.scale, items)

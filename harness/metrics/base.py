@@ -83,7 +83,8 @@ class Metric:
         if img.dim() != 4 or img.shape[1] != 3:
             raise ValueError(f"metric {self.name!r}: {role} must be (B, 3, H, W), got {tuple(img.shape)}")
         img = img.to(self.device, torch.float32)
-        lo, hi = float(img.min()), float(img.max())
+        lo, hi = (float(v) for v in torch.aminmax(img))  # one pass; NaN propagates into both
         if lo < -1e-4 or hi > 1 + 1e-4 or lo != lo or hi != hi:
             raise ValueError(f"metric {self.name!r}: {role} values must be in [0, 1], got [{lo:.4g}, {hi:.4g}]")
-        return img.clamp(0.0, 1.0)
+        # clamp only what needs it: an image already in [0, 1] (8-bit SR, HR files) is passed on without a copy
+        return img if 0.0 <= lo and hi <= 1.0 else img.clamp(0.0, 1.0)

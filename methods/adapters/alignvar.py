@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from harness.core.registry import register
 from harness.core.tiling import tiled_upscale
 from methods.alignvar.configs import ARCHS, AlignVARConfig, SamplingOptions, SCAConfig
 from methods.alignvar.model import AlignVAR
+from methods.alignvar.sampling import planted_token_hook
 from methods.alignvar.scales import ScaleSchedule
 from methods.alignvar.vqvae import VQVAE
 from methods.alignvar.weights import load_vqvae, read_state_dict, stored_config, strip_prefix
@@ -74,6 +76,22 @@ class AlignVARMethodConfig(VARSRMethodConfig):
     """
 
     sca: Literal["laplacian", "sobel", "random", "none"] | None = None
+    # A planted degradation of known size (an instrument control, experiments/tiny_controls.yaml): at inference
+    # the tokens of 0-based scale ``plant_scale`` are replaced at ``plant_fraction`` of the positions by random
+    # codes (methods.alignvar.sampling.planted_token_hook). None: off.
+    plant_scale: int | None = None
+    plant_fraction: float = 0.5
+    # false (default): every image's generator is seeded with ``seed`` (one noise draw shared by all images);
+    # true: with a seed derived from (seed, image key), so two seeds give independent noise per image, which is
+    # what an image-level paired test of seed against seed assumes (the null control of tiny_controls.yaml)
+    seed_per_image: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.plant_scale is not None and self.plant_scale < 0:
+            raise ValueError(f"plant_scale must be a 0-based scale index >= 0, got {self.plant_scale}")
+        if not 0.0 < self.plant_fraction <= 1.0:
+            raise ValueError(f"plant_fraction must be in (0, 1], got {self.plant_fraction}")
 
 
 def _require_file(path: str | None, what: str, method: str, key: str) -> Path:
@@ -140,7 +158,18 @@ class AlignVARMethod(SRMethod):
                 tiled_upscale, scale=1, tile=config.tile, overlap=config.tile_overlap, ramp=1.0
             )
         size = self.model.transformer.cfg.image_size
-        self.inference_steps = ScaleSchedule.for_size(size, size).num_scales
+        self.inference_steps = ScaleSchedule.for_size(size, size, self.model.vqvae.downsample).num_scales
+        self.seed_per_image = bool(getattr(config, "seed_per_image", False))
+        plant = getattr(config, "plant_scale", None)
+        if plant is not None:
+            if plant >= self.inference_steps:
+                raise ValueError(
+                    f"{name}: plant_scale={plant} is outside the {self.inference_steps} scales "
+                    f"(0..{self.inference_steps - 1}) of the model's {size} px schedule"
+                )
+            self.model.token_hook = planted_token_hook(
+                plant, config.plant_fraction, int(self.model.vqvae.vocab_size), config.seed
+            )
         if config.device:
             self.to(config.device)
 
@@ -193,11 +222,21 @@ class AlignVARMethod(SRMethod):
 
     @torch.inference_mode()
     def upscale(self, lr: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
-        return self.model.upscale(lr.to(self.device), tiler=self.tiler)
+        if not self.seed_per_image:
+            return self.model.upscale(lr.to(self.device), tiler=self.tiler)
+        seeds = [image_seed(self.model.config.seed, key) for key in keys]
+        return torch.cat(
+            [self.model.upscale(lr[i : i + 1].to(self.device), seed=s, tiler=self.tiler) for i, s in enumerate(seeds)]
+        )
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
         self._tokenizer = None
+
+
+def image_seed(seed: int, key: str) -> int:
+    """A generator seed from (seed, image key): independent streams per image and per seed."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") & (2**63 - 1)
 
 
 def check_tiling(tile: int | None, overlap: int) -> None:

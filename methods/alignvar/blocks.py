@@ -7,6 +7,9 @@
   has no affine parameters, eps 1e-6; FFN = fc1 -> GELU(tanh) -> fc2.
 * ``AdaLNBeforeHead``: ``LN(x)(1+scale)+shift`` with ``ada_lin = Sequential(SiLU, Linear(C, 2C))`` (scale,
   shift).
+* Block-causal attention takes either a dense boolean mask (SDPA) or a FlexAttention ``BlockMask``
+  (``flex_attention``: only the unmasked 128 x 128 tiles are computed; the teacher-forced pass with
+  ``attention="flex"``, see ``VARTransformer.forward``).
 * ``KVCache``: one preallocated buffer of every layer's keys (after L2-norm and RoPE) and raw values, written in
   place scale by scale.
 
@@ -23,15 +26,44 @@ accepts both and refuses a non-zero one (it would mean a different architecture)
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from methods.alignvar.rope import apply_rope
 
 # the official clamp value: float32 log(100) converted to a Python float
 MAX_SCALE_MUL = float(torch.log(torch.tensor(100.0)))
+
+
+_COMPILED_FLEX = None
+
+
+def flex_attention_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask) -> torch.Tensor:
+    """``flex_attention(q, k, v, block_mask, scale=1)`` for (B, H, L, D) q/k/v, compiled on GPU.
+
+    On CUDA the fused kernel needs ``torch.compile`` (compiled once per process, static shapes); elsewhere it
+    runs eagerly (torch 2.14: forward only on CPU, and it materialises the scores, so it is a reference there,
+    not a speed-up). Under autocast q, k and v are cast to the autocast dtype, as SDPA's autocast rule does
+    (flex_attention itself has no autocast rule and needs one dtype).
+    """
+    global _COMPILED_FLEX
+    device = q.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    else:
+        k, v = k.to(q.dtype), v.to(q.dtype)
+    if device == "cuda":
+        if _COMPILED_FLEX is None:
+            _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
+        return _COMPILED_FLEX(q, k, v, block_mask=block_mask, scale=1.0)
+    with warnings.catch_warnings():  # eager on purpose here: torch's "called without torch.compile()" note
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return flex_attention(q, k, v, block_mask=block_mask, scale=1.0)
 
 
 class KVCache:
@@ -188,7 +220,12 @@ class SelfAttention(nn.Module):
         rec = self.record_attention
         if rec is not None and rec.wants(self.layer_idx):
             rec.record(self.layer_idx, q, k, attn_mask, 1.0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
+        if isinstance(attn_mask, BlockMask):
+            if tail is not None or cache is not None:
+                raise ValueError("a FlexAttention BlockMask serves the full teacher-forced pass only (no cache/tail)")
+            out = flex_attention_call(q, k, v, attn_mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
         return self.proj(out.transpose(1, 2).reshape(B, L, C))
 
 

@@ -5,6 +5,7 @@
   ``transformer_config_from_state_dict`` reads every size back from checkpoint tensors (official ``VARSR.pth``
   or ours).
 * ``ARCHS``: named architectures (transformer + VQ-VAE): ``tiny`` (a CPU test model: seconds at 64-128 px),
+  ``tiny8`` (the CPU recipe: a downsampling-8 tokenizer that reconstructs 64 px photographs usefully),
   ``d2`` (the golden-fixture size), ``d16``/``d20``/``d24`` (VARSR sizes; d24 is the released model).
 * ``AlignVARConfig``: the YAML ``model: {type: alignvar, ...}`` block (also the options of the ``alignvar``
   method), with the SCA (``sca.*``) and HCC (``hcc.*``, ``hcc.lambda``) ablation keys used by sweeps.
@@ -99,6 +100,10 @@ class Arch:
 VARSR_VQVAE = dict(vocab_size=4096, z_channels=32, ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2)
 GOLDEN_VQVAE = dict(vocab_size=4096, z_channels=32, ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2)
 TINY_VQVAE = dict(vocab_size=512, z_channels=16, ch=32, ch_mult=(1, 1, 1, 2, 2), num_res_blocks=1)
+# downsampling 8 (four levels): a 64 px image has an 8x8 latent and 6 scales (1, 2, 3, 5, 6, 8). Widths 12-96 are
+# not multiples of 32, so GroupNorm has gcd(32, width) groups of 3 channels (vae_blocks.normalize), not the one
+# channel per group that 32 groups give a 32-wide level (which normalises away each channel's contrast)
+TINY8_VQVAE = dict(vocab_size=1024, z_channels=16, ch=12, ch_mult=(1, 2, 4, 8), num_res_blocks=1)
 
 ARCHS: dict[str, Arch] = {
     "tiny": Arch(
@@ -115,6 +120,21 @@ ARCHS: dict[str, Arch] = {
         ),
         TINY_VQVAE,
         "CPU test model (depth 2, width 64, vocab 512; runs in seconds at 64-128 px)",
+    ),
+    "tiny8": Arch(
+        TransformerConfig(
+            depth=2,
+            width=128,
+            heads=4,
+            vocab=1024,
+            cvae=16,
+            image_size=64,
+            stem_channels=(16, 32, 64, 64, 128),
+            refiner_width=64,
+            refiner_depth=2,
+        ),
+        TINY8_VQVAE,
+        "CPU recipe model: downsampling-8 tokenizer (8x8 latent, 6 scales at 64 px), depth 2, width 128",
     ),
     "d2": Arch(varsr_transformer(2), GOLDEN_VQVAE, "VARSR layout at depth 2 (the golden-fixture model)"),
     "d16": Arch(varsr_transformer(16), VARSR_VQVAE, "VARSR d16 (371.5M transformer+refiner)"),
@@ -278,10 +298,14 @@ class AlignVARConfig(SamplingOptions):
     precision: Precision = "fp32"  # inference autocast: fp32 (exact), bf16 / fp16 (GPU; fp16 is GPU-only)
     compile: bool = False  # torch.compile blocks, refiner MLP and decoder at the first generate (GPU-oriented)
     grad_checkpointing: bool = False  # recompute transformer blocks in backward (training memory for compute)
+    # teacher-forced (training) attention: dense boolean mask (reference) or FlexAttention block mask (GPU)
+    attention: Literal["dense", "flex"] = "dense"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}")
+        if self.attention not in ("dense", "flex"):
+            raise ValueError(f"unknown attention {self.attention!r}; valid choices: dense, flex")
         if self.arch != "auto" and self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; valid choices: auto, {', '.join(ARCHS)}")
         if self.arch == "auto" and not self.checkpoint:

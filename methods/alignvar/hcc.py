@@ -198,7 +198,7 @@ def alignvar_losses(
     cfg = model.config
     lam = cfg.hcc.lambda_ if hcc_lambda is None else hcc_lambda
     w_ref = cfg.refiner_weight if refiner_weight is None else refiner_weight
-    schedule = ScaleSchedule.for_size(int(hr.shape[-2]), int(hr.shape[-1]))
+    schedule = ScaleSchedule.for_size(int(hr.shape[-2]), int(hr.shape[-1]), model.vqvae.downsample)
     if lr_up.shape != hr.shape:
         raise ValueError(f"lr_up {tuple(lr_up.shape)} must be upsampled to the HR shape {tuple(hr.shape)}")
     tok = model.vqvae.img_to_idx(hr, schedule)

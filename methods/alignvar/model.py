@@ -71,13 +71,17 @@ class AlignVAR(nn.Module):
                 f"transformer (vocab {transformer.vocab}, Cvae {transformer.cvae})"
             )
         self.transformer = VARTransformer(transformer)
+        self.transformer.latent_downsample = self.vqvae.downsample
         self.sca = self.new_sca_gate()
         self.load_notes: list[str] = []
         self.sca_untrained = False  # True when loaded from a checkpoint without SCA weights (fresh gate)
         self.transformer.grad_checkpointing = self.config.grad_checkpointing
+        self.transformer.attention = self.config.attention
         self.encoder_released = False
         self._released_counts: dict[str, int] | None = None  # set by release_training_weights
         self._compiled = False
+        # applied by ``generate`` when the caller gives no token_hook (a planted degradation, for controls)
+        self.token_hook: TokenHook | None = None
 
     scale = 4
 
@@ -270,7 +274,7 @@ class AlignVAR(nn.Module):
                 neg_label=neg_label,
                 use_refiner=c.use_refiner if use_refiner is None else use_refiner,
                 sca=sca_fn,
-                token_hook=token_hook,
+                token_hook=token_hook if token_hook is not None else self.token_hook,
                 kv_cache=kv_cache,
             )
             img = self.decode(gen.f_hat)

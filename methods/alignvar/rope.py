@@ -11,7 +11,8 @@ The official code hard-codes G = 32 for both axes (``basic_var.py:85``), which i
 For other schedules (``ScaleSchedule.for_size``) we define the grid as the latent (h, w) grid, ``G_h = h_lat``,
 ``G_w = w_lat``: the official model is the special case h_lat = w_lat = 32, and for any size the last
 scale and the LR prefix land on integer positions 0..h_lat-1 / 0..w_lat-1, exactly like the official 512-px
-layout. The prefix grid must then equal the latent grid (both are 1/16 of the model input).
+layout. The prefix grid equals the latent grid when both are 1/16 of the model input; with a downsampling-8
+tokenizer the 1/16 prefix is coarser and its token (i, j) sits at (i / h_p * G_h, j / w_p * G_w), like a scale.
 
 Frequencies (head_dim D = 64 in every VARSR size): ``w_m = theta^(-4m/D)``, m = 0..D/4-1. A head vector is
 viewed as D/2 complex numbers from *adjacent* real pairs (2p, 2p+1); pairs 0..D/4-1 rotate by ``row * w_m``
@@ -53,8 +54,10 @@ def token_positions(prefix_hw: HW, patch_hws: Sequence[HW], grid_hw: HW) -> tupl
     if tuple(patch_hws[0]) != (1, 1):
         raise ValueError(f"the first scale must be 1x1 (its slot is the class token), got {patch_hws[0]}")
     rows, cols = [], []
-    # the prefix uses its own grid as reference, which makes its positions the integer (i, j) exactly
-    for (h, w), (gh, gw) in [(prefix_hw, prefix_hw), *[(hw, grid_hw) for hw in patch_hws]]:
+    # the prefix uses its own grid as reference when it is the latent grid, which makes its positions the integer
+    # (i, j) exactly; a coarser prefix (a downsampling-8 tokenizer) is placed on the latent grid like a scale
+    prefix_ref = tuple(prefix_hw) if tuple(prefix_hw) == tuple(grid_hw) else tuple(grid_hw)
+    for (h, w), (gh, gw) in [(prefix_hw, prefix_ref), *[(hw, grid_hw) for hw in patch_hws]]:
         r, c = _grid_positions(h, w, gh, gw)
         rows.append(r)
         cols.append(c)

@@ -102,3 +102,28 @@ def sample_logits(
             torch.multinomial(flat.to(generator.device), 1, generator=generator).to(flat.device).view(probs.shape[:-1])
         )
     return torch.multinomial(flat, num_samples=1, generator=generator).view(probs.shape[:-1])
+
+
+def planted_token_hook(scale: int, fraction: float, vocab: int, seed: int = 0):
+    """A ``token_hook`` (``VARTransformer.generate``) that plants a degradation of known size: at scale ``scale``
+    (0-based) it replaces ``fraction`` of the positions (at least one) by uniformly random codes, the same
+    positions and codes in every image (so an image's output does not depend on its batch), drawn from a
+    generator seeded with ``seed`` and ``scale``. Other scales are untouched. For the instrument controls
+    (``experiments/tiny_controls.yaml``): the benchmark should find the planted method worse, and its
+    error-accumulation curve should depart from the clean one at ``scale``."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"planted fraction must be in (0, 1], got {fraction}")
+    if scale < 0:
+        raise ValueError(f"planted scale must be >= 0 (0-based), got {scale}")
+
+    def hook(k: int, idx: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if k != scale:
+            return idx
+        g = torch.Generator().manual_seed(int(seed) * 7919 + k)
+        n = idx.shape[-1]
+        pos = torch.randperm(n, generator=g)[: max(1, round(fraction * n))]
+        out = idx.clone()
+        out[:, pos.to(idx.device)] = torch.randint(vocab, (len(pos),), generator=g).to(idx)
+        return out
+
+    return hook

@@ -25,8 +25,13 @@ Other sizes (``ScaleSchedule.for_size``; any H, W multiple of 16) reuse the same
   rows (identity for the official 10-scale schedule; first scale -> row 0, last scale -> row N-1 always).
 * RoPE grid = the latent grid (see ``rope.py``).
 
+A tokenizer with a finer latent (downsampling 8, ``latent_downsample``) keeps the 1/16 LR prefix: the prefix
+grid is then half the latent grid, and RoPE places the prefix tokens on the latent grid (``rope.py``).
+
 ``generate`` runs KV-cached autoregressive inference with VARSR's image-based CFG; ``forward``
-with the full block-causal mask gives the same logits when fed the generated tokens (tested).
+with the full block-causal mask gives the same logits when fed the generated tokens (tested). ``forward``
+takes the mask as a dense boolean matrix (``attention = "dense"``, the reference) or as a FlexAttention
+``BlockMask`` built from the same scale ids (``attention = "flex"``, equal up to float rounding; tested).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 from torch.utils.checkpoint import checkpoint
 
 from methods.alignvar.blocks import (
@@ -124,6 +130,11 @@ class VARTransformer(nn.Module):
         else:
             self.diffloss = None
         self.grad_checkpointing = False  # trade compute for memory in training (blocks only)
+        self.attention = "dense"  # teacher-forced mask: "dense" (SDPA, boolean mask) or "flex" (BlockMask)
+        self._block_masks: dict[tuple, BlockMask] = {}
+        # the VQ-VAE's spatial downsampling (latent grid = image / latent_downsample); AlignVAR sets it from its
+        # tokenizer (16 for VARSR's, 8 for the ``tiny8`` arch). The LR prefix grid is always image / 16.
+        self.latent_downsample = 16
 
     # ------------------------------------------------------------------------------------------- loading
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001 - torch signature
@@ -187,7 +198,7 @@ class VARTransformer(nn.Module):
         """``schedule`` or ``ScaleSchedule.for_size`` of the LR input; checks that the two agree."""
         H, W = int(lr.shape[-2]), int(lr.shape[-1])
         if schedule is None:
-            schedule = ScaleSchedule.for_size(H, W)
+            schedule = ScaleSchedule.for_size(H, W, self.latent_downsample)
         if schedule.image_hw != (H, W):
             raise ValueError(
                 f"LR input is {H}x{W} but schedule {schedule} is for "
@@ -206,10 +217,15 @@ class VARTransformer(nn.Module):
         grid = rearrange(grid, "1 c h w -> 1 (h w) c").to(self.pos_start.dtype)
         return torch.cat([grid, self.pos_start[:, -1:]], dim=1)
 
+    def prefix_hw_for(self, schedule: ScaleSchedule) -> tuple[int, int]:
+        """The LR prefix grid of a schedule: its image size / the stem's downsampling (16)."""
+        H, W = schedule.image_hw
+        return H // self.con_embedding.downsample, W // self.con_embedding.downsample
+
     def rope_for(self, schedule: ScaleSchedule, device: torch.device) -> Tensor:
         table = rope_table(
             self.cfg.head_dim,
-            schedule.latent_hw,
+            self.prefix_hw_for(schedule),
             schedule.patch_nums,
             schedule.latent_hw,
             self.cfg.rope_theta,
@@ -220,13 +236,51 @@ class VARTransformer(nn.Module):
         return level_rows(schedule.num_scales, self.cfg.num_levels)
 
     @staticmethod
+    def scale_ids(schedule: ScaleSchedule, n_prefix: int, device: torch.device) -> Tensor:
+        """(L_tot,) scale index of every position of the teacher-forced sequence (context = scale 0)."""
+        counts = [n_prefix + 1] + [h * w for h, w in schedule.patch_nums[1:]]
+        return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))
+
+    @staticmethod
     def block_causal_mask(schedule: ScaleSchedule, n_prefix: int, device: torch.device) -> Tensor:
         """Boolean (L_tot, L_tot) mask, True = may attend: scale(i) >= scale(j), context = scale 0."""
-        counts = [n_prefix + 1] + [h * w for h, w in schedule.patch_nums[1:]]
-        scale_id = torch.repeat_interleave(
-            torch.arange(len(counts), device=device), torch.tensor(counts, device=device)
-        )
+        scale_id = VARTransformer.scale_ids(schedule, n_prefix, device)
         return scale_id[:, None] >= scale_id[None, :]
+
+    def flex_block_mask(self, schedule: ScaleSchedule, n_prefix: int, device: torch.device) -> BlockMask:
+        """The block-causal mask as a FlexAttention ``BlockMask`` (same rule as ``block_causal_mask``), cached
+        per (schedule, prefix length, device): tiles above the scale diagonal are skipped, not masked."""
+        key = (schedule.patch_nums, n_prefix, str(device))
+        mask = self._block_masks.get(key)
+        if mask is None:
+            with torch.inference_mode(False):  # a mask first built under inference must still serve training
+                mask = self._build_block_mask(schedule, n_prefix, device)
+            self._block_masks[key] = mask
+        return mask
+
+    def _build_block_mask(self, schedule: ScaleSchedule, n_prefix: int, device: torch.device) -> BlockMask:
+        scale_id = self.scale_ids(schedule, n_prefix, device)
+
+        def block_causal(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+            return scale_id[q_idx] >= scale_id[kv_idx]
+
+        L = int(scale_id.shape[0])
+        return create_block_mask(block_causal, None, None, L, L, device=str(device))
+
+    def _attention_mask(self, schedule: ScaleSchedule, n_prefix: int, device: torch.device) -> Tensor | BlockMask:
+        """The teacher-forced mask for ``self.attention``; dense while an attention recorder is attached (it
+        reads the boolean mask)."""
+        if self.attention not in ("dense", "flex"):
+            raise ValueError(f"unknown attention {self.attention!r}; valid choices: dense, flex")
+        recording = any(block.attn.record_attention is not None for block in self.blocks)
+        if self.attention == "flex" and not recording:
+            if device.type == "cpu" and torch.is_grad_enabled():
+                raise ValueError(
+                    "attention 'flex' needs a GPU for training: torch's FlexAttention has no backward on CPU "
+                    "(use attention: dense there)"
+                )
+            return self.flex_block_mask(schedule, n_prefix, device)
+        return self.block_causal_mask(schedule, n_prefix, device)
 
     def _context(self, lr: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, int]:
         """(context tokens (B', n_p+1, C) incl. pos_start + lvl row 0, AdaLN condition (B', C), n_p).
@@ -301,7 +355,8 @@ class VARTransformer(nn.Module):
         sca_gate: Tensor | None = None,
         return_hidden: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Teacher-forced logits (B, L, V) for all K scales (block-causal mask over the whole sequence).
+        """Teacher-forced logits (B, L, V) for all K scales (block-causal mask over the whole sequence; dense or
+        FlexAttention after ``self.attention``).
 
         lr: (B, 3, H, W) in [-1, 1], already upsampled to the output size; label: (B,) long; x_in:
         (B, L - 1, Cvae) teacher-forcing input (``area_down(F_{k-1})`` of scales 2..K, flattened);
@@ -328,7 +383,7 @@ class VARTransformer(nn.Module):
         for k, (h, w) in enumerate(schedule.patch_nums[1:], start=1):
             ids += [rows[k]] * (h * w)
         x = x + self.lvl_embed(torch.tensor(ids, device=x.device))[None]
-        mask = self.block_causal_mask(schedule, n_prefix, x.device)
+        mask = self._attention_mask(schedule, n_prefix, x.device)
         rope = self.rope_for(schedule, x.device)
         for block in self.blocks:
             if self.grad_checkpointing and self.training:

@@ -9,6 +9,7 @@ it with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -17,7 +18,10 @@ from torch import Tensor, nn
 
 
 def normalize(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+    """GroupNorm with gcd(32, channels) groups: 32 for every official width (multiples of 32); the ``tiny8``
+    tokenizer's widths 12-96 get groups of 3 channels. The parameters are per channel, so checkpoints do not
+    record the group count."""
+    return nn.GroupNorm(num_groups=math.gcd(32, channels), num_channels=channels, eps=1e-6, affine=True)
 
 
 class Upsample2x(nn.Module):

@@ -6,6 +6,7 @@ seeds")."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 from typing import Any
@@ -19,17 +20,24 @@ from reports.sweep.keys import short_names, swept_keys, swept_value_label, truth
 from reports.sweep.seeds import SEED_KEY, config_groups, config_keys, seed_of
 from reports.sweep.tables import constant_methods
 
-TOGGLES = (  # swept key (suffix) -> component name, "is off" value test
+TOGGLES = (  # swept key (suffix, or a pattern with *) -> component name, "is off" value test
     ("hcc.lambda", "HCC", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0),
     ("sca.mask_input", "SCA", lambda v: v in (None, "none")),
+    # instrument controls (experiments/tiny_controls.yaml): a planted degradation against none, and a method's
+    # sampling seed against seed 0 (the same config twice: a null comparison)
+    ("plant_scale", "planted degradation", lambda v: v is None),
+    ("methods.*.seed", "seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and v == 0),
 )
+# Swept keys that name each cell's weights rather than a design factor (the demo zips its shipped checkpoints
+# with the SCA / HCC settings they were trained with): they never keep an on cell from its off cell
+ARM_SUFFIXES = (".checkpoint", ".vqvae")
 DIFF = "on - off"
 
 
 def _toggle(key: str) -> tuple[str, Any] | None:
     """(component name, is-off test) of the ``TOGGLES`` entry that swept ``key`` ends with, or None."""
     for suffix, name, is_off in TOGGLES:
-        if key == suffix or key.endswith("." + suffix):
+        if key == suffix or key.endswith("." + suffix) or ("*" in suffix and fnmatch.fnmatchcase(key, suffix)):
             return name, is_off
     return None
 
@@ -140,7 +148,7 @@ def comparison_frame(cells: list[SweepCell], options: Any = None) -> pd.DataFram
         if toggle is None:
             continue
         name, is_off = toggle
-        others = [k for k in varying_keys(done) if k not in (key, SEED_KEY)]
+        others = [k for k in varying_keys(done) if k not in (key, SEED_KEY) and not k.endswith(ARM_SUFFIXES)]
         offs = [g for g in groups if key in g[0].overrides and is_off(g[0].overrides[key])]
         for on_group in groups:
             on = on_group[0]

@@ -19,12 +19,17 @@ class SourceConfig:
     path: str | None = None
     glob: str | None = None
     bundled: bool = False
+    split: str = "all"  # bundled only: all | train | eval (harness.data.bundled.SPLITS; train on "train")
     limit: int | None = None  # keep the first N files (sorted by path)
 
     def __post_init__(self) -> None:
         given = [k for k in ("path", "glob", "bundled") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(f"a source needs exactly one of path, glob, bundled: true; got {given or 'none'}")
+        if self.split != "all" and not self.bundled:
+            raise ValueError(f"split={self.split!r} applies to the bundled photographs only (bundled: true)")
+        if self.split not in ("all", "train", "eval"):
+            raise ValueError(f"unknown bundled split {self.split!r}; valid choices: all, train, eval")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 

@@ -25,7 +25,7 @@ def _list_source(src: SourceConfig) -> list[Path]:
     if src.bundled:
         from harness.data import bundled
 
-        return list(bundled.resolve_images(None, None).values())
+        return list(bundled.resolve_images(None, None, src.split).values())
     if src.glob is not None:
         found = [Path(p) for p in globlib.glob(str(Path(src.glob).expanduser()), recursive=True)]
         files = _sorted_images([p for p in found if p.is_file() and is_image_file(p)])
