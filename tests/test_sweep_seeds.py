@@ -199,3 +199,24 @@ def test_models_section_aggregates_a_configs_seeds(cells):
         "ceiling 30.50 dB (> 2 dB): the model, not its tokenizer, limits it",
         "hcc.lambda=0 / ours on toy: evaluated on 8 images (< 10): differences are hard to detect and CIs are rough",
     ]
+
+
+def test_curves_leave_out_constant_baselines_and_keys_tied_to_the_curve_key(tmp_path):
+    """An ablation whose lambda arms each come with their own checkpoint (the demo's layout): the checkpoint key
+    moves with lambda, so it does not split the curves (that would give one point per curve), and the bicubic
+    baseline, the same in every cell, gets no curve; a key that varies at fixed lambda (sca) still does."""
+    cells = []
+    for i, (sca, lam, ckpt) in enumerate(
+        [("none", 0.0, "varsr"), ("sca", 0.0, "sca"), ("none", 1.0, "hcc"), ("sca", 1.0, "sca_hcc")]
+    ):
+        cell = _cell(tmp_path / str(i), lam, 0, i)
+        cell.overrides = {"model.sca.mask_input": sca, "model.hcc.lambda": lam, "tiny.checkpoint": ckpt}
+        cells.append(cell)
+    points = seed_points(cells, "model.hcc.lambda")
+    assert sorted(set(points["group"])) == ["sca.mask_input=none, ours", "sca.mask_input=sca, ours"]
+    assert points.groupby("group")["value"].apply(sorted).tolist() == [[0.0, 1.0], [0.0, 1.0]]  # two points each
+    from reports.sweep.curves import tied_to
+
+    others = ["model.sca.mask_input", "tiny.checkpoint"]
+    assert tied_to(cells, "tiny.checkpoint", "model.hcc.lambda", others)
+    assert not tied_to(cells, "model.sca.mask_input", "model.hcc.lambda", others)

@@ -11,6 +11,7 @@ from harness.bench.layout import LATENCY_COL
 from reports.sweep.cells import SweepCell, per_image_table
 from reports.sweep.keys import cell_label, short_names, swept_keys, swept_value_label, truthy, varying_keys
 from reports.sweep.seeds import SEED_KEY, config_id, config_keys, seed_interval, seed_of
+from reports.sweep.tables import constant_methods
 
 
 def lambda_frame(cells: list[SweepCell], key: str) -> pd.DataFrame:
@@ -50,7 +51,9 @@ def seed_points(cells: list[SweepCell], key: str) -> pd.DataFrame:
     """One row per cell (seed), metric and group: its mean (and image-level CI) at its value of ``key``
     (``POINT_COLUMNS``; ``config`` identifies the configuration the seeds replicate)."""
     others = [k for k in varying_keys(cells) if k not in (key, SEED_KEY)]
+    others = [k for k in others if not tied_to(cells, k, key, others)]
     short = short_names(swept_keys(cells))
+    constant = set(constant_methods(cells))  # baselines: the same in every cell, no curve over ``key``
     rows = []
     for cell in cells:
         if cell.summary is None or key not in cell.overrides:
@@ -58,6 +61,8 @@ def seed_points(cells: list[SweepCell], key: str) -> pd.DataFrame:
         n_datasets = cell.summary["dataset"].nunique()
         config = config_id(cell, config_keys(cells))
         for rec in cell.summary.itertuples(index=False):
+            if rec.method in constant:
+                continue
             group = ", ".join(f"{short[k]}={swept_value_label(cell.overrides.get(k))}" for k in others)
             if cell.summary["method"].nunique() > 1:
                 group = f"{group}, {rec.method}" if group else rec.method
@@ -76,6 +81,32 @@ def seed_points(cells: list[SweepCell], key: str) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=list(POINT_COLUMNS))
+
+
+def tied_to(cells: list[SweepCell], other: str, key: str, others: list[str]) -> bool:
+    """Whether swept ``other`` changes together with ``key`` (e.g. each lambda arm zipped with its own
+    checkpoint): with the remaining keys fixed, every value of ``key`` comes with its own value of ``other``.
+    Such a key would give every curve a single point, so it does not split the curves."""
+    rest = [k for k in others if k != other and k != SEED_KEY]
+    seen: dict[tuple, dict[str, set[str]]] = {}
+    for cell in cells:
+        if key not in cell.overrides:
+            continue
+        group = tuple(swept_value_label(cell.overrides.get(k)) for k in rest)
+        by_value = seen.setdefault(group, {})
+        by_value.setdefault(swept_value_label(cell.overrides[key]), set()).add(
+            swept_value_label(cell.overrides.get(other))
+        )
+    tied = False
+    for by_value in seen.values():
+        if len(by_value) < 2:
+            continue
+        if any(len(v) > 1 for v in by_value.values()):
+            return False  # ``other`` varies at a fixed value of ``key``: a real axis of its own
+        if len(set().union(*by_value.values())) != len(by_value):
+            return False  # some values of ``key`` share a value of ``other``
+        tied = True
+    return tied
 
 
 def distribution_frame(cells: list[SweepCell], skip: set[str] = frozenset()) -> pd.DataFrame:
