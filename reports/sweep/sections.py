@@ -22,7 +22,7 @@ from reports.sweep.cells import SweepCell
 from reports.sweep.comparison import DIFF, comparison_frame
 from reports.sweep.curves import analysis_frame, distribution_frame, identical_note, lambda_frame, seed_points
 from reports.sweep.keys import cell_label, numeric_keys, short_names, swept_keys, truthy, varying_keys
-from reports.sweep.tables import ablation_frame, auto_precision, baseline_frame
+from reports.sweep.tables import ablation_frame, auto_precision, baseline_frame, constant_methods
 
 
 def _section(title: str, **context: Any) -> Section:
@@ -164,6 +164,11 @@ def baseline_and_comparison_sections(cells: list[SweepCell], out: Exporter, opti
     return sections
 
 
+def _stem(prefix: str, text: str) -> str:
+    """A figure's file stem: ``prefix_`` + ``text`` with every non-alphanumeric character as ``_``."""
+    return f"{prefix}_" + "".join(ch if ch.isalnum() else "_" for ch in text)
+
+
 def curve_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
     """A metrics-vs-value figure for each of the first three ``numeric_keys`` of the cells with results."""
     sections = []
@@ -180,7 +185,7 @@ def curve_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
             x_label=short_names(swept_keys(cells))[key],
             points=points if seeded else None,
         )
-        stem = "curve_" + "".join(ch if ch.isalnum() else "_" for ch in key)
+        stem = _stem("curve", key)
         band = (
             "line: mean over seeds of the per-seed means, band: 95% t-interval across seeds, dots: the per-seed "
             "means (the Ablation table's numbers)"
@@ -202,8 +207,6 @@ def curve_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
 def distribution_sections(cells: list[SweepCell], out: Exporter) -> list[Section]:
     """'Per-image distributions': per dataset, each configuration's per-image metric values (box + strip, the
     seeds in colour) of its models (the constant baselines left out)."""
-    from reports.sweep.tables import constant_methods
-
     long = distribution_frame(cells, set(constant_methods(cells)))
     if long.empty:
         return []
@@ -224,7 +227,7 @@ def distribution_sections(cells: list[SweepCell], out: Exporter) -> list[Section
             hue="seed" if seeded else None,
             lower_better=directions,
         )
-        stem = "distribution_" + "".join(ch if ch.isalnum() else "_" for ch in str(dataset))
+        stem = _stem("distribution", str(dataset))
         sections.append(
             _section(
                 f"Per-image distributions: {dataset}",
