@@ -293,3 +293,134 @@ def test_accumulated_latents_without_cfg_and_with_the_gate(astronaut):
         assert torch.equal(lat["teacher_forced"][k], want)
         prev = gt.f_hat[k]
     assert all(torch.equal(a, b) for a, b in zip(lat["gt"], gt.f_hat))
+
+
+# ------------------------------------------------------------------------------- branches and options (mutants)
+def test_model_inputs_rejects_a_too_narrow_lr(model, astronaut):
+    lr, _ = _lr_hr(astronaut)
+    with pytest.raises(ValueError, match=r"^LR image \(18, 3\) is smaller than 4x4$"):
+        probes.model_inputs(model, lr[:, :, :3])
+
+
+def test_mean_heatmaps_of_one_image_is_that_image():
+    a = {"x": torch.tensor([[1.0, 2.0]]), "y": torch.ones(2, 2)}
+    out = probes.mean_heatmaps([a])
+    assert out.keys() == a.keys() and all(torch.equal(out[k], a[k]) for k in a)
+
+
+def test_tables_order_their_groups():
+    """attention / gate tables: groups sorted by key; the accumulation table keeps the curves' order."""
+    table = probes.attention_table([_frame(1, 5.0, 2), _frame(0, 1.0, 3)], "m")
+    assert list(table["layer"]) == [0, 1] and list(table["n_queries"]) == [3, 2]
+    rows = [
+        {"scale_index": 2, "scale": "3x3", "n_tokens": 9, "gate_mean": 0.9, "gate_std": 0.0, "gate_open": 1.0},
+        {"scale_index": 1, "scale": "2x2", "n_tokens": 4, "gate_mean": 0.2, "gate_std": 0.1, "gate_open": 0.0},
+    ]
+    assert list(probes.gate_table(rows, "m")["scale_index"]) == [1, 2]
+    a = AccumulationResult(torch.tensor([1.0, 2.0]), "teacher_forced", "m", scales=["1x1", "2x2"])
+    b = AccumulationResult(torch.tensor([3.0, 6.0]), "free_running", "m", scales=["1x1", "2x2"])
+    table = probes.accumulation_table([a, b])
+    assert list(table["mode"]) == ["teacher_forced"] * 2 + ["free_running"] * 2
+    assert list(table["error"]) == [1.0, 2.0, 3.0, 6.0]
+
+
+def test_default_query_sample_is_sixteen_per_scale(model):
+    lr = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(0))  # 96 x 96: scales 1, 2, 3, 5, 6
+    lr_m11, _, schedule = probes.model_inputs(model, lr)
+    assert schedule.patch_nums == ((1, 1), (2, 2), (3, 3), (5, 5), (6, 6))
+    assert probes.attention_recorder(model, schedule)[0].query_sample == 16
+    want = 16 + 1 + 4 + 9 + 16 + 16  # LR prefix (6x6), then every token of a scale up to 16 tokens, else 16
+    table, _ = probes.attention_for_image(model, lr, layers=[0])
+    assert set(table.groupby("head")["n_queries"].sum()) == {want}
+    probe = probes.probe_image(model, lr, None, "m", layers=[0])
+    assert set(probe.attention.groupby("head")["n_queries"].sum()) == {want}
+
+
+def test_probe_image_reuses_its_generation_and_matches_the_accumulation_probe(model, astronaut, monkeypatch):
+    """One recorded generation + one per perturbed scale (the unperturbed reference is that generation);
+    the curves are those of ``accumulation_for_image`` with the default fraction 0.1."""
+    lr, hr = _lr_hr(astronaut)
+    calls = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda *a, **k: calls.append(1) or generate(*a, **k))
+    probe = probes.probe_image(model, lr, hr, "m", layers=[0], query_sample=2, perturb_scales=(1, 2))
+    assert len(calls) == 1 + 2
+    calls.clear()
+    want = probes.accumulation_for_image(model, lr, hr, "m", perturb_scales=(1, 2), perturb_fraction=0.1)
+    assert len(calls) == 1 + 2  # the free-running run, then one per perturbed scale: no extra reference run
+    assert [(c.mode, c.model, c.injected_scale, list(c.scales)) for c in probe.curves] == [
+        (c.mode, "m", c.injected_scale, ["1x1", "2x2", "3x3", "4x4"]) for c in want
+    ]
+    assert all(torch.equal(a.errors, b.errors) for a, b in zip(probe.curves, want))
+    assert float(want[2].errors[1]) > 0 and float(want[3].errors[2]) > 0  # the perturbations do change things
+
+
+def test_sca_figure_titles_are_the_scale_grids(model, astronaut):
+    fig = probes.sca_masks_for_image(model, _lr_hr(astronaut)[0])
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["2x2", "3x3", "4x4"]
+
+
+def test_sca_gates_of_one_and_two_scales(model):
+    lr_m11, _, one = probes.model_inputs(model, torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0)))
+    assert one.patch_nums == ((1, 1),)
+    maps, gate = probes.sca_gates(model, lr_m11, one, probes.free_running(model, lr_m11).tokens)
+    assert len(maps) == 1 and gate.shape == (1, 0, 1) and gate.dtype == torch.float32  # nothing is gated
+    assert probes.gate_rows(gate, one) == []
+    lr_m11, _, two = probes.model_inputs(model, torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0)))
+    assert two.patch_nums == ((1, 1), (2, 2))
+    tokens = probes.free_running(model, lr_m11).tokens
+    maps, gate = probes.sca_gates(model, lr_m11, two, tokens)
+    x_in = model.vqvae.quantize.idx_to_var_input(tokens, two)
+    with torch.no_grad():
+        want = model.sca.gate(x_in, maps[1])
+    assert gate.shape == (1, 4, 1) and torch.equal(gate, want)
+
+
+def test_sca_gates_of_a_random_map_come_from_the_seeded_generator(astronaut):
+    rand = make_tiny("random")
+    lr_m11, _, schedule = probes.model_inputs(rand, _lr_hr(astronaut)[0])
+    tokens = probes.free_running(rand, lr_m11).tokens
+    torch.manual_seed(123)  # the global generator must not be what draws the maps
+    maps, _ = probes.sca_gates(rand, lr_m11, schedule, tokens)
+    want = rand.sca.guidance(lr_m11, schedule, torch.Generator().manual_seed(int(rand.config.seed)))
+    assert all(torch.equal(a, b) for a, b in zip(maps, want))
+
+
+def test_accumulated_latents_with_guidance(astronaut):
+    """Teacher forcing with CFG as at inference: label 0 conditional, label 1 negative, guidance
+    (1 + t_k) l_cond - t_k l_neg with t_k = cfg * k / (K - 1); cfg = 1 (guided: any cfg > 0)."""
+    lr, hr = _lr_hr(astronaut)
+    guided = make_tiny("laplacian", cfg=1.0)
+    lr_m11, hr_m11, schedule = probes.model_inputs(guided, lr, hr)
+    lat = probes.accumulated_latents(guided, lr_m11, hr_m11, schedule)
+    q = guided.vqvae.quantize
+    gt = guided.vqvae.img_to_idx(hr_m11, schedule)
+    x_in = q.idx_to_var_input(gt.idx, schedule)
+    with torch.no_grad():
+        gate = guided.sca(lr_m11, x_in, schedule)
+        logits = guided.transformer(
+            lr_m11.repeat(2, 1, 1, 1), torch.tensor([0, 1]), x_in.repeat(2, 1, 1), schedule, gate.repeat(2, 1, 1)
+        )
+    prev, differs = torch.zeros_like(gt.f_hat[0]), False
+    for k, ((b, e), hw) in enumerate(zip(schedule.begin_ends, schedule.patch_nums)):
+        t = 1.0 * k / 3
+        lk = (1 + t) * logits[:1, b:e] - t * logits[1:, b:e]
+        assert torch.equal(lat["teacher_forced"][k], prev + q.embed_scale(k, q.lookup(lk.argmax(-1), hw), schedule))
+        differs |= not torch.equal(lk.argmax(-1), logits[:1, b:e].argmax(-1))
+        prev = gt.f_hat[k]
+    assert differs  # the guidance changes some teacher-forced token here
+
+
+def test_accumulated_latents_with_sca_off(astronaut):
+    lr, hr = _lr_hr(astronaut)
+    plain = make_tiny("none", cfg=0.0)
+    lr_m11, hr_m11, schedule = probes.model_inputs(plain, lr, hr)
+    lat = probes.accumulated_latents(plain, lr_m11, hr_m11, schedule)
+    q = plain.vqvae.quantize
+    gt = plain.vqvae.img_to_idx(hr_m11, schedule)
+    with torch.no_grad():
+        logits = plain.transformer(lr_m11, torch.tensor([0]), q.idx_to_var_input(gt.idx, schedule), schedule, None)
+    b, e = schedule.begin_ends[2]
+    want = gt.f_hat[1] + q.embed_scale(2, q.lookup(logits[:, b:e].argmax(-1), (3, 3)), schedule)
+    assert torch.equal(lat["teacher_forced"][2], want)
+    assert len(lat["free_running"]) == 4 and all(torch.equal(a, b) for a, b in zip(lat["gt"], gt.f_hat))
