@@ -574,3 +574,70 @@ def test_bicubic_degradation_defaults_to_antialiased_matlab():
     assert torch.equal(BicubicDegradation()(img), want)
     assert not torch.equal(want, quantize_8bit(downsample_bicubic(img, 4, "matlab", False).clamp(0, 1)))
     assert BicubicConfig(scale=1).scale == 1  # 1 is the smallest scale
+
+
+# --------------------------------------------------------------------------------- pipeline (mutation tests)
+def _photo(astronaut: torch.Tensor, size: int, batch: int = 1) -> torch.Tensor:
+    return F.interpolate(astronaut[None], size=(size, size), mode="area").expand(batch, -1, -1, -1)
+
+
+def test_pipeline_repr_and_messages_name_the_class(astronaut):
+    cfg = RealESRGANConfig(resize_back=True)
+    deg = RealESRGANDegradation(cfg)
+    assert repr(deg) == f"RealESRGANDegradation({cfg!r})"
+    with pytest.raises(
+        ValueError, match=r"^RealESRGANDegradation: expected HR of shape \(B, 3, H, W\), got \(1, 1, 8, 8\)$"
+    ):
+        deg.degrade_batch(torch.zeros(1, 1, 8, 8), make_generator(0))
+    msg = r"^RealESRGANDegradation: HR size 30x32 is not divisible by scale 4; crop it to a multiple of 4 first$"
+    with pytest.raises(ValueError, match=msg):
+        deg.degrade_batch(_photo(astronaut, 32)[..., :30, :], make_generator(0))
+
+
+def test_batches_of_two_per_image_and_shared(astronaut):
+    hr = _photo(astronaut, 32, batch=2)
+    for shared in (False, True):
+        out = RealESRGANDegradation(RealESRGANConfig(batch_shared=shared, resize_back=True)).degrade_batch(
+            hr, make_generator(0)
+        )
+        assert out.lr.shape == (2, 3, 8, 8) and out.lr_up.shape == (2, 3, 32, 32), shared
+        assert not torch.equal(out.lr[0], out.lr[1])  # the same photo, degraded twice (own kernels and noise)
+
+
+def test_gt_sharpening_uses_the_configured_threshold(astronaut):
+    hr = _photo(astronaut, 32)
+    gt = RealESRGANDegradation(RealESRGANConfig(usm_threshold=40.0)).degrade_batch(hr, make_generator(0)).gt
+    assert torch.equal(gt, ops.usm_sharpen(hr, 0.5, 50, 40.0))
+    assert not torch.equal(gt, ops.usm_sharpen(hr))  # the default threshold 10 gives another target
+
+
+def test_batch_sharing_also_shares_the_final_order():
+    draws = RealESRGANDegradation(RealESRGANConfig()).draw(8, make_generator(0))
+    assert {d.sinc_then_jpeg for d in draws} == {True, False}  # per image, both orders occur
+    assert {d.sinc_then_jpeg for d in _share(draws)} == {draws[0].sinc_then_jpeg}
+
+
+def test_second_stage_resizes_relative_to_the_lr_size_and_clips_the_noise(astronaut):
+    """One image through ``_degrade_group`` with given draws: identity kernels, noise strong enough to leave
+    [0, 1] (clipped before the final resize), stage 2 resized to 1.5 x (H / 4), then [resize + sinc] -> JPEG."""
+    import dataclasses
+
+    from harness.core.imageio import quantize_8bit
+
+    deg = RealESRGANDegradation(RealESRGANConfig())
+    (d,) = deg.draw(1, make_generator(0))
+    pulse = pulse_kernel(21).float()
+    noise = {"gaussian": True, "gray_noise": False, "jpeg_quality": 90, "resize_mode": "bilinear"}
+    first = dataclasses.replace(d.first, kernel=pulse, resize_scale=1.0, sigma=0.1, **noise)
+    second = dataclasses.replace(d.second, blur=False, resize_scale=1.5, sigma=0.2, **noise)
+    d = dataclasses.replace(d, first=first, second=second, final_kernel=pulse, final_mode="bilinear")
+    d = dataclasses.replace(d, sinc_then_jpeg=True)
+    hr = _photo(astronaut, 64)
+    out = deg._degrade_group(hr, [d], torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    x = (hr + ops.gaussian_noise(hr, [0.1], [False], g)).clamp(0, 1)
+    x = ops.resize(ops.jpeg_compress(x, [90]), "bilinear", size=(24, 24))  # 64 / 4 * 1.5
+    x = x + ops.gaussian_noise(x, [0.2], [False], g)
+    assert float(x.min()) < 0 and float(x.max()) > 1  # the clip matters
+    x = ops.jpeg_compress(ops.resize(x.clamp(0, 1), "bilinear", size=(16, 16)), [90])
+    assert out.shape == (1, 3, 16, 16) and torch.equal(out, quantize_8bit(x))
