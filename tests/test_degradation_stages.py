@@ -641,3 +641,22 @@ def test_second_stage_resizes_relative_to_the_lr_size_and_clips_the_noise(astron
     assert float(x.min()) < 0 and float(x.max()) > 1  # the clip matters
     x = ops.jpeg_compress(ops.resize(x.clamp(0, 1), "bilinear", size=(16, 16)), [90])
     assert out.shape == (1, 3, 16, 16) and torch.equal(out, quantize_8bit(x))
+
+
+def test_kernel_default_rotation_is_none_and_kernels_are_float64():
+    """Anisotropic kernels without ``theta`` are axis-aligned closed forms (q = x^2 / sx^2 + y^2 / sy^2,
+    x along columns); every kernel constructor returns float64 (the blur draws cast after padding)."""
+    ax = torch.arange(5, dtype=torch.float64) - 2
+    q = ax[None, :] ** 2 / 1.0**2 + ax[:, None] ** 2 / 2.0**2  # sx = 1, sy = 2
+
+    def norm(k):
+        return k / k.sum()
+
+    exact = {"rtol": 0, "atol": 1e-15}
+    torch.testing.assert_close(gaussian_kernel(5, 1.0, 2.0), norm(torch.exp(-0.5 * q)), **exact)
+    torch.testing.assert_close(
+        generalized_gaussian_kernel(5, 1.0, 2.0, beta=0.5), norm(torch.exp(-0.5 * q**0.5)), **exact
+    )
+    torch.testing.assert_close(plateau_kernel(5, 1.0, 2.0, beta=1.5), norm(1 / (1 + q**1.5)), **exact)
+    kernels = (gaussian_kernel(3, 1.0), plateau_kernel(3, 1.0), sinc_kernel(2.0, 3), pulse_kernel(3))
+    assert [k.dtype for k in kernels] == [torch.float64] * 4
