@@ -660,3 +660,58 @@ def test_kernel_default_rotation_is_none_and_kernels_are_float64():
     torch.testing.assert_close(plateau_kernel(5, 1.0, 2.0, beta=1.5), norm(1 / (1 + q**1.5)), **exact)
     kernels = (gaussian_kernel(3, 1.0), plateau_kernel(3, 1.0), sinc_kernel(2.0, 3), pulse_kernel(3))
     assert [k.dtype for k in kernels] == [torch.float64] * 4
+
+
+def test_fft_filter_in_float64_and_at_odd_widths():
+    """``filter_fft`` equals the direct correlation for float64 images (no float32 kernel on the way) and
+    for odd widths (the inverse FFT is taken at the padded size, not at rfft's default even length)."""
+    g = torch.Generator().manual_seed(0)
+    k = gaussian_kernel(3, 0.8)
+    img64 = torch.rand(1, 3, 9, 7, generator=g, dtype=torch.float64)
+    out = ops.filter_fft(img64, k)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, ops.filter2d(img64, k), rtol=0, atol=1e-12)
+    img = torch.rand(2, 3, 6, 5, generator=g)
+    torch.testing.assert_close(ops.filter_fft(img, k), ops.filter2d(img, k), rtol=0, atol=1e-6)
+
+
+def test_gaussian_noise_keeps_a_half_image_dtype():
+    img = torch.zeros(1, 3, 2, 2, dtype=torch.float16)
+    sigma = torch.tensor(0.1, dtype=torch.float16)
+    colour = ops.gaussian_noise(img, [0.1], [False], torch.Generator().manual_seed(2))
+    draw = torch.randn((1, 3, 2, 2), generator=torch.Generator().manual_seed(2))
+    assert colour.dtype == torch.float16 and torch.equal(colour, draw.half() * sigma)
+    gray = ops.gaussian_noise(img, [0.1], [True], torch.Generator().manual_seed(2))
+    mono = torch.randn((1, 1, 2, 2), generator=torch.Generator().manual_seed(2))
+    assert gray.dtype == torch.float16 and torch.equal(gray, mono.half().expand(1, 3, 2, 2) * sigma)
+
+
+def test_poisson_levels_count_values_seen_once_and_gray_draws_the_luma_only():
+    img = torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8, 1.0]).view(1, 3, 1, 2)  # 6 distinct values, each once -> 8
+    field = ops._poisson_field(img, torch.Generator().manual_seed(4))
+    counts = torch.poisson(img * 8.0, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(field, counts / 8.0 - img, atol=1e-6, rtol=0)
+    rgb = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    noise = ops.poisson_noise(rgb, [2.0], [True], torch.Generator().manual_seed(5))
+    luma = ops._poisson_field(ops.rgb_to_gray(rgb), torch.Generator().manual_seed(5))
+    assert torch.equal(noise, luma.expand(1, 3, 4, 4) * 2.0)  # no colour field drawn before it
+
+
+def test_opencv_taps_are_float64_closed_forms_and_small_sigmas_are_kept():
+    def taps(size, sigma):
+        x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
+        t = torch.exp(-(x**2) / (2 * sigma**2))
+        return (t / t.sum()).float()
+
+    assert torch.equal(ops.opencv_gaussian_1d(7, 1.3), taps(7, 1.3))
+    assert torch.equal(ops.opencv_gaussian_1d(5, 0.5), taps(5, 0.5))  # an explicit sigma <= 1 is used as given
+    assert torch.equal(ops.opencv_gaussian_1d(5, 1.0), taps(5, 1.0))
+
+
+def test_usm_mask_is_strictly_above_the_threshold_on_the_255_scale():
+    img = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    k = ops.opencv_gaussian_1d(5)
+    residual = img - ops.filter_fft(img, torch.outer(k, k))
+    top = float((residual.abs() * 255.0).max())
+    assert torch.equal(ops.usm_sharpen(img, 0.5, 2, top), img)  # no pixel above the threshold: unchanged
+    assert not torch.equal(ops.usm_sharpen(img, 0.5, 2, top * 0.999), img)
