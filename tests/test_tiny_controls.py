@@ -110,3 +110,34 @@ def test_the_demo_benchmarks_the_baselines_and_the_shipped_ablation_into_one_rep
     for text in ("SCA: sca.mask_input=laplacian vs none", "HCC: hcc.lambda=1 vs 0", "Attention distance",
                  "Error accumulation", "SCA gate statistics", "SCA gates:"):  # fmt: skip
         assert text in page, text
+
+
+def test_packing_a_seeded_sweep_ships_the_chosen_replicate_of_each_arm(tmp_path):
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import pack_demo_checkpoints as pack_tool
+
+    assert pack_tool.cell_seed("hcc.lambda=1.0,sca.mask_input=none,seed=12-1a2b3c4d") == 12
+    assert pack_tool.cell_seed("hcc.lambda=1.0,sca.mask_input=none-1a2b3c4d") is None
+    assert pack_tool.cell_seed("hcc.lambda=1.0,myseed=3-1a2b3c4d") is None
+    vq = {"vqvae.w": torch.ones(2)}
+    for lam in (0.0, 1.0):
+        for seed in (0, 1):
+            cell = tmp_path / "sweep" / "cells" / f"hcc.lambda={lam},seed={seed}-0000000{seed}" / "train"
+            cell.mkdir(parents=True)
+            config = json.dumps({"sca": {"mask_input": "none"}, "hcc": {"lambda": lam}})
+            tensors = {**vq, "word_embed.weight": torch.full((2,), 10.0 * lam + seed)}
+            save_file(tensors, str(cell / "model.safetensors"), {"alignvar_config": config})
+    manifest = pack_tool.pack(tmp_path / "sweep", tmp_path / "out", seed=1)
+    assert sorted(manifest) == ["hcc", "tokenizer", "varsr"]
+    assert manifest["hcc"]["source"] == "sweep/cells/hcc.lambda=1.0,seed=1-00000001/train/model.safetensors"
+    from safetensors.torch import load_file
+
+    assert load_file(str(tmp_path / "out" / "hcc.safetensors"))["word_embed.weight"].tolist() == [11.0, 11.0]
+    assert load_file(str(tmp_path / "out" / "varsr.safetensors"))["word_embed.weight"].tolist() == [1.0, 1.0]
+    with pytest.raises(SystemExit, match="no finished cell of seed 5"):
+        pack_tool.pack(tmp_path / "sweep", tmp_path / "out5", seed=5)

@@ -10,7 +10,8 @@ For every finished cell of the sweep (``cells/*/train/model.safetensors``) it na
 settings stored in the checkpoint's metadata (``varsr``: SCA off and lambda 0, ``sca``, ``hcc``, ``sca_hcc``),
 drops the VQ-VAE tensors (all four share one tokenizer, written once as ``tokenizer.safetensors``, float32)
 and stores the transformer / SCA tensors in float16 (the loader casts them back to float32), keeping the
-metadata. ``MANIFEST.json`` lists every file with its sha256, size and source cell. Four models and the tokenizer
+metadata. A sweep with ``sweep.seeds`` has one cell per arm and seed: ``--seed`` (default 0) picks the replicate
+that ships (the cell folders named ``...,seed=N-<hash>``). ``MANIFEST.json`` lists every file with its sha256, size and source cell. Four models and the tokenizer
 come to about 17 MB.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -32,7 +34,13 @@ def arm_name(config: dict) -> str:
     return {(False, False): "varsr", (True, False): "sca", (False, True): "hcc", (True, True): "sca_hcc"}[(sca, hcc)]
 
 
-def pack(sweep_dir: Path, out: Path) -> dict[str, dict]:
+def cell_seed(cell: str) -> int | None:
+    """The replicate seed in a sweep cell's folder name (``hcc.lambda=1.0,seed=2-1a2b3c4d`` -> 2), None without."""
+    match = re.search(r"(?:^|,)seed=(\d+)-[0-9a-f]{8}$", cell)
+    return None if match is None else int(match.group(1))
+
+
+def pack(sweep_dir: Path, out: Path, seed: int = 0) -> dict[str, dict]:
     import torch
     from safetensors import safe_open
 
@@ -43,6 +51,11 @@ def pack(sweep_dir: Path, out: Path) -> dict[str, dict]:
     models = sorted(Path(sweep_dir).glob("cells/*/train/model.safetensors"))
     if not models:
         raise SystemExit(f"{sweep_dir}: no cells/*/train/model.safetensors (run the sweep first)")
+    seeded = [p for p in models if cell_seed(p.parents[1].name) is not None]
+    if seeded:
+        models = [p for p in seeded if cell_seed(p.parents[1].name) == seed]
+        if not models:
+            raise SystemExit(f"{sweep_dir}: no finished cell of seed {seed}")
     manifest: dict[str, dict] = {}
     tokenizer = None
     for path in models:
@@ -74,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="the tiny_ablation sweep folder (runs/tiny_ablation)")
     parser.add_argument("out", type=Path, help="where the packed files go (experiments/checkpoints/tiny)")
+    parser.add_argument("--seed", type=int, default=0, help="the replicate that ships, for a sweep with seeds")
     args = parser.parse_args(argv)
-    manifest = pack(args.sweep_dir, args.out)
+    manifest = pack(args.sweep_dir, args.out, args.seed)
     total = sum(e["bytes"] for e in manifest.values())
     for e in manifest.values():
         print(f"{e['file']:<24} {e['bytes'] / 1e6:6.2f} MB  {e['sha256'][:12]}  <- {e['source']}")
