@@ -11,8 +11,8 @@ settings stored in the checkpoint's metadata (``varsr``: SCA off and lambda 0, `
 drops the VQ-VAE tensors (all four share one tokenizer, written once as ``tokenizer.safetensors``, float32)
 and stores the transformer / SCA tensors in float16 (the loader casts them back to float32), keeping the
 metadata. A sweep with ``sweep.seeds`` has one cell per arm and seed: ``--seed`` (default 0) picks the replicate
-that ships (the cell folders named ``...,seed=N-<hash>``). ``MANIFEST.json`` lists every file with its sha256, size and source cell. Four models and the tokenizer
-come to about 17 MB.
+that ships (the cell folders named ``...,seed=N-<hash>``). ``MANIFEST.json`` lists every file with its sha256,
+size and source cell. Four models and the tokenizer come to about 17 MB.
 """
 
 from __future__ import annotations
