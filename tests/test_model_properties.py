@@ -242,6 +242,43 @@ def test_generation_options_defaults_reference_path_and_hook(tiny: AlignVAR, ast
         bare.transformer.generate(lr, bare.vqvae.quantize)
 
 
+def test_generation_follows_a_given_schedule_and_the_reference_path_recomputes(
+    tiny: AlignVAR, astronaut: torch.Tensor
+) -> None:
+    """``generate`` uses the schedule it is given (positionally, also through ``generate_reference``) instead of
+    the LR size's own; ``generate_reference`` recomputes the whole prefix at every scale (no KV cache); the
+    default temperature is 1 (it matters once sampling is not greedy)."""
+    tr, q = tiny.transformer, tiny.vqvae.quantize
+    lr = _image(astronaut, 64, 64, batch=1)
+    sched = ScaleSchedule.from_sides([1, 2, 4])
+    assert sched != ScaleSchedule.for_size(64, 64)
+    out = tr.generate(lr, q, sched, use_refiner=False)
+    assert [tuple(t.shape) for t in out.tokens] == [(1, 1), (1, 4), (1, 16)]
+    lengths: list[int] = []
+    recompute = tr._recompute_step
+
+    def spy(seq, *args):
+        lengths.append(sum(x.shape[1] for x in seq))
+        return recompute(seq, *args)
+
+    tr._recompute_step = spy
+    try:
+        ref = tr.generate_reference(lr, q, sched, use_refiner=False)
+    finally:
+        del tr._recompute_step
+    assert lengths[1:] == [lengths[0] + 4, lengths[0] + 4 + 16]  # one full recompute per scale
+    assert all(torch.equal(a, b) for a, b in zip(ref.tokens, out.tokens, strict=True))
+
+    def sampled(**kw):
+        return tr.generate(
+            lr, q, sched, top_k=8, top_p=1.0, use_refiner=False, generator=torch.Generator().manual_seed(2), **kw
+        )
+
+    default, one, two = sampled(), sampled(temperature=1.0), sampled(temperature=2.0)
+    assert all(torch.equal(a, b) for a, b in zip(default.tokens, one.tokens, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(two.tokens, one.tokens, strict=True))
+
+
 # ----------------------------------------------------------------------------------------------- losses
 def test_hcc_zero_iff_prediction_matches_target(tiny: AlignVAR, astronaut: torch.Tensor) -> None:
     schedule = ScaleSchedule.for_size(64, 64)
