@@ -7,6 +7,7 @@ forward pass). Random weights are fine here: these are structural properties, no
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -277,6 +278,19 @@ def test_generation_follows_a_given_schedule_and_the_reference_path_recomputes(
     default, one, two = sampled(), sampled(temperature=1.0), sampled(temperature=2.0)
     assert all(torch.equal(a, b) for a, b in zip(default.tokens, one.tokens, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(two.tokens, one.tokens, strict=True))
+
+
+def test_generation_on_frozen_adaln_tables_matches_both_paths(tiny: AlignVAR, astronaut: torch.Tensor) -> None:
+    """After ``freeze_adaln`` (the projections replaced by per-class tables) the cached and the reference path
+    read every AdaLN parameter from the tables and give the unfrozen model's tokens (one image with CFG)."""
+    frozen = copy.deepcopy(tiny.transformer)
+    frozen.freeze_adaln()
+    assert frozen.adaln_frozen
+    q, lr = tiny.vqvae.quantize, _image(astronaut, 64, 64, batch=1)
+    want = tiny.transformer.generate(lr, q, use_refiner=False).tokens
+    for kv_cache in (True, False):
+        got = frozen.generate(lr, q, use_refiner=False, kv_cache=kv_cache).tokens
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
 
 # ----------------------------------------------------------------------------------------------- losses
