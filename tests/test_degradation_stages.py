@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from harness.data.degradations import ops
 from harness.data.degradations.base import make_generator
 from harness.data.degradations.kernels import (
+    KERNEL_TYPES,
     KernelSpec,
     Sampler,
     _draw_beta,
@@ -715,3 +716,26 @@ def test_usm_mask_is_strictly_above_the_threshold_on_the_255_scale():
     top = float((residual.abs() * 255.0).max())
     assert torch.equal(ops.usm_sharpen(img, 0.5, 2, top), img)  # no pixel above the threshold: unchanged
     assert not torch.equal(ops.usm_sharpen(img, 0.5, 2, top * 0.999), img)
+
+
+def test_config_bounds_are_inclusive_and_each_violation_names_its_key() -> None:
+    """``RealESRGANConfig``'s checks: the documented lower bounds are accepted as they are (scale 1, JPEG
+    quality 1, kernel size 1, USM radius 1) and every violation raises its exact message."""
+    RealESRGANConfig(scale=1, jpeg_range=(1.0, 100.0), jpeg_range2=(1.0, 100.0), kernel_range=(1, 21), usm_radius=1)
+    cases = [
+        (dict(scale=0), "scale must be >= 1, got 0"),
+        (dict(sinc_prob=1.5), "sinc_prob: probabilities must lie in [0, 1], got 1.5"),
+        (dict(blur_sigma=(3.0, 0.2)), "blur_sigma: expected [low, high] with 0 <= low <= high, got [3.0, 0.2]"),
+        (
+            dict(kernel_list=("iso", "bogus")),
+            "kernel_list: unknown kernel 'bogus'; valid choices: " + ", ".join(KERNEL_TYPES),
+        ),
+        (dict(kernel_prob=(0.25, 0.25, 0.0, 0.0, 0.0, 0.0)), "kernel_prob: probabilities must sum to 1, got 0.5000"),
+        (dict(blur_kernel_size=22), "blur_kernel_size: must be odd and >= kernel_range[1] (21), got 22;"),
+        (dict(kernel_range=(3, 20)), "kernel_range: expected two odd sizes 1 <= low <= high, got [3, 20]"),
+        (dict(kernel_range=(4, 21)), "kernel_range: expected two odd sizes 1 <= low <= high, got [4, 21]"),
+        (dict(usm_radius=0), "usm_radius: must be >= 1, got 0"),
+    ]
+    for kw, msg in cases:
+        with pytest.raises(ValueError, match="^" + re.escape(msg)):
+            RealESRGANConfig(**kw)
