@@ -739,3 +739,21 @@ def test_config_bounds_are_inclusive_and_each_violation_names_its_key() -> None:
     for kw, msg in cases:
         with pytest.raises(ValueError, match="^" + re.escape(msg)):
             RealESRGANConfig(**kw)
+
+
+def test_config_betag_range_reaches_the_kernel_spec_and_params_errors_name_the_file(tmp_path):
+    """``kernel_spec`` passes each stage's ``betag_range`` on; a non-mapping ``kernel_info`` and an unknown key
+    of a params file raise a ``ConfigError`` that names the file."""
+    from harness.core.mapping import ConfigError
+
+    cfg = RealESRGANConfig(betag_range=(1.0, 2.0), betag_range2=(0.7, 3.0))
+    assert cfg.kernel_spec(1).betag_range == (1.0, 2.0) and cfg.kernel_spec(2).betag_range == (0.7, 3.0)
+    bad_info = tmp_path / "info.yml"
+    bad_info.write_text("kernel_info: [1, 2]\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad_info))}: kernel_info: expected a mapping$"):
+        RealESRGANConfig.from_params_yaml(bad_info)
+    unknown = tmp_path / "unknown.yml"
+    unknown.write_text("bogus_key: 1\n")
+    with pytest.raises(ConfigError, match=re.escape(str(unknown))) as err:
+        RealESRGANConfig.from_params_yaml(unknown)
+    assert "bogus_key" in str(err.value)
