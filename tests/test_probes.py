@@ -386,15 +386,19 @@ def test_sca_gates_of_a_random_map_come_from_the_seeded_generator(astronaut):
     assert all(torch.equal(a, b) for a, b in zip(maps, want))
 
 
+def _teacher_forcing(model, astronaut):
+    """The model's inputs, its accumulated latents, its quantiser and the HR image's tokens."""
+    lr, hr = _lr_hr(astronaut)
+    lr_m11, hr_m11, schedule = probes.model_inputs(model, lr, hr)
+    lat = probes.accumulated_latents(model, lr_m11, hr_m11, schedule)
+    return lr_m11, schedule, lat, model.vqvae.quantize, model.vqvae.img_to_idx(hr_m11, schedule)
+
+
 def test_accumulated_latents_with_guidance(astronaut):
     """Teacher forcing with CFG as at inference: label 0 conditional, label 1 negative, guidance
     (1 + t_k) l_cond - t_k l_neg with t_k = cfg * k / (K - 1); cfg = 1 (guided: any cfg > 0)."""
-    lr, hr = _lr_hr(astronaut)
     guided = make_tiny("laplacian", cfg=1.0)
-    lr_m11, hr_m11, schedule = probes.model_inputs(guided, lr, hr)
-    lat = probes.accumulated_latents(guided, lr_m11, hr_m11, schedule)
-    q = guided.vqvae.quantize
-    gt = guided.vqvae.img_to_idx(hr_m11, schedule)
+    lr_m11, schedule, lat, q, gt = _teacher_forcing(guided, astronaut)
     x_in = q.idx_to_var_input(gt.idx, schedule)
     with torch.no_grad():
         gate = guided.sca(lr_m11, x_in, schedule)
@@ -412,12 +416,8 @@ def test_accumulated_latents_with_guidance(astronaut):
 
 
 def test_accumulated_latents_with_sca_off(astronaut):
-    lr, hr = _lr_hr(astronaut)
     plain = make_tiny("none", cfg=0.0)
-    lr_m11, hr_m11, schedule = probes.model_inputs(plain, lr, hr)
-    lat = probes.accumulated_latents(plain, lr_m11, hr_m11, schedule)
-    q = plain.vqvae.quantize
-    gt = plain.vqvae.img_to_idx(hr_m11, schedule)
+    lr_m11, schedule, lat, q, gt = _teacher_forcing(plain, astronaut)
     with torch.no_grad():
         logits = plain.transformer(lr_m11, torch.tensor([0]), q.idx_to_var_input(gt.idx, schedule), schedule, None)
     b, e = schedule.begin_ends[2]
