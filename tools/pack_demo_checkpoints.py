@@ -51,9 +51,9 @@ def pack(sweep_dir: Path, out: Path, seed: int = 0) -> dict[str, dict]:
     models = sorted(Path(sweep_dir).glob("cells/*/train/model.safetensors"))
     if not models:
         raise SystemExit(f"{sweep_dir}: no cells/*/train/model.safetensors (run the sweep first)")
-    seeded = [p for p in models if cell_seed(p.parents[1].name) is not None]
-    if seeded:
-        models = [p for p in seeded if cell_seed(p.parents[1].name) == seed]
+    seeds = {p: cell_seed(p.parents[1].name) for p in models}
+    if any(s is not None for s in seeds.values()):
+        models = [p for p, s in seeds.items() if s == seed]
         if not models:
             raise SystemExit(f"{sweep_dir}: no finished cell of seed {seed}")
     manifest: dict[str, dict] = {}
