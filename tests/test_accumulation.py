@@ -345,3 +345,48 @@ def test_perturbation_bounds_reduction_and_csv_dtypes(tmp_path):
     df = results_to_frame([res]).assign(model="123")  # a numeric-looking model name stays a string
     back = read_accumulation_csv(write_accumulation_csv(df, tmp_path / "a.csv"))
     assert back["model"].tolist() == ["123"] * 5 and str(back["injected_scale"].dtype) == "Int64"
+
+
+def test_scale_error_default_is_mse_and_low_rank_inputs_are_one_batch_axis():
+    """``scale_error`` on its own: MSE by default; a 2-D (B, N) pair keeps its batch axis; a 1-D pair is one
+    sample of N elements (pred - gt, not pred + gt)."""
+    from harness.analysis.accumulation import scale_error
+
+    pred = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 2.0]])
+    gt = torch.zeros(2, 3)
+    # squared errors: sample 0 sums to 14, sample 1 to 4
+    assert float(scale_error(pred, gt)) == pytest.approx(18 / 6)  # default reduction: the mean
+    assert float(scale_error(pred, gt, "sse")) == pytest.approx((14 + 4) / 2)  # per-sample sums, batch mean
+    assert float(scale_error(pred, gt, "l2")) == pytest.approx((math.sqrt(14) + 2) / 2)
+    one_d_pred, one_d_gt = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 2.0])  # differences 2, -1
+    assert float(scale_error(one_d_pred, one_d_gt)) == pytest.approx(5 / 2)
+    assert float(scale_error(one_d_pred, one_d_gt, "sse")) == pytest.approx(5.0)
+    assert float(scale_error(one_d_pred, one_d_gt, "l2")) == pytest.approx(math.sqrt(5))
+
+
+def test_per_scale_psnr_averages_the_squared_error_over_channels_and_pixels():
+    """One pixel of one channel off by 0.1 in a 3 x 4 x 4 image: MSE 0.01 / 48 over the image (not a per-pixel
+    MSE, which would be 0 at the other 15 pixels)."""
+    gt = torch.zeros(1, 3, 4, 4)
+    pred = gt.clone()
+    pred[0, 1, 2, 3] = 0.1
+    assert float(per_scale_psnr([pred], [gt])[0]) == pytest.approx(10 * math.log10(48 / 0.01))
+
+
+def test_empty_inputs_and_label_count_messages():
+    with pytest.raises(ValueError, match=r"^per_scale_latent_error: no scales given$"):
+        per_scale_latent_error([], [])
+    with pytest.raises(ValueError, match=r"^3 scale labels for 2 errors$"):
+        AccumulationResult(torch.zeros(2), "free_running", scales=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"^mode='perturbation' needs injected_scale$"):
+        AccumulationResult(torch.zeros(2), "perturbation")
+    empty = results_to_frame([])
+    assert list(empty.columns) == list(ACCUMULATION_COLUMNS) and len(empty) == 0
+
+
+def test_curves_without_an_injected_scale_keep_a_nullable_int_column():
+    """A teacher-forced curve alone has no injected scale: the column is still pandas' nullable Int64 (all
+    missing), not an object column of None."""
+    df = AccumulationResult(torch.tensor([0.5, 0.25]), "teacher_forced").to_frame()
+    assert str(df["injected_scale"].dtype) == "Int64" and df["injected_scale"].isna().all()
+    assert df["scale"].tolist() == ["0", "1"] and df["error"].tolist() == [0.5, 0.25]
