@@ -501,3 +501,25 @@ def test_heatmaps_average_leading_axes_and_keep_other_levels_out():
     p[:, 5:, 5] = 1.0  # 4x4 queries: on the first 4x4 token
     mass = attention_mass_by_key_scale(p, lay.levels, lay.levels)
     assert mass.shape == (2, 3, 3) and torch.equal(mass[0], torch.eye(3, dtype=torch.float64))
+
+
+def test_layout_of_a_non_square_grid_keeps_its_flags_and_names_the_prefix_in_errors():
+    from harness.analysis.attention.geometry import key_groups
+
+    lay = token_layout([(2, 3)], include_class=False, alignment="topleft")  # one 2 x 3 map: 6 tokens
+    assert len(lay) == 6 and lay.levels.tolist() == [0] * 6 and lay.coords.shape == (6, 2)
+    assert lay.include_class is False and lay.alignment == "topleft"
+    assert lay.label(0) == "2x3"  # not the class slot
+    assert token_layout([1]).alignment == "center" and token_layout([1]).include_class is True
+    with pytest.raises(ValueError, match=r"^patch_nums is empty$"):
+        token_layout([])
+    with pytest.raises(ValueError, match=r"^prefix_hw: expected a positive int or an \(h, w\) pair, got 0$"):
+        token_layout([1], prefix_hw=0)
+    # key groups of a scale-2 query: the scale-1 key is coarser (1 <= level < 2), the class is not
+    groups = key_groups(torch.tensor([2]), torch.tensor([-1, 0, 1, 2, 3]))
+    assert {g: m[0].tolist() for g, m in groups.items()} == {
+        "prefix": [True, False, False, False, False],
+        "class": [False, True, False, False, False],
+        "coarser": [False, False, True, False, False],
+        "own": [False, False, False, True, False],
+    }
