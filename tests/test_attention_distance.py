@@ -523,3 +523,59 @@ def test_layout_of_a_non_square_grid_keeps_its_flags_and_names_the_prefix_in_err
         "coarser": [False, False, True, False, False],
         "own": [False, False, False, True, False],
     }
+
+
+def _square_2x2():
+    """A lone 2x2 map: centres (1/4, 1/4), (1/4, 3/4), (3/4, 1/4), (3/4, 3/4); neighbours exactly 0.5 apart."""
+    lay = token_layout([2], include_class=False)
+    assert torch.cdist(lay.coords, lay.coords)[0].tolist() == [0.0, 0.5, 0.5, math.sqrt(0.5)]
+    return lay
+
+
+def test_mass_within_radius_keeps_leading_axes_and_counts_keys_within_the_slack():
+    from harness.analysis.attention.stats import per_query_statistics
+
+    lay = _square_2x2()
+    c = lay.coords
+    # (2 heads, 2 queries, 4 keys): head 0 one-hot on each query itself, head 1 both queries on key 0
+    probs = torch.zeros(2, 2, 4)
+    probs[0, 0, 0] = probs[0, 1, 1] = probs[1, 0, 0] = probs[1, 1, 0] = 1.0
+    assert mass_within_radius(probs, c[:2], c, 0.0).tolist() == [1.0, 0.5]  # per head, mean over the 2 queries
+    # uniform attention of query (0, 0): keys at 0, 0.5, 0.5, sqrt(0.5). ||d|| <= r + 1e-9 counts.
+    uniform = torch.full((1, 4), 0.25)
+    for r, want in ((0.5, 0.75), (0.5 - 1e-9, 0.75), (0.5 - 1e-8, 0.25)):
+        assert float(mass_within_radius(uniform, c[:1], c, r)) == want, r
+        stats = per_query_statistics(uniform, lay.levels[:1], c[:1], lay.levels, c, radius=r)
+        assert stats["mass_within_r"].tolist() == [want] and stats["uniform_mass_within_r"].tolist() == [want], r
+    default = per_query_statistics(uniform, lay.levels[:1], c[:1], lay.levels, c)  # radius 0.1: only itself
+    assert default["mass_within_r"].tolist() == [0.25]
+
+
+def test_statistics_shape_errors_name_both_level_shapes_and_counts():
+    from harness.analysis.attention.stats import per_query_statistics
+
+    lay = _square_2x2()
+    c, lv = lay.coords, lay.levels
+    probs = torch.full((3, 4), 0.25)
+    msg = r"^q_levels \(2,\) / k_levels \(4,\) do not match the 3 queries / 4 keys$"
+    with pytest.raises(ValueError, match=msg):  # only the query levels are wrong
+        per_query_statistics(probs, lv[:2], c[:3], lv, c)
+    with pytest.raises(ValueError, match=r"^probs must be \(layers, heads, Q, K\), got shape \(3, 4\)$"):
+        attention_distance_by_scale(probs, lv[:3], c[:3], c, k_levels=lv)
+    with pytest.raises(ValueError, match=r"^q_levels must have shape \(3,\), got \(2,\)$"):
+        attention_distance_by_scale(probs[None, None], lv[:2], c[:3], c, k_levels=lv)
+    with pytest.raises(ValueError, match=r"^2 layer ids for 1 layers$"):
+        attention_distance_by_scale(probs[None, None], lv[:3], c[:3], c, k_levels=lv, layers=[0, 1])
+
+
+def test_distance_by_scale_defaults_and_an_empty_query_set():
+    lay = _square_2x2()
+    c, lv = lay.coords, lay.levels
+    df = attention_distance_by_scale(torch.full((1, 1, 1, 4), 0.25), lv[:1], c[:1], c, k_levels=lv)
+    row = df.iloc[0]
+    assert row.radius == 0.1 and row.mass_within_r == 0.25  # default radius 0.1: only the query itself
+    assert row.query_scale == "0"  # no labels: the level as a string
+    empty = attention_distance_by_scale(
+        torch.zeros(1, 1, 0, 4), lv[:0], c[:0], c, k_levels=lv
+    )  # no sampled query: no rows, but the schema
+    assert list(empty.columns) == list(ATTENTION_COLUMNS) and len(empty) == 0
